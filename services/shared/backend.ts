@@ -1,0 +1,70 @@
+import { tf } from './tf.js';
+import { registerWasmTrainingKernels } from './wasm-kernels.js';
+
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+export const BACKENDS: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+
+export interface BackendInfo {
+  name: BackendName;
+  /** Why earlier choices were skipped, for the start-up log line. */
+  skipped: string[];
+  initMs: number;
+}
+
+async function tryTensorflow(): Promise<void> {
+  // Optional dependency: absent wherever libtensorflow could not be downloaded at install.
+  const moduleName = '@tensorflow/tfjs-node';
+  await import(moduleName);
+  if (!(await tf.setBackend('tensorflow'))) throw new Error('tfjs-node loaded but its backend did not initialise');
+}
+
+async function tryWasm(): Promise<void> {
+  await import('@tensorflow/tfjs-backend-wasm');
+  registerWasmTrainingKernels();
+  if (!(await tf.setBackend('wasm'))) throw new Error('wasm backend did not initialise');
+}
+
+async function tryCpu(): Promise<void> {
+  if (!(await tf.setBackend('cpu'))) throw new Error('cpu backend did not initialise');
+}
+
+const loaders: Record<BackendName, () => Promise<void>> = { tensorflow: tryTensorflow, wasm: tryWasm, cpu: tryCpu };
+
+let active: Promise<BackendInfo> | undefined;
+
+/**
+ * Picks the fastest backend that loads: tfjs-node, then wasm (with edgefl's training
+ * kernels), then cpu. `forced` (EDGEFL_BACKEND) skips the search and fails loudly if
+ * that backend cannot start, since a silent fallback would hide a broken deployment.
+ */
+export function initBackend(forced?: BackendName, log: (msg: string) => void = () => {}): Promise<BackendInfo> {
+  active ??= (async () => {
+    const started = performance.now();
+    const order = forced ? [forced] : BACKENDS;
+    const skipped: string[] = [];
+    for (const name of order) {
+      try {
+        await loaders[name]();
+        await tf.ready();
+        const info = { name, skipped, initMs: performance.now() - started };
+        log(`tensorflow.js backend: ${name}${skipped.length ? ` (skipped ${skipped.join('; ')})` : ''}`);
+        return info;
+      } catch (e) {
+        if (forced) throw new Error(`EDGEFL_BACKEND=${forced} could not start: ${(e as Error).message}`);
+        skipped.push(`${name}: ${firstLine((e as Error).message)}`);
+      }
+    }
+    throw new Error(`no TensorFlow.js backend could start: ${skipped.join('; ')}`);
+  })();
+  return active;
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0]!.slice(0, 160);
+}
+
+export function parseBackendName(value: string | undefined): BackendName | undefined {
+  if (value === undefined || value === '' || value === 'auto') return undefined;
+  if ((BACKENDS as readonly string[]).includes(value)) return value as BackendName;
+  throw new Error(`EDGEFL_BACKEND must be one of auto, ${BACKENDS.join(', ')}; got '${value}'`);
+}

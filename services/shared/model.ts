@@ -77,7 +77,7 @@ export function setFlatWeights(model: tfl.LayersModel, flat: Float32Array): void
   if (flat.length !== expected) throw new Error(`weight vector has ${flat.length} values, model needs ${expected}`);
   let at = 0;
   const next = current.map((w) => {
-    const t = tf.tensor(flat.subarray(at, at + w.size), w.shape, 'float32');
+    const t = tf.tensor(flat.slice(at, at + w.size), w.shape, 'float32');
     at += w.size;
     return t;
   });

@@ -1,0 +1,146 @@
+import { tf, type tfl } from './tf.js';
+import { INPUT_SHAPE, NUM_CLASSES, PIXELS } from './model.js';
+import { createRng } from '../../datasets/rng.js';
+import type { ImageSet } from '../../datasets/types.js';
+
+export type OptimizerName = 'adam' | 'sgd';
+
+export interface TrainOptions {
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  optimizer?: OptimizerName;
+  /** FedProx: adds mu/2·‖w − w_global‖² to the loss so local models cannot drift far on skewed shards. */
+  proximalMu?: number;
+  seed?: number;
+  /** Checked between batches; training stops early (and the caller discards the result). */
+  shouldStop?: () => boolean;
+  onEpoch?: (epoch: number, loss: number, accuracy: number) => void;
+}
+
+export interface TrainResult {
+  loss: number;
+  accuracy: number;
+  samples: number;
+  epochs: number;
+  steps: number;
+  durationMs: number;
+  samplesPerSecond: number;
+  stopped: boolean;
+}
+
+function makeOptimizer(name: OptimizerName, lr: number): tf.Optimizer {
+  return name === 'sgd' ? tf.train.momentum(lr, 0.9) : tf.train.adam(lr);
+}
+
+/**
+ * Local training on a node's shard: mini-batch SGD/Adam with a hand-written step so the
+ * FedProx term can join the loss. Yields to the event loop between batches so health
+ * checks keep answering while a round trains.
+ */
+export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: TrainOptions): Promise<TrainResult> {
+  if (data.count === 0) throw new Error('cannot train on an empty shard');
+  const started = performance.now();
+  const rng = createRng(opts.seed ?? 1);
+  const optimizer = makeOptimizer(opts.optimizer ?? 'adam', opts.learningRate);
+  const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const mu = opts.proximalMu ?? 0;
+  const anchors = mu > 0 ? variables.map((v) => tf.keep(v.clone())) : [];
+  const order = Uint32Array.from({ length: data.count }, (_, i) => i);
+  const batchPixels = new Float32Array(opts.batchSize * PIXELS);
+  const batchLabels = new Int32Array(opts.batchSize);
+  let steps = 0;
+  let lastLoss = NaN;
+  let lastAccuracy = NaN;
+  let seen = 0;
+  let stopped = false;
+  try {
+    for (let epoch = 0; epoch < opts.epochs && !stopped; epoch++) {
+      shuffleInPlace(order, rng);
+      let lossSum = 0;
+      let correct = 0;
+      let epochSamples = 0;
+      for (let start = 0; start < data.count; start += opts.batchSize) {
+        if (opts.shouldStop?.()) {
+          stopped = true;
+          break;
+        }
+        const n = Math.min(opts.batchSize, data.count - start);
+        for (let i = 0; i < n; i++) {
+          const src = order[start + i]!;
+          batchPixels.set(data.images.subarray(src * PIXELS, (src + 1) * PIXELS), i * PIXELS);
+          batchLabels[i] = data.labels[src]!;
+        }
+        const stats = trainStep(model, optimizer, variables, anchors, mu, batchPixels.subarray(0, n * PIXELS), batchLabels.subarray(0, n));
+        lossSum += stats.loss * n;
+        correct += stats.correct;
+        epochSamples += n;
+        steps++;
+        // Let HTTP handlers (health checks, 429 answers) run between batches.
+        if (steps % 4 === 0) await new Promise((r) => setImmediate(r));
+      }
+      seen += epochSamples;
+      if (epochSamples > 0) {
+        lastLoss = lossSum / epochSamples;
+        lastAccuracy = correct / epochSamples;
+        opts.onEpoch?.(epoch + 1, lastLoss, lastAccuracy);
+      }
+    }
+  } finally {
+    tf.dispose(anchors);
+    optimizer.dispose();
+  }
+  const durationMs = performance.now() - started;
+  return {
+    loss: lastLoss,
+    accuracy: lastAccuracy,
+    samples: data.count,
+    epochs: opts.epochs,
+    steps,
+    durationMs,
+    samplesPerSecond: seen / (durationMs / 1000),
+    stopped,
+  };
+}
+
+function trainStep(
+  model: tfl.LayersModel,
+  optimizer: tf.Optimizer,
+  variables: tf.Variable[],
+  anchors: tf.Tensor[],
+  mu: number,
+  pixels: Float32Array,
+  labels: Int32Array,
+): { loss: number; correct: number } {
+  const n = labels.length;
+  let correctT: tf.Tensor | undefined;
+  const cost = tf.tidy(() => {
+    const xs = tf.tensor4d(pixels, [n, ...INPUT_SHAPE]);
+    const ys = tf.oneHot(tf.tensor1d(labels, 'int32'), NUM_CLASSES);
+    return optimizer.minimize(
+      () => {
+        const probs = model.apply(xs, { training: true }) as tf.Tensor2D;
+        correctT = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, 1), tf.argMax(ys, 1)), 'int32')));
+        const ce = tf.neg(tf.mean(tf.sum(tf.mul(ys, tf.log(tf.clipByValue(probs, 1e-7, 1))), 1))) as tf.Scalar;
+        if (mu === 0) return ce;
+        const prox = variables.reduce<tf.Scalar>((acc, v, i) => tf.add(acc, tf.sum(tf.square(tf.sub(v, anchors[i]!)))) as tf.Scalar, tf.scalar(0));
+        return tf.add(ce, tf.mul(mu / 2, prox)) as tf.Scalar;
+      },
+      true,
+      variables,
+    ) as tf.Scalar;
+  });
+  const loss = cost.dataSync()[0]!;
+  const correct = correctT ? correctT.dataSync()[0]! : 0;
+  tf.dispose([cost, correctT!]);
+  return { loss, correct };
+}
+
+function shuffleInPlace(a: Uint32Array, rng: () => number): void {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    const t = a[i]!;
+    a[i] = a[j]!;
+    a[j] = t;
+  }
+}

@@ -1,0 +1,104 @@
+import type pg from 'pg';
+
+/**
+ * Versioned schema. Append new entries; never edit an applied one. Applied under a
+ * transaction-scoped advisory lock so several services starting at once (a Knative
+ * scale-up) do not race each other.
+ */
+export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: 'initial schema',
+    sql: `
+      CREATE TABLE model_versions (
+        version        bigserial PRIMARY KEY,
+        parent_version bigint REFERENCES model_versions(version),
+        run_id         text,
+        round          integer,
+        bytes          bytea NOT NULL,
+        manifest       jsonb NOT NULL,
+        checksum       text NOT NULL,
+        dtype          text NOT NULL DEFAULT 'float32',
+        metrics        jsonb NOT NULL DEFAULT '{}',
+        created_at     timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE TABLE runs (
+        id           text PRIMARY KEY,
+        status       text NOT NULL CHECK (status IN ('pending','running','completed','stopped','failed')),
+        config       jsonb NOT NULL,
+        stop_reason  text,
+        current_round integer NOT NULL DEFAULT 0,
+        best_accuracy double precision,
+        initial_version bigint REFERENCES model_versions(version),
+        latest_version  bigint REFERENCES model_versions(version),
+        stop_requested boolean NOT NULL DEFAULT false,
+        created_at   timestamptz NOT NULL DEFAULT now(),
+        updated_at   timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE TABLE rounds (
+        run_id        text NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        round         integer NOT NULL,
+        status        text NOT NULL CHECK (status IN ('running','completed','failed')),
+        config        jsonb NOT NULL,
+        base_version  bigint NOT NULL REFERENCES model_versions(version),
+        global_version bigint REFERENCES model_versions(version),
+        selected      text[] NOT NULL,
+        quorum        integer NOT NULL,
+        deadline      timestamptz NOT NULL,
+        metrics       jsonb NOT NULL DEFAULT '{}',
+        attempt       integer NOT NULL DEFAULT 1,
+        started_at    timestamptz NOT NULL DEFAULT now(),
+        finished_at   timestamptz,
+        PRIMARY KEY (run_id, round)
+      );
+      CREATE TABLE client_updates (
+        id            bigserial PRIMARY KEY,
+        run_id        text NOT NULL,
+        round         integer NOT NULL,
+        node_id       text NOT NULL,
+        base_version  bigint NOT NULL REFERENCES model_versions(version),
+        bytes         bytea NOT NULL,
+        checksum      text NOT NULL,
+        sample_count  integer NOT NULL CHECK (sample_count > 0),
+        metrics       jsonb NOT NULL DEFAULT '{}',
+        duration_ms   double precision NOT NULL,
+        created_at    timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (run_id, round, node_id)
+      );
+      CREATE TABLE nodes (
+        id              text PRIMARY KEY,
+        last_seen       timestamptz NOT NULL DEFAULT now(),
+        shard_size      integer NOT NULL,
+        label_histogram jsonb NOT NULL,
+        info            jsonb NOT NULL DEFAULT '{}'
+      );
+      CREATE INDEX model_versions_run ON model_versions (run_id, round);
+    `,
+  },
+];
+
+const LOCK_KEY = 0x6564_6766; // "edgf"
+
+export async function migrate(pool: pg.Pool): Promise<number[]> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_KEY]);
+    await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+    const done = new Set((await client.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map((r) => r.version));
+    const applied: number[] = [];
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      await client.query(m.sql);
+      await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+      applied.push(m.version);
+    }
+    await client.query('COMMIT');
+    return applied;
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw e;
+  } finally {
+    client.release();
+  }
+}

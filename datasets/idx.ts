@@ -84,7 +84,7 @@ function findIdxFile(dir: string, prefix: string, kind: 'images' | 'labels'): st
   for (const c of candidates) {
     for (const name of [c, `${c}.gz`]) if (names.includes(name)) return join(dir, name);
   }
-  throw new Error(`no ${candidates[0]}[.gz] in ${dir}`);
+  throw new IdxFormatError(dir, `no ${candidates[0]}[.gz] (or ${candidates[1]}[.gz]) in this directory`);
 }
 
 /** Reads the standard four-file MNIST layout (train-* and t10k-*) from a directory. */

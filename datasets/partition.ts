@@ -12,7 +12,7 @@ export interface PartitionOptions {
   alpha?: number;
   /** Dirichlet: resample until every node holds at least this many samples. */
   minShardSize?: number;
-  /** Shards: classes (shards) per node, as in McMahan et al. 2017. */
+  /** Shards: shards per node, as in McMahan et al. 2017; a node holds at most this many classes. */
   shardsPerNode?: number;
 }
 
@@ -34,7 +34,7 @@ export function partition(labels: Uint8Array, numClasses: number, opts: Partitio
       groups = dirichletSplit(labels, numClasses, opts.nodes, opts.alpha ?? 0.5, opts.minShardSize ?? 10, rng);
       break;
     case 'shards':
-      groups = shardSplit(labels, opts.nodes, opts.shardsPerNode ?? 2, rng);
+      groups = shardSplit(labels, numClasses, opts.nodes, opts.shardsPerNode ?? 2, rng);
       break;
     default:
       throw new Error(`unknown partition '${String(opts.kind)}', expected one of ${PARTITION_KINDS.join(', ')}`);
@@ -86,18 +86,33 @@ function dirichletSplit(labels: Uint8Array, numClasses: number, nodes: number, a
   throw new Error(`could not draw a Dirichlet(alpha=${alpha}) partition with >= ${minShardSize} samples per node; lower minShardSize or raise alpha`);
 }
 
-/** Sort by label, cut into nodes*k equal shards, deal k random shards to each node. */
-function shardSplit(labels: Uint8Array, nodes: number, k: number, rng: Rng): number[][] {
+/**
+ * McMahan et al. 2017 with class-pure shards: each class's samples are cut into
+ * shards (nodes*k in all, one per class first, the rest to whichever class has the
+ * largest shards, so shard sizes stay even), then each node is dealt k random shards.
+ * A node therefore holds at most k classes and every sample is dealt, which needs at
+ * least as many shards as there are classes present.
+ */
+function shardSplit(labels: Uint8Array, numClasses: number, nodes: number, k: number, rng: Rng): number[][] {
   if (!Number.isInteger(k) || k < 1) throw new Error(`shardsPerNode must be a positive integer, got ${k}`);
   const total = nodes * k;
   if (total > labels.length) throw new Error(`${total} shards exceed ${labels.length} samples`);
-  const sorted = Array.from({ length: labels.length }, (_, i) => i).sort((a, b) => labels[a]! - labels[b]! || a - b);
-  const shardSize = Math.floor(labels.length / total);
-  const shardOrder = shuffled(
-    Array.from({ length: total }, (_, i) => i),
-    rng,
-  );
-  return Array.from({ length: nodes }, (_, n) =>
-    shardOrder.slice(n * k, (n + 1) * k).flatMap((s) => sorted.slice(s * shardSize, s === total - 1 ? labels.length : (s + 1) * shardSize)),
-  );
+  const byClass = indicesByClass(labels, numClasses).filter((c) => c.length > 0);
+  if (total < byClass.length) {
+    throw new Error(
+      `${nodes} nodes x ${k} shards per node = ${total} shards cannot cover the ${byClass.length} classes present with at most ${k} classes per node; raise shardsPerNode or use dirichlet`,
+    );
+  }
+  const counts = byClass.map(() => 1);
+  for (let s = byClass.length; s < total; s++) {
+    let best = 0;
+    for (let c = 1; c < byClass.length; c++) if (byClass[c]!.length / counts[c]! > byClass[best]!.length / counts[best]!) best = c;
+    counts[best]!++;
+  }
+  const shards = byClass.flatMap((members, c) => {
+    const n = counts[c]!;
+    return Array.from({ length: n }, (_, i) => members.slice(Math.floor((i * members.length) / n), Math.floor(((i + 1) * members.length) / n)));
+  });
+  const dealt = shuffled(shards, rng);
+  return Array.from({ length: nodes }, (_, n) => dealt.slice(n * k, (n + 1) * k).flat());
 }

@@ -54,5 +54,10 @@ export function gamma(shape: number, rng: Rng): number {
 export function dirichlet(alpha: number, k: number, rng: Rng): number[] {
   const draws = Array.from({ length: k }, () => gamma(alpha, rng));
   const sum = draws.reduce((a, b) => a + b, 0);
+  // Tiny alphas can underflow every draw to 0; the limit is then all mass on one entry.
+  if (!(sum > 0)) {
+    const winner = Math.floor(rng() * k);
+    return draws.map((_, i) => (i === winner ? 1 : 0));
+  }
   return draws.map((g) => g / sum);
 }

@@ -60,7 +60,12 @@ export function encodeWeights(specs: readonly TensorSpec[], flat: Float32Array, 
   if (dtype === 'float32') {
     for (let i = 0; i < flat.length; i++, offset += 4) body.writeFloatLE(flat[i]!, offset);
   } else {
-    for (let i = 0; i < flat.length; i++, offset += 2) body.writeUInt16LE(float32ToFloat16Bits(flat[i]!), offset);
+    for (let i = 0; i < flat.length; i++, offset += 2) {
+      const half = float32ToFloat16Bits(flat[i]!);
+      // The decoder refuses Infinity, so a value beyond half's range must fail here, not on arrival.
+      if ((half & 0x7c00) === 0x7c00) throw new CodecError('non_finite', `weight #${i} is ${flat[i]}, beyond float16's range (±65504)`);
+      body.writeUInt16LE(half, offset);
+    }
   }
   createHash('sha256').update(body.subarray(0, offset)).digest().copy(body, offset);
   return body;
@@ -138,7 +143,7 @@ function assertFinite(flat: Float32Array): void {
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
-/** Round-to-nearest-even float32 → IEEE half; values beyond half's range become ±Inf (and are then refused). */
+/** Round-to-nearest-even float32 → IEEE half; values beyond half's range become ±Inf (encodeWeights refuses them). */
 export function float32ToFloat16Bits(value: number): number {
   f32[0] = value;
   const x = u32[0]!;

@@ -85,8 +85,9 @@ type Env = Record<string, string | undefined>;
 function int(env: Env, name: string, fallback: number, min = 0): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min) throw new ConfigError(`${name} must be an integer >= ${min}; got '${raw}'`);
+  // Decimal digits only: Number() would also take ' ' (as 0), '1e3' and '0x10'.
+  const value = /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(value) || value < min) throw new ConfigError(`${name} must be an integer >= ${min}; got '${raw}'`);
   return value;
 }
 
@@ -109,6 +110,14 @@ function list(env: Env, name: string): string[] {
   return (env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 }
 
+function backend(env: Env): BackendName | undefined {
+  try {
+    return parseBackendName(env[ENV.backend]);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
+
 export function loadConfig(env: Env = process.env, role?: Role): Config {
   const nodes = int(env, ENV.nodes, 3, 1);
   const nodeId = int(env, ENV.nodeId, 0, 0);
@@ -121,7 +130,7 @@ export function loadConfig(env: Env = process.env, role?: Role): Config {
     databaseUrl: env[ENV.databaseUrl] || undefined,
     dataDir: path.resolve(env[ENV.dataDir] || '.edgefl'),
     port: int(env, ENV.port, role ? DEFAULT_PORTS[role] : 8080, 0),
-    backend: parseBackendName(env[ENV.backend]),
+    backend: backend(env),
     nodeId,
     partition: {
       kind: oneOf(env, ENV.partition, PARTITION_KINDS, 'dirichlet'),

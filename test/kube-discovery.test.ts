@@ -22,14 +22,7 @@ function captureIO() {
   return { out, err, io: { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => err.push(s) } } };
 }
 
-// @kubernetes/client-node 2.x needs undici 8 → Node >= 22.19. Where it cannot load, the suite that
-// goes through it is skipped; everything else always runs. (Decided by version, not by trying the
-// import: a failed import of an external module leaks an unhandled rejection inside vitest.)
-const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
-const clientLoads = major > 22 || (major === 22 && minor >= 19);
-if (!clientLoads) {
-  console.warn(`kube-discovery: Node ${process.versions.node} cannot load @kubernetes/client-node 2.x; skipping the API-client suite`);
-}
+// @kubernetes/client-node is pinned to 1.x, which runs on Node 20 (2.x needs Node >= 22.19).
 
 // ---------------------------------------------------------------------------------------
 // A fake Kubernetes API server: just the calls discovery makes, in the real JSON shapes.
@@ -248,7 +241,6 @@ describe('discovery helpers (no API client needed)', () => {
       const err = await fresh.loadKubeClient().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(fresh.KubeClientUnavailableError);
       expect((err as Error).message).toMatch(/^@kubernetes\/client-node could not be loaded on Node /);
-      if (!clientLoads) expect((err as Error).message).toMatch(/needs Node >= 22\.19\): /);
       // Callers see the same clear error, not a TypeError from deep inside undici.
       await expect(fresh.discoverTrainers({} as never, 'edgefl')).rejects.toThrow(/could not be loaded/);
     } finally {
@@ -293,7 +285,7 @@ describe('discovery helpers (no API client needed)', () => {
 // Through @kubernetes/client-node against the fake server.
 // ---------------------------------------------------------------------------------------
 
-describe.skipIf(!clientLoads)('discovery through @kubernetes/client-node', () => {
+describe('discovery through @kubernetes/client-node', () => {
   const api = new FakeKubeApi();
   let kc: import('@kubernetes/client-node').KubeConfig;
 

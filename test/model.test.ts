@@ -126,11 +126,7 @@ describe('getFlatWeights / setFlatWeights', () => {
     m.dispose();
   });
 
-  // Known bug, reported: on the cpu backend setFlatWeights hands subarray views of the
-  // caller's vector to tf.tensor, which keeps them, so later writes to that vector leak
-  // into the model. Fix in model.ts: `flat.slice(...)` instead of `flat.subarray(...)`;
-  // then turn this back into a plain `it`.
-  it.fails('does not alias the vector it was given (KNOWN BUG in model.ts)', () => {
+  it('does not alias the vector it was given', () => {
     const m = buildModel(9);
     const flat = new Float32Array(PARAMS).fill(0.01);
     setFlatWeights(m, flat);

@@ -1,0 +1,159 @@
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type pg from 'pg';
+import { bearerToken, constantTimeEqual } from '../services/shared/auth.js';
+import { HttpError, notFound } from '../services/shared/http-errors.js';
+import { applyCommonMiddleware, applyErrorHandlers } from '../services/shared/http-common.js';
+import type { Logger } from '../services/shared/log.js';
+import { createMetrics, type Metrics } from '../services/shared/metrics.js';
+import * as store from '../services/store/model-store.js';
+import type { Federation, RoundSummary } from './federation.js';
+import type { TrainerTarget } from './invoke.js';
+import { parseRunConfig, type RunConfig } from './run-config.js';
+
+export interface AggregatorDeps {
+  pool: pg.Pool;
+  federation: Federation;
+  log: Logger;
+  adminToken?: string;
+  trainers: () => Promise<TrainerTarget[]>;
+  servingUrls: () => string[];
+  runDefaults?: Partial<RunConfig>;
+  metrics?: Metrics;
+  /** Extra routes (the dashboard) mounted before the 404 handler. */
+  mount?: (app: express.Express) => void;
+}
+
+export function createAggregatorApp(deps: AggregatorDeps) {
+  const metrics = deps.metrics ?? createMetrics('aggregator');
+  const app = express();
+  applyCommonMiddleware(app, deps.log, metrics);
+  const json = express.json({ limit: '256kb' });
+
+  const requireAdmin = (req: Request, _res: Response, next: NextFunction) => {
+    if (!deps.adminToken) return next();
+    const token = bearerToken(req.get('authorization'));
+    if (token && constantTimeEqual(token, deps.adminToken)) return next();
+    next(new HttpError(401, 'unauthorized', 'this route needs the admin token (Authorization: Bearer <EDGEFL_ADMIN_TOKEN>)', { 'WWW-Authenticate': 'Bearer' }));
+  };
+
+  app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
+  app.get('/readyz', async (_req, res) => {
+    await deps.pool.query('SELECT 1');
+    res.json({ status: 'ready' });
+  });
+
+  app.post('/runs', requireAdmin, json, async (req, res) => {
+    const config = parseRunConfig(req.body ?? {}, deps.runDefaults);
+    const trainers = await deps.trainers();
+    const usable = config.nodes ? trainers.filter((t) => config.nodes!.includes(t.nodeId)) : trainers;
+    if (config.nodes) {
+      const unknown = config.nodes.filter((n) => !trainers.some((t) => t.nodeId === n));
+      if (unknown.length) throw new HttpError(422, 'unknown_nodes', `no trainer known for: ${unknown.join(', ')}`);
+    }
+    if (usable.length === 0) throw new HttpError(409, 'no_trainers', 'no trainer endpoints are known (EDGEFL_TRAINER_URLS or cluster discovery)');
+    if (config.minQuorum > usable.length) throw new HttpError(422, 'quorum_unreachable', `minQuorum ${config.minQuorum} exceeds the ${usable.length} available nodes`);
+    const run = await deps.federation.startRun(config);
+    res.status(201).location(`/runs/${run.id}`).json(await runView(run.id));
+  });
+  app.get('/runs', async (_req, res) => {
+    const runs = await store.listRuns(deps.pool);
+    res.json({ runs: runs.map(runSummary) });
+  });
+  app.get('/runs/:id', async (req, res) => {
+    const view = await runView(String(req.params.id));
+    if (!view) throw notFound('run_not_found', `no run '${req.params.id}'`);
+    res.json(view);
+  });
+  app.post('/runs/:id/stop', requireAdmin, async (req, res) => {
+    const run = await store.getRun(deps.pool, String(req.params.id));
+    if (!run) throw notFound('run_not_found', `no run '${req.params.id}'`);
+    if (run.status !== 'running') throw new HttpError(409, 'run_not_running', `run is already ${run.status}`);
+    await deps.federation.stop(run.id);
+    res.status(202).json({ id: run.id, stopRequested: true });
+  });
+  /** Server-sent events: every round summary and run status change, for the dashboard. */
+  app.get('/events', (req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+    res.write(': connected\n\n');
+    const send = (type: string) => (data: unknown) => res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+    const onRound = send('round');
+    const onRun = send('run');
+    const onStart = send('round-start');
+    deps.federation.on('round', onRound);
+    deps.federation.on('run', onRun);
+    deps.federation.on('round-start', onStart);
+    const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+    req.on('close', () => {
+      clearInterval(ping);
+      deps.federation.off('round', onRound);
+      deps.federation.off('run', onRun);
+      deps.federation.off('round-start', onStart);
+    });
+  });
+
+  app.get('/models', async (_req, res) => {
+    res.json({ models: await store.listModels(deps.pool) });
+  });
+  app.get('/models/:version', async (req, res) => {
+    const version = Number(req.params.version);
+    if (!Number.isSafeInteger(version) || version < 1) throw new HttpError(400, 'invalid_version', 'version must be a positive integer');
+    if (req.query.format === 'bin') {
+      const model = await store.getModel(deps.pool, version);
+      if (!model) throw notFound('model_not_found', `no model version ${version}`);
+      res.setHeader('Content-Type', 'application/octet-stream');
+      res.setHeader('Content-Disposition', `attachment; filename="edgefl-mnist-v${version}.eflw"`);
+      res.setHeader('X-Checksum-SHA256', model.checksum);
+      return void res.send(model.bytes);
+    }
+    if (req.query.format !== undefined && req.query.format !== 'json') throw new HttpError(400, 'invalid_format', 'format must be json or bin');
+    const meta = await store.getModelMeta(deps.pool, version);
+    if (!meta) throw notFound('model_not_found', `no model version ${version}`);
+    res.json(meta);
+  });
+  app.get('/nodes', async (_req, res) => {
+    const [known, trainers] = await Promise.all([store.listNodes(deps.pool), deps.trainers()]);
+    res.json({
+      nodes: trainers.map((t, i) => ({ ...known.find((k) => k.id === t.nodeId), id: t.nodeId, trainerUrl: t.url, servingUrl: deps.servingUrls()[i] ?? null })),
+    });
+  });
+
+  deps.mount?.(app);
+  applyErrorHandlers(app, deps.log);
+  return app;
+
+  async function runView(id: string) {
+    const run = await store.getRun(deps.pool, id);
+    if (!run) return undefined;
+    const rounds = await store.listRounds(deps.pool, id);
+    return {
+      ...runSummary(run),
+      config: run.config,
+      rounds: rounds.map((r) => ({
+        round: r.round,
+        status: r.status,
+        attempt: r.attempt,
+        baseVersion: r.baseVersion,
+        modelVersion: r.globalVersion,
+        selected: r.selected,
+        quorum: r.quorum,
+        deadline: r.deadline,
+        startedAt: r.startedAt,
+        finishedAt: r.finishedAt,
+        ...(r.metrics as Partial<RoundSummary>),
+      })),
+    };
+  }
+}
+
+function runSummary(run: store.RunRow) {
+  return {
+    id: run.id,
+    status: run.status,
+    stopReason: run.stopReason,
+    currentRound: run.currentRound,
+    bestAccuracy: run.bestAccuracy,
+    latestVersion: run.latestVersion,
+    createdAt: run.createdAt,
+    updatedAt: run.updatedAt,
+  };
+}

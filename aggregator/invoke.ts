@@ -1,0 +1,114 @@
+import http from 'node:http';
+import https from 'node:https';
+import { signInvokeToken } from '../services/shared/auth.js';
+import { EVENT_TYPES, NODE_EXTENSION, encodeEvent, makeEvent } from '../services/shared/events.js';
+
+export interface TrainerTarget {
+  nodeId: string;
+  url: string;
+}
+
+export type InvokeOutcome =
+  | { ok: true; updateId: number; metrics: Record<string, unknown>; attempts: number; ms: number }
+  | { ok: false; reason: 'deadline' | 'rejected' | 'unreachable' | 'stopped'; status?: number; detail: string; attempts: number; ms: number };
+
+export interface InvokeOptions {
+  deadline: Date;
+  secret?: string;
+  signal?: AbortSignal;
+  /** First retry delay; doubles up to maxBackoffMs. Cold starts take seconds, so retries must too. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  requestId?: string;
+}
+
+/**
+ * Sends one round's CloudEvent to one trainer and retries transport failures, 5xx and
+ * 429 (honouring Retry-After) with exponential backoff until the round's deadline.
+ * A 4xx other than 429 is final: the trainer understood and refused.
+ */
+export async function invokeTrainer(target: TrainerTarget, data: Record<string, unknown>, opts: InvokeOptions): Promise<InvokeOutcome> {
+  const started = Date.now();
+  let delay = opts.backoffMs ?? 500;
+  let attempts = 0;
+  let last = 'no attempt made';
+  let lastStatus: number | undefined;
+  const event = makeEvent(EVENT_TYPES.roundTrain, '/edgefl/aggregator', data, { [NODE_EXTENSION]: target.nodeId });
+  while (true) {
+    if (opts.signal?.aborted) return { ok: false, reason: 'stopped', detail: 'run stopped', attempts, ms: Date.now() - started };
+    const remaining = opts.deadline.getTime() - Date.now();
+    if (remaining <= 0) return { ok: false, reason: 'deadline', status: lastStatus, detail: `deadline passed (${last})`, attempts, ms: Date.now() - started };
+    attempts++;
+    const msg = encodeEvent(event, 'binary');
+    const headers: Record<string, string> = { ...msg.headers, 'content-type': 'application/json' };
+    if (opts.secret) headers.authorization = `Bearer ${signInvokeToken(opts.secret, target.nodeId, Math.min(remaining + 60_000, 3_600_000))}`;
+    if (opts.requestId) headers['x-request-id'] = opts.requestId;
+    let retryAfterMs: number | undefined;
+    try {
+      const res = await postOnce(target.url, headers, msg.body, remaining, opts.signal);
+      lastStatus = res.status;
+      if (res.status >= 200 && res.status < 300) {
+        const body = JSON.parse(res.body) as { updateId?: number; metrics?: Record<string, unknown> };
+        if (typeof body.updateId !== 'number') return { ok: false, reason: 'rejected', status: res.status, detail: 'trainer answered without an updateId', attempts, ms: Date.now() - started };
+        return { ok: true, updateId: body.updateId, metrics: body.metrics ?? {}, attempts, ms: Date.now() - started };
+      }
+      last = `HTTP ${res.status}: ${errorMessage(res.body)}`;
+      if (res.status !== 429 && res.status < 500) return { ok: false, reason: 'rejected', status: res.status, detail: last, attempts, ms: Date.now() - started };
+      const ra = Number(res.headers['retry-after']);
+      if (Number.isFinite(ra) && ra > 0) retryAfterMs = ra * 1000;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    const wait = Math.min(retryAfterMs ?? delay, Math.max(0, opts.deadline.getTime() - Date.now()));
+    await sleep(wait, opts.signal);
+    delay = Math.min(delay * 2, opts.maxBackoffMs ?? 8000);
+  }
+}
+
+function errorMessage(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { error?: { message?: string } | string };
+    return typeof parsed.error === 'string' ? parsed.error : parsed.error?.message ?? body.slice(0, 200);
+  } catch {
+    return body.slice(0, 200);
+  }
+}
+
+interface RawResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** node:http rather than fetch: training can outlast fetch's fixed five-minute header timeout. */
+function postOnce(url: string, headers: Record<string, string>, body: string, timeoutMs: number, signal?: AbortSignal): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const lib = u.protocol === 'https:' ? https : http;
+    const req = lib.request(u, { method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) }, signal, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > 1024 * 1024) req.destroy(new Error('trainer response too large'));
+        else chunks.push(c);
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.setTimeout(Math.max(1, timeoutMs), () => req.destroy(new Error(`no answer within ${Math.round(timeoutMs)} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (ms <= 0) return resolve();
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}

@@ -1,0 +1,82 @@
+import { ConfigError, loadConfig } from '../shared/config.js';
+import { UsageError, envFromFlags, parse, serviceOptions, SERVICE_FLAGS } from './args.js';
+
+const HELP = `edgefl — federated learning at the edge, serverless on Knative
+
+Local federation
+  edgefl up [--nodes 3 --alpha 0.5 --rounds 20 ...]   everything on this machine (npm start); edgefl up --help
+Edge functions and aggregator (one process each; flags or EDGEFL_* environment)
+  edgefl trainer --node-id 0 --nodes 3                the model-training function
+  edgefl serve [--node-id 0]                          the model-serving function
+  edgefl aggregator --trainer-urls URL,URL,...        the cloud aggregator and dashboard
+Runs
+  edgefl train --aggregator URL [--rounds N --target ACC --epochs N --strategy S --wait]
+  edgefl status --aggregator URL [--run ID] [--json]
+  edgefl status --kube [--namespace NS] [--json]      edge nodes in a Knative cluster
+Model and data
+  edgefl model summary                                the CNN, layer by layer
+  edgefl data inspect [--nodes 3 --partition dirichlet --alpha 0.5]
+  edgefl train-local [--epochs 3]                     centralised baseline on the built-in digits
+Deployment
+  edgefl manifests [--nodes N --image IMG --namespace NS --eventing --write DIR]
+
+Service flags: ${Object.entries(SERVICE_FLAGS).map(([k, s]) => `--${k} (${s.env})`).join(', ')}`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'up':
+      return (await import('./up.js')).up(rest);
+    case 'trainer':
+    case 'serve':
+    case 'aggregator': {
+      const values = parse(rest, serviceOptions);
+      const role = command === 'serve' ? 'serving' : command;
+      const cfg = loadConfig({ ...process.env, ...envFromFlags(values) }, role);
+      if (command === 'trainer') await (await import('../trainer/main.js')).startTrainer(cfg);
+      else if (command === 'serve') await (await import('../serving/main.js')).startServing(cfg);
+      else {
+        const { mountDashboard } = await import('../../aggregator/dashboard.js');
+        await (await import('../../aggregator/main.js')).startAggregator(cfg, { mount: mountDashboard });
+      }
+      return -1; // keep running
+    }
+    case 'train':
+      return (await import('./remote-commands.js')).trainRemote(rest);
+    case 'status':
+      if (rest.includes('--kube')) return (await import('./kube-commands.js')).runKubeStatusCommand(rest);
+      return (await import('./remote-commands.js')).statusRemote(rest);
+    case 'manifests':
+      return (await import('./kube-commands.js')).runManifestsCommand(rest);
+    case 'model':
+      if (rest[0] !== 'summary') throw new UsageError('usage: edgefl model summary');
+      return (await import('./local-commands.js')).modelSummary();
+    case 'data':
+      if (rest[0] !== 'inspect') throw new UsageError('usage: edgefl data inspect [flags]');
+      return (await import('./local-commands.js')).dataInspect(rest.slice(1));
+    case 'train-local':
+      return (await import('./local-commands.js')).trainLocalCommand(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(HELP);
+      return 0;
+    default:
+      throw new UsageError(`unknown command '${command}'\n\n${HELP}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof UsageError || e instanceof ConfigError) {
+      console.error(`edgefl: ${e.message}`);
+      process.exit(2);
+    }
+    console.error(`edgefl: ${(e as Error).stack ?? String(e)}`);
+    process.exit(1);
+  },
+);

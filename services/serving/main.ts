@@ -1,0 +1,55 @@
+import { initBackend } from '../shared/backend.js';
+import type { Config } from '../shared/config.js';
+import { createLogger } from '../shared/log.js';
+import { createMetrics } from '../shared/metrics.js';
+import { listen } from '../shared/runtime.js';
+import { openDatabase } from '../store/database.js';
+import { listenForModels } from '../store/listen.js';
+import { createServingApp } from './app.js';
+import { ModelHolder } from './model-holder.js';
+
+/**
+ * Starts the serving function. Backend, database connection and model are set up once
+ * here, before the port opens, so every request — including the first after a cold
+ * start — only runs inference. The start-up log line splits the cold start into phases.
+ */
+export async function startServing(cfg: Config) {
+  const t0 = performance.now();
+  const nodeId = `node-${cfg.nodeId}`;
+  const log = createLogger({ service: 'serving', node: nodeId }, cfg.logLevel);
+  const metrics = createMetrics('serving');
+  const backend = await initBackend(cfg.backend, (m) => log.info(m));
+  const t1 = performance.now();
+  const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), poolSize: 3, stopEmbeddedOnClose: true });
+  const holder = new ModelHolder(db.pool, log, metrics);
+  await holder.refresh();
+  const t2 = performance.now();
+  const listener = listenForModels(
+    db.url,
+    (v) => void holder.onPublished(v).catch((e) => log.warn('reload failed', { err: e })),
+    () => void holder.refresh().catch((e) => log.warn('refresh failed', { err: e })),
+    (m) => log.warn(m),
+  );
+  // NOTIFY is best-effort across reconnects; a slow poll guarantees convergence.
+  const poll = setInterval(() => void holder.refresh().catch(() => {}), 30_000);
+  poll.unref();
+  const app = createServingApp({ holder, log, nodeId, maxBatch: cfg.maxBatch, maxBodyBytes: cfg.maxBodyBytes, apiKeys: cfg.apiKeys, metrics });
+  const server = await listen(app, cfg.port, log, async () => {
+    clearInterval(poll);
+    await listener.close();
+    await db.close();
+  });
+  const startup = {
+    module_load_ms: Math.round(t0),
+    backend: backend.name,
+    backend_init_ms: Math.round(t1 - t0),
+    model_fetch_ms: Math.round(holder.lastTimings?.fetchMs ?? 0),
+    model_decode_ms: Math.round(holder.lastTimings?.decodeMs ?? 0),
+    model_install_ms: Math.round(holder.lastTimings?.installMs ?? 0),
+    db_and_model_ms: Math.round(t2 - t1),
+    ready_ms: Math.round(performance.now() - t0),
+    model_version: holder.current?.version ?? null,
+  };
+  log.info('serving ready', startup);
+  return { server, db, holder, app, startup };
+}

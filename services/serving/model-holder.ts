@@ -1,0 +1,91 @@
+import type pg from 'pg';
+import { decodeWeights, sha256Hex } from '../shared/codec.js';
+import type { Logger } from '../shared/log.js';
+import type { Metrics } from '../shared/metrics.js';
+import { buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../shared/model.js';
+import type { tfl } from '../shared/tf.js';
+import { getLatestModel, getModel, latestVersion, type ModelVersion } from '../store/model-store.js';
+
+export interface LoadedModel {
+  version: number;
+  model: tfl.LayersModel;
+  checksum: string;
+  metrics: Record<string, unknown>;
+  createdAt: string;
+  loadedAt: string;
+}
+
+export interface LoadTimings {
+  fetchMs: number;
+  decodeMs: number;
+  installMs: number;
+}
+
+/**
+ * Holds the served model and swaps in newer versions without a gap: the new weights go
+ * into a standby model, which is warmed up and then becomes current in one assignment.
+ * Predictions are synchronous, so no request ever sees a half-loaded model.
+ */
+export class ModelHolder {
+  current: LoadedModel | undefined;
+  lastTimings: LoadTimings | undefined;
+  private standby: tfl.LayersModel | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly pool: pg.Pool, private readonly log: Logger, private readonly metrics?: Metrics) {}
+
+  /** Loads the newest version if it is newer than the current one. */
+  refresh(): Promise<LoadedModel | undefined> {
+    return this.serialised(async () => {
+      const newest = await latestVersion(this.pool);
+      if (newest === undefined || (this.current && newest <= this.current.version)) return this.current;
+      const fetchStart = performance.now();
+      const row = await getLatestModel(this.pool);
+      return row ? this.install(row, performance.now() - fetchStart) : this.current;
+    });
+  }
+
+  /** Loads a version named by a NOTIFY; older or equal versions are ignored. */
+  onPublished(version: number): Promise<LoadedModel | undefined> {
+    return this.serialised(async () => {
+      if (this.current && version <= this.current.version) return this.current;
+      const fetchStart = performance.now();
+      const row = await getModel(this.pool, version);
+      return row ? this.install(row, performance.now() - fetchStart) : this.current;
+    });
+  }
+
+  private serialised<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private install(row: ModelVersion, fetchMs: number): LoadedModel | undefined {
+    const t0 = performance.now();
+    let flat: Float32Array;
+    try {
+      // Both the stored column and the codec's own trailer must agree with the bytes.
+      if (sha256Hex(row.bytes) !== row.checksum) throw new Error('stored checksum does not match the stored bytes');
+      flat = decodeWeights(row.bytes, referenceModelSpec()).flat;
+    } catch (e) {
+      this.log.error('refusing model version: integrity check failed; keeping the previous one', { version: row.version, err: (e as Error).message, kept: this.current?.version ?? null });
+      return this.current;
+    }
+    const t1 = performance.now();
+    const target = this.standby ?? buildModel(1);
+    setFlatWeights(target, flat);
+    predictProbabilities(target, new Float32Array(PIXELS), 1); // warm-up: first predict compiles kernels
+    const previous = this.current;
+    this.current = { version: row.version, model: target, checksum: row.checksum, metrics: row.metrics, createdAt: row.createdAt, loadedAt: new Date().toISOString() };
+    this.standby = previous?.model;
+    const t2 = performance.now();
+    this.lastTimings = { fetchMs, decodeMs: t1 - t0, installMs: t2 - t1 };
+    this.metrics?.modelVersion.set(row.version);
+    this.metrics?.modelLoadSeconds.set({ phase: 'fetch' }, fetchMs / 1000);
+    this.metrics?.modelLoadSeconds.set({ phase: 'decode' }, (t1 - t0) / 1000);
+    this.metrics?.modelLoadSeconds.set({ phase: 'install' }, (t2 - t1) / 1000);
+    this.log.info('model loaded', { version: row.version, previous: previous?.version ?? null, fetch_ms: Math.round(fetchMs), decode_ms: Math.round(t1 - t0), install_ms: Math.round(t2 - t1) });
+    return this.current;
+  }
+}

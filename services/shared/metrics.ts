@@ -1,0 +1,53 @@
+import client from 'prom-client';
+import type { RequestHandler, Express } from 'express';
+
+/**
+ * Prometheus metrics for one service process. Each service gets its own registry so
+ * tests that start several apps in one process do not collide.
+ */
+export function createMetrics(service: string) {
+  const registry = new client.Registry();
+  registry.setDefaultLabels({ service });
+  client.collectDefaultMetrics({ register: registry });
+  const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+  const m = {
+    registry,
+    httpRequests: new client.Counter({ name: 'edgefl_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'], registers: [registry] }),
+    httpDuration: new client.Histogram({ name: 'edgefl_http_request_duration_seconds', help: 'HTTP request duration', labelNames: ['method', 'route', 'status'], buckets, registers: [registry] }),
+    predictions: new client.Counter({ name: 'edgefl_predictions_total', help: 'Prediction requests answered', registers: [registry] }),
+    imagesServed: new client.Counter({ name: 'edgefl_images_served_total', help: 'Images classified', registers: [registry] }),
+    modelVersion: new client.Gauge({ name: 'edgefl_model_version', help: 'Model version currently loaded', registers: [registry] }),
+    modelLoadSeconds: new client.Gauge({ name: 'edgefl_model_load_seconds', help: 'Time to fetch, decode and install the model (cold-start cost)', labelNames: ['phase'], registers: [registry] }),
+    trainingSeconds: new client.Histogram({ name: 'edgefl_training_duration_seconds', help: 'Local training duration per round', buckets, registers: [registry] }),
+    trainingSamplesPerSecond: new client.Gauge({ name: 'edgefl_training_samples_per_second', help: 'Samples/s of the last local training', registers: [registry] }),
+    roundSeconds: new client.Histogram({ name: 'edgefl_round_duration_seconds', help: 'Federated round duration', buckets, registers: [registry] }),
+    roundParticipants: new client.Gauge({ name: 'edgefl_round_participants', help: 'Nodes whose update counted in the last round', registers: [registry] }),
+    roundFailures: new client.Counter({ name: 'edgefl_round_node_failures_total', help: 'Node invocations that failed or missed the deadline', labelNames: ['node', 'reason'], registers: [registry] }),
+    aggregationSeconds: new client.Histogram({ name: 'edgefl_aggregation_duration_seconds', help: 'Time to aggregate updates', buckets, registers: [registry] }),
+    globalAccuracy: new client.Gauge({ name: 'edgefl_global_accuracy', help: 'Held-out accuracy of the latest global model', registers: [registry] }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** Records every request under its route pattern (not the raw path, which would explode label cardinality). */
+export function httpMetrics(metrics: Metrics): RequestHandler {
+  return (req, res, next) => {
+    const start = process.hrtime.bigint();
+    res.on('finish', () => {
+      const route = req.route?.path ? String(req.baseUrl ?? '') + String(req.route.path) : res.statusCode === 404 ? 'unmatched' : req.path;
+      const labels = { method: req.method, route, status: String(res.statusCode) };
+      metrics.httpRequests.inc(labels);
+      metrics.httpDuration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
+    });
+    next();
+  };
+}
+
+export function mountMetrics(app: Express, metrics: Metrics): void {
+  app.get('/metrics', async (_req, res) => {
+    res.setHeader('Content-Type', metrics.registry.contentType);
+    res.send(await metrics.registry.metrics());
+  });
+}

@@ -1,0 +1,38 @@
+import type { Express } from 'express';
+import type { Server } from 'node:http';
+import type { Logger } from './log.js';
+import { closeGracefully } from './http-common.js';
+
+/** Listens and wires SIGTERM/SIGINT to a graceful drain, as Knative expects of a revision's pods. */
+export function listen(app: Express, port: number, log: Logger, onClose: () => Promise<void> = async () => {}, handleSignals = true): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = app.listen(port, '0.0.0.0');
+    server.requestTimeout = 15 * 60_000;
+    server.headersTimeout = 30_000;
+    server.keepAliveTimeout = 65_000;
+    server.once('error', reject);
+    server.once('listening', () => {
+      const addr = server.address();
+      log.info('listening', { port: typeof addr === 'object' && addr ? addr.port : port });
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info('shutting down', { signal });
+        await closeGracefully(server);
+        await onClose().catch((e) => log.warn('error during shutdown', { err: e }));
+        process.exit(0);
+      };
+      if (handleSignals) {
+        process.once('SIGTERM', () => void stop('SIGTERM'));
+        process.once('SIGINT', () => void stop('SIGINT'));
+      }
+      resolve(server);
+    });
+  });
+}
+
+export function portOf(server: Server): number {
+  const addr = server.address();
+  return typeof addr === 'object' && addr ? addr.port : 0;
+}

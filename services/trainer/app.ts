@@ -1,0 +1,159 @@
+import express from 'express';
+import type pg from 'pg';
+import { bearerToken, verifyInvokeToken } from '../shared/auth.js';
+import { encodeWeights, decodeWeights, sha256Hex } from '../shared/codec.js';
+import { EVENT_TYPES, encodeEvent, makeEvent, readEvent, type EventMode } from '../shared/events.js';
+import { HttpError, conflict, notFound } from '../shared/http-errors.js';
+import { applyCommonMiddleware, applyErrorHandlers } from '../shared/http-common.js';
+import type { Logger } from '../shared/log.js';
+import { createMetrics, type Metrics } from '../shared/metrics.js';
+import { getFlatWeights, modelSpec, referenceModelSpec, setFlatWeights } from '../shared/model.js';
+import type { tfl } from '../shared/tf.js';
+import { trainLocal } from '../shared/train.js';
+import type { ImageSet } from '../../datasets/types.js';
+import { findUpdate, getModel, getRound, insertUpdate, type UpdateMeta } from '../store/model-store.js';
+import { parseTrainRequest, type TrainRequest } from './train-request.js';
+
+export interface TrainerDeps {
+  pool: pg.Pool;
+  nodeId: string;
+  shard: ImageSet;
+  model: tfl.LayersModel;
+  log: Logger;
+  invokeSecret?: string;
+  maxBodyBytes?: number;
+  metrics?: Metrics;
+}
+
+/** Seconds the caller should wait when this instance is busy: about one training's length. */
+const DEFAULT_RETRY_AFTER_S = 5;
+
+/**
+ * The model-training function. One training at a time (Knative containerConcurrency 1
+ * enforces the same in a cluster); a second request gets 429 with Retry-After.
+ */
+export function createTrainerApp(deps: TrainerDeps) {
+  const metrics = deps.metrics ?? createMetrics('trainer');
+  const app = express();
+  applyCommonMiddleware(app, deps.log, metrics);
+  let busy: { runId: string; round: number; since: number } | undefined;
+  let lastDurationS = DEFAULT_RETRY_AFTER_S;
+  const cached: { version?: number; flat?: Float32Array } = {};
+  const source = `/edgefl/trainer/${deps.nodeId}`;
+
+  app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
+  app.get('/readyz', (_req, res) => void res.json({ status: 'ready', node: deps.nodeId, busy: Boolean(busy), samples: deps.shard.count }));
+  app.get('/', (_req, res) => void res.json({ service: 'edgefl-trainer', node: deps.nodeId, samples: deps.shard.count, busy: busy ?? null }));
+
+  app.post('/', express.raw({ type: () => true, limit: deps.maxBodyBytes ?? 1024 * 1024 }), async (req, res, next) => {
+    try {
+      if (deps.invokeSecret) {
+        const check = verifyInvokeToken(deps.invokeSecret, bearerToken(req.get('authorization')), deps.nodeId);
+        if (!check.ok) throw new HttpError(401, 'unauthorized', `invocation token ${check.reason.replace('_', ' ')}`, { 'WWW-Authenticate': 'Bearer' });
+      }
+      const event = readEvent(req.headers, Buffer.isBuffer(req.body) ? req.body : undefined, EVENT_TYPES.roundTrain);
+      const request = parseTrainRequest(event.data);
+      const log = req.log.child({ run_id: request.runId, round: request.round, event_id: event.id });
+
+      const existing = await findUpdate(deps.pool, request.runId, request.round, deps.nodeId);
+      if (existing) {
+        log.info('round already trained here; returning the stored update', { update_id: existing.id });
+        return reply(res, event.mode, existing, false);
+      }
+      await refuseClosedRound(deps.pool, request);
+      if (busy) {
+        const retry = Math.max(1, Math.ceil(lastDurationS - (Date.now() - busy.since) / 1000));
+        throw new HttpError(429, 'busy', `node ${deps.nodeId} is training run ${busy.runId} round ${busy.round}`, { 'Retry-After': String(retry) });
+      }
+      busy = { runId: request.runId, round: request.round, since: Date.now() };
+      try {
+        const update = await trainRound(request, log);
+        metrics.trainingSeconds.observe(update.durationMs / 1000);
+        metrics.trainingSamplesPerSecond.set(Number(update.metrics.samplesPerSecond ?? 0));
+        lastDurationS = update.durationMs / 1000;
+        reply(res, event.mode, update, true);
+      } finally {
+        busy = undefined;
+      }
+    } catch (e) {
+      next(e);
+    }
+  });
+
+  async function loadGlobal(version: number): Promise<Float32Array> {
+    if (cached.version === version && cached.flat) return cached.flat;
+    const row = await getModel(deps.pool, version);
+    if (!row) throw notFound('model_version_not_found', `global model version ${version} does not exist`);
+    const decoded = decodeWeights(row.bytes, referenceModelSpec());
+    cached.version = version;
+    cached.flat = decoded.flat;
+    return decoded.flat;
+  }
+
+  async function trainRound(request: TrainRequest, log: Logger): Promise<UpdateMeta> {
+    const global = await loadGlobal(request.modelVersion);
+    setFlatWeights(deps.model, global);
+    log.info('training started', { model_version: request.modelVersion, epochs: request.epochs, samples: deps.shard.count });
+    const result = await trainLocal(deps.model, deps.shard, {
+      epochs: request.epochs,
+      batchSize: request.batchSize,
+      learningRate: request.learningRate,
+      optimizer: request.optimizer,
+      proximalMu: request.proximalMu,
+      seed: request.seed * 7919 + request.round,
+      shouldStop: () => Date.now() > request.deadline.getTime(),
+    });
+    if (result.stopped) {
+      // Nothing partial is stored: the aggregator has moved on without this node.
+      throw conflict('deadline_passed', `round ${request.round} passed its deadline during training; update discarded`);
+    }
+    const bytes = encodeWeights(modelSpec(deps.model), getFlatWeights(deps.model));
+    const metricsOut = {
+      loss: result.loss,
+      accuracy: result.accuracy,
+      samples: result.samples,
+      epochs: result.epochs,
+      durationMs: Math.round(result.durationMs),
+      samplesPerSecond: Math.round(result.samplesPerSecond),
+    };
+    const { update, created } = await insertUpdate(deps.pool, {
+      runId: request.runId,
+      round: request.round,
+      nodeId: deps.nodeId,
+      baseVersion: request.modelVersion,
+      bytes,
+      checksum: sha256Hex(bytes),
+      sampleCount: deps.shard.count,
+      metrics: metricsOut,
+      durationMs: result.durationMs,
+    });
+    log.info(created ? 'update stored' : 'update already stored by a concurrent request', { update_id: update.id, ...metricsOut });
+    return update;
+  }
+
+  function reply(res: express.Response, mode: EventMode, update: UpdateMeta, created: boolean) {
+    const event = makeEvent(EVENT_TYPES.updateReady, source, {
+      updateId: update.id,
+      runId: update.runId,
+      round: update.round,
+      nodeId: update.nodeId,
+      baseVersion: update.baseVersion,
+      sampleCount: update.sampleCount,
+      checksum: update.checksum,
+      metrics: update.metrics,
+      created,
+    });
+    const out = encodeEvent(event, mode);
+    res.status(created ? 201 : 200).set(out.headers).send(out.body);
+  }
+
+  applyErrorHandlers(app, deps.log);
+  return app;
+}
+
+async function refuseClosedRound(pool: pg.Pool, request: TrainRequest): Promise<void> {
+  if (Date.now() > request.deadline.getTime()) throw conflict('deadline_passed', `round ${request.round} of run ${request.runId} is past its deadline`);
+  const round = await getRound(pool, request.runId, request.round);
+  if (round && round.status !== 'running') throw conflict('round_closed', `round ${request.round} of run ${request.runId} is already ${round.status}`);
+  if (round && Date.parse(round.deadline) < Date.now()) throw conflict('deadline_passed', `round ${request.round} of run ${request.runId} is past its deadline`);
+}

@@ -1,0 +1,26 @@
+import { initBackend } from '../shared/backend.js';
+import type { Config } from '../shared/config.js';
+import { createLogger } from '../shared/log.js';
+import { buildModel } from '../shared/model.js';
+import { listen } from '../shared/runtime.js';
+import { loadNodeShard } from '../shared/node-data.js';
+import { openDatabase } from '../store/database.js';
+import { upsertNode } from '../store/model-store.js';
+import { createTrainerApp } from './app.js';
+
+export const nodeName = (id: number) => `node-${id}`;
+
+/** Starts the training function: everything expensive happens here, once, before the first request. */
+export async function startTrainer(cfg: Config) {
+  const nodeId = nodeName(cfg.nodeId);
+  const log = createLogger({ service: 'trainer', node: nodeId }, cfg.logLevel);
+  const backend = await initBackend(cfg.backend, (m) => log.info(m));
+  const { shard, histogram } = loadNodeShard(cfg);
+  const model = buildModel(1);
+  const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
+  await upsertNode(db.pool, { id: nodeId, shardSize: shard.count, labelHistogram: histogram, info: { backend: backend.name, partition: cfg.partition.kind, alpha: cfg.partition.alpha } });
+  log.info('node data ready', { samples: shard.count, histogram, backend: backend.name });
+  const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: cfg.invokeSecret });
+  const server = await listen(app, cfg.port, log, () => db.close());
+  return { server, db, app };
+}

@@ -7,3 +7,6 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import '@tensorflow/tfjs-backend-cpu';
 
 export { tf, tfl };
+
+// PROD silences tfjs's console banners (we log the chosen backend ourselves) and skips dev-only checks.
+tf.env().set('PROD', true);

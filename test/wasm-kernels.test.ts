@@ -4,7 +4,8 @@ import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { backend_util, getKernel, type TensorInfo } from '@tensorflow/tfjs-core';
 import { tf } from '../services/shared/tf.js';
 import { buildModel, getFlatWeights, setFlatWeights } from '../services/shared/model.js';
-import { registerWasmTrainingKernels, WASM_TRAINING_KERNELS } from '../services/shared/wasm-kernels.js';
+import { convGradForm, isEdgeflKernel, registerWasmTrainingKernels, WASM_TRAINING_KERNEL_NAMES, type ConvGradForm } from '../services/shared/wasm-kernels.js';
+import { filterGradientGemm, inputGradientGemm } from '../services/shared/wasm-im2col.js';
 import { filterGradient, geometryOf, inputGradient, type ConvGeometry } from '../services/shared/wasm-conv-grad.js';
 import { Scratch } from '../services/shared/wasm-ops.js';
 import { createRng, type Rng } from '../datasets/rng.js';
@@ -112,6 +113,18 @@ function randomCase(rng: Rng, i: number): Case {
   };
 }
 
+/** Both formulations must be right on every shape, whichever 'auto' would pick. */
+async function forEachForm(check: (form: ConvGradForm) => Promise<void>): Promise<void> {
+  try {
+    for (const form of ['conv', 'gemm', 'auto'] as const) {
+      convGradForm.current = form;
+      await check(form);
+    }
+  } finally {
+    convGradForm.current = 'auto';
+  }
+}
+
 function dyShape(c: Case): Shape4 {
   const layout = c.dataFormat === 'NHWC' ? 'channelsLast' : 'channelsFirst';
   const info = backend_util.computeConv2DInfo(toFormat(c.inShape, c.dataFormat), c.filterShape, c.strides, 1, c.pad, c.dimRoundingMode, false, layout);
@@ -130,10 +143,13 @@ function allCases(): Case[] {
 }
 
 describe('registerWasmTrainingKernels', () => {
-  it('replaces both conv gradients on wasm and is idempotent', () => {
+  it('installs every replacement on wasm and is idempotent', () => {
+    const before = WASM_TRAINING_KERNEL_NAMES.map((name) => getKernel(name, 'wasm')?.kernelFunc);
     registerWasmTrainingKernels();
     registerWasmTrainingKernels();
-    for (const config of WASM_TRAINING_KERNELS) expect(getKernel(config.kernelName, 'wasm')?.kernelFunc).toBe(config.kernelFunc);
+    expect(WASM_TRAINING_KERNEL_NAMES).toEqual(expect.arrayContaining(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'BatchMatMul']));
+    for (const name of WASM_TRAINING_KERNEL_NAMES) expect(isEdgeflKernel(name), name).toBe(true);
+    expect(WASM_TRAINING_KERNEL_NAMES.map((name) => getKernel(name, 'wasm')?.kernelFunc)).toEqual(before);
   });
 });
 
@@ -148,16 +164,71 @@ describe.each(allCases().map((c) => [`${c.label} ${JSON.stringify(c)}`, c] as co
   it('Conv2DBackpropFilter', async () => {
     const attrs = { ...common, filterShape: c.filterShape };
     const expected = await runOn('cpu', 'Conv2DBackpropFilter', { x, dy }, attrs);
-    const actual = await runOn('wasm', 'Conv2DBackpropFilter', { x, dy }, attrs);
-    expectClose(actual, expected, c.label);
+    await forEachForm(async (form) => expectClose(await runOn('wasm', 'Conv2DBackpropFilter', { x, dy }, attrs), expected, `${c.label} ${form}`));
   }, 60_000);
 
   it('Conv2DBackpropInput', async () => {
     const attrs = { ...common, inputShape: x.shape };
     const expected = await runOn('cpu', 'Conv2DBackpropInput', { dy, filter }, attrs);
-    const actual = await runOn('wasm', 'Conv2DBackpropInput', { dy, filter }, attrs);
-    expectClose(actual, expected, c.label);
+    await forEachForm(async (form) => expectClose(await runOn('wasm', 'Conv2DBackpropInput', { dy, filter }, attrs), expected, `${c.label} ${form}`));
   }, 60_000);
+});
+
+describe('MaxPoolGrad vs cpu', () => {
+  const rng = createRng(4242);
+  const cases = Array.from({ length: 40 }, (_, i) => {
+    const h = randInt(rng, 2, 13);
+    const w = randInt(rng, 2, 13);
+    let fh = randInt(rng, 1, Math.min(h, 4));
+    let fw = randInt(rng, 1, Math.min(w, 4));
+    let strides: [number, number] = [randInt(rng, 1, 3), randInt(rng, 1, 3)];
+    const pad = randomPad(rng, fh, fw);
+    if (typeof pad === 'object') return undefined; // pooling takes no explicit padding
+    if (typeof pad === 'number') {
+      fh = fw = Math.min(fh, fw);
+      strides = [strides[0], strides[0]];
+    }
+    // Coarse values (and ReLU-like zeros) make ties, where the routing rule matters.
+    const coarse = i % 2 === 0;
+    return { shape: [randInt(rng, 1, 4), h, w, randInt(rng, 1, 9)] as Shape4, filterSize: [fh, fw] as [number, number], strides, pad, coarse };
+  }).filter((c) => c !== undefined);
+  cases.push({ shape: [32, 24, 24, 32], filterSize: [2, 2], strides: [2, 2], pad: 'valid', coarse: true });
+
+  it.each(cases.map((c) => [JSON.stringify(c), c] as const))('%s', async (_name, c) => {
+    const values = randomValues(rng, size(c.shape)).map((v) => (c.coarse ? Math.max(0, Math.round(v * 3)) : v));
+    const attrs = { filterSize: c.filterSize, strides: c.strides, pad: c.pad, dimRoundingMode: typeof c.pad === 'number' ? 'ceil' : undefined };
+    const output = await on('cpu', () => {
+      const x = tf.tensor4d(values, c.shape);
+      const y = tf.engine().runKernel('MaxPool', { x }, attrs as never) as tf.Tensor;
+      const out = { values: y.dataSync() as Float32Array, shape: y.shape };
+      tf.dispose([x, y]);
+      return out;
+    });
+    const inputs = { dy: { values: randomValues(rng, size(output.shape)), shape: output.shape }, input: { values, shape: c.shape }, output };
+    const expected = await runOn('cpu', 'MaxPoolGrad', inputs, attrs);
+    const actual = await runOn('wasm', 'MaxPoolGrad', inputs, attrs);
+    expectClose(actual, expected, 'MaxPoolGrad', 1e-6);
+  });
+});
+
+describe('BatchMatMul vs cpu', () => {
+  const rng = createRng(1717);
+  const cases = Array.from({ length: 30 }, () => {
+    const [m, k, n] = [randInt(rng, 1, 40), randInt(rng, 1, 40), randInt(rng, 1, 40)];
+    const batch = [[], [randInt(rng, 1, 3)], [2, randInt(rng, 1, 3)]][randInt(rng, 0, 2)]!;
+    const transposeA = rng() < 0.5;
+    const transposeB = rng() < 0.5;
+    const bBatch = batch.length && rng() < 0.3 ? batch.map(() => 1) : batch;
+    return { aShape: [...batch, ...(transposeA ? [k, m] : [m, k])], bShape: [...bBatch, ...(transposeB ? [n, k] : [k, n])], transposeA, transposeB };
+  });
+  cases.push({ aShape: [32, 1024], bShape: [32, 256], transposeA: true, transposeB: false });
+  cases.push({ aShape: [32, 256], bShape: [1024, 256], transposeA: false, transposeB: true });
+
+  it.each(cases.map((c) => [JSON.stringify(c), c] as const))('%s', async (_name, c) => {
+    const inputs = { a: { values: randomValues(rng, size(c.aShape)), shape: c.aShape }, b: { values: randomValues(rng, size(c.bShape)), shape: c.bShape } };
+    const attrs = { transposeA: c.transposeA, transposeB: c.transposeB };
+    expectClose(await runOn('wasm', 'BatchMatMul', inputs, attrs), await runOn('cpu', 'BatchMatMul', inputs, attrs), 'BatchMatMul');
+  });
 });
 
 /** Textbook loops over the forward definition; the oracle for dilations, which tfjs's gradients reject. */
@@ -184,7 +255,7 @@ function naiveGradients(g: ConvGeometry, x: Float32Array, w: Float32Array, dy: F
   return { dx, dw };
 }
 
-describe('dilated conv gradients (helpers) vs naive loops', () => {
+describe('dilated conv gradients (both forms) vs naive loops', () => {
   const rng = createRng(7);
   const cases = Array.from({ length: 25 }, () => {
     const h = randInt(rng, 6, 16);
@@ -217,8 +288,10 @@ describe('dilated conv gradients (helpers) vs naive loops', () => {
       t.dispose();
       return values;
     };
-    expectClose(read((s) => filterGradient(s, x, dy, g)), expected.dw, 'dW');
-    expectClose(read((s) => inputGradient(s, dy, w, g)), expected.dx, 'dx');
+    expectClose(read((s) => filterGradient(s, x, dy, g)), expected.dw, 'dW conv');
+    expectClose(read((s) => inputGradient(s, dy, w, g)), expected.dx, 'dx conv');
+    expectClose(read((s) => filterGradientGemm(s, x, dy, g)), expected.dw, 'dW gemm');
+    expectClose(read((s) => inputGradientGemm(s, dy, w, g)), expected.dx, 'dx gemm');
     expect(backend.numDataIds()).toBe(idsBefore);
     tf.dispose([x, w, dy]);
   });

@@ -24,7 +24,8 @@ export class Scratch {
 
   constructor(readonly backend: BackendWasm) {}
 
-  private track(t: TensorInfo): TensorInfo {
+  /** Takes ownership of a buffer some other kernel call allocated. */
+  track(t: TensorInfo): TensorInfo {
     this.owned.push(t);
     return t;
   }
@@ -41,6 +42,15 @@ export class Scratch {
       else this.backend.disposeData(t.dataId);
     }
     this.owned.length = 0;
+  }
+
+  /** Uninitialised float32 buffer for kernels that fill the heap themselves. */
+  alloc(shape: number[]): TensorInfo {
+    return this.track(this.backend.makeOutput(shape, 'float32'));
+  }
+
+  matMul(a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean): TensorInfo {
+    return this.track(runWasm(this.backend, 'BatchMatMul', { a, b }, { transposeA, transposeB }));
   }
 
   transpose(x: TensorInfo, perm: number[]): TensorInfo {

@@ -147,7 +147,7 @@ describe('registerWasmTrainingKernels', () => {
     const before = WASM_TRAINING_KERNEL_NAMES.map((name) => getKernel(name, 'wasm')?.kernelFunc);
     registerWasmTrainingKernels();
     registerWasmTrainingKernels();
-    expect(WASM_TRAINING_KERNEL_NAMES).toEqual(expect.arrayContaining(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'BatchMatMul']));
+    expect(WASM_TRAINING_KERNEL_NAMES).toEqual(expect.arrayContaining(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'BatchMatMul', 'Sum']));
     for (const name of WASM_TRAINING_KERNEL_NAMES) expect(isEdgeflKernel(name), name).toBe(true);
     expect(WASM_TRAINING_KERNEL_NAMES.map((name) => getKernel(name, 'wasm')?.kernelFunc)).toEqual(before);
   });
@@ -223,11 +223,39 @@ describe('BatchMatMul vs cpu', () => {
   });
   cases.push({ aShape: [32, 1024], bShape: [32, 256], transposeA: true, transposeB: false });
   cases.push({ aShape: [32, 256], bShape: [1024, 256], transposeA: false, transposeB: true });
+  cases.push({ aShape: [256, 32], bShape: [1024, 256], transposeA: true, transposeB: true });
+  cases.push({ aShape: [300, 20], bShape: [7, 20], transposeA: false, transposeB: true });
 
   it.each(cases.map((c) => [JSON.stringify(c), c] as const))('%s', async (_name, c) => {
     const inputs = { a: { values: randomValues(rng, size(c.aShape)), shape: c.aShape }, b: { values: randomValues(rng, size(c.bShape)), shape: c.bShape } };
     const attrs = { transposeA: c.transposeA, transposeB: c.transposeB };
     expectClose(await runOn('wasm', 'BatchMatMul', inputs, attrs), await runOn('cpu', 'BatchMatMul', inputs, attrs), 'BatchMatMul');
+  });
+});
+
+describe('Sum vs cpu', () => {
+  const rng = createRng(555);
+  const cases = Array.from({ length: 30 }, () => {
+    const rank = randInt(rng, 1, 4);
+    const shape = Array.from({ length: rank }, () => randInt(rng, 1, 9));
+    // Mostly leading blocks (the replaced path), some arbitrary axes (the stock path).
+    const axis = rng() < 0.7 ? Array.from({ length: randInt(rng, 1, rank) }, (_, i) => i) : [randInt(rng, 0, rank - 1)];
+    return { shape, axis, keepDims: rng() < 0.3 };
+  });
+  cases.push({ shape: [32, 24, 24, 32], axis: [0, 1, 2], keepDims: false });
+
+  it.each(cases.map((c) => [JSON.stringify(c), c] as const))('%s', async (_name, c) => {
+    const inputs = { x: { values: randomValues(rng, size(c.shape)), shape: c.shape } };
+    const attrs = { axis: c.axis, keepDims: c.keepDims };
+    const shapeOn = (backend: 'cpu' | 'wasm') =>
+      on(backend, () => {
+        const x = tf.tensor(inputs.x.values, c.shape);
+        const y = tf.engine().runKernel('Sum', { x }, attrs as never) as tf.Tensor;
+        tf.dispose([x, y]);
+        return y.shape;
+      });
+    expect(await shapeOn('wasm')).toEqual(await shapeOn('cpu'));
+    expectClose(await runOn('wasm', 'Sum', inputs, attrs), await runOn('cpu', 'Sum', inputs, attrs), 'Sum');
   });
 });
 

@@ -2,7 +2,8 @@
  * Training kernels edgefl registers for the wasm backend. Stock tfjs-backend-wasm 4.22
  * ships no Conv2DBackpropFilter (so a CNN cannot train on it at all) and a scalar
  * Conv2DBackpropInput; both are re-expressed here as XNNPACK convolutions. MaxPoolGrad
- * and transposed BatchMatMul, which dominated a training step after that, are replaced too.
+ * transposed BatchMatMul and leading-axes Sum, which dominated a training step after
+ * that, are replaced too.
  */
 import {
   backend_util,
@@ -12,6 +13,7 @@ import {
   getKernel,
   MaxPoolGrad,
   registerKernel,
+  Sum,
   unregisterKernel,
   type BatchMatMulAttrs,
   type Conv2DBackpropFilterAttrs,
@@ -26,6 +28,7 @@ import { filterGradient, geometryOf, inputGradient, type ConvGeometry } from './
 import { filterGradientGemm, inputGradientGemm } from './wasm-im2col.js';
 import { Scratch } from './wasm-ops.js';
 import { maxPoolGrad } from './wasm-pool-grad.js';
+import { sumVia } from './wasm-reduce.js';
 
 type Layout = 'channelsFirst' | 'channelsLast';
 
@@ -102,19 +105,38 @@ const conv2dBackpropInput: KernelFunc = ({ inputs, attrs, backend }) => {
 
 /**
  * XNNPACK serves BatchMatMul only for untransposed operands; transposed ones (both
- * Dense gradients) fall to a scalar loop 10x slower than transposing first.
+ * Dense gradients) fall to a scalar loop 10x slower than transposing first. Which
+ * operand to transpose matters too: XNNPACK re-packs the right operand on every call,
+ * and a wasm Transpose of a big power-of-two matrix thrashes the cache (3 ms for the
+ * 1024x256 Dense kernel), so for A.B^T with a big B it computes (B.A^T)^T instead.
  */
 function batchMatMulVia(stock: KernelFunc): KernelFunc {
   return (args) => {
     const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
     const attrs = args.attrs as unknown as BatchMatMulAttrs;
     if (!attrs.transposeA && !attrs.transposeB) return stock(args);
+    const plain = (s: Scratch, left: TensorInfo, right: TensorInfo) =>
+      s.track(stock({ inputs: { a: left, b: right }, attrs: { ...attrs, transposeA: false, transposeB: false } as unknown as NamedAttrMap, backend: args.backend }) as TensorInfo);
     return withScratch(args.backend as BackendWasm, (s) => {
-      const inputs = { a: attrs.transposeA ? s.transpose(a, swapLastTwo(a.shape.length)) : a, b: attrs.transposeB ? s.transpose(b, swapLastTwo(b.shape.length)) : b };
-      const plain = { ...attrs, transposeA: false, transposeB: false };
-      return s.track(stock({ inputs, attrs: plain as unknown as NamedAttrMap, backend: args.backend }) as TensorInfo);
+      if (a.shape.length === 2 && b.shape.length === 2 && attrs.transposeB && swappedIsCheaper(a, b, attrs.transposeA)) {
+        const left = attrs.transposeA ? a : s.transpose(a, [1, 0]);
+        return s.transpose(plain(s, b, left), [1, 0]);
+      }
+      const left = attrs.transposeA ? s.transpose(a, swapLastTwo(a.shape.length)) : a;
+      const right = attrs.transposeB ? s.transpose(b, swapLastTwo(b.shape.length)) : b;
+      return plain(s, left, right);
     });
   };
+}
+
+/** Elements moved (transposed or packed) by A'.B^T directly versus as (B.A')^T, A' = A or A^T. */
+function swappedIsCheaper(a: TensorInfo, b: TensorInfo, transposeA: boolean): boolean {
+  const sizeA = a.shape[0]! * a.shape[1]!;
+  const sizeB = b.shape[0]! * b.shape[1]!;
+  const sizeC = (transposeA ? a.shape[1]! : a.shape[0]!) * b.shape[0]!;
+  const direct = 2 * sizeB + (transposeA ? sizeA : 0);
+  const swapped = (transposeA ? sizeA : 2 * sizeA) + sizeC;
+  return swapped < direct;
 }
 
 function swapLastTwo(rank: number): number[] {
@@ -128,11 +150,14 @@ const REPLACEMENTS: Record<string, (stock: KernelConfig | undefined) => KernelFu
   [Conv2DBackpropFilter]: () => conv2dBackpropFilter,
   [Conv2DBackpropInput]: () => conv2dBackpropInput,
   [MaxPoolGrad]: () => maxPoolGrad,
-  [BatchMatMul]: (stock) => {
-    if (!stock) throw new Error('wasm backend has no BatchMatMul kernel to wrap; import @tensorflow/tfjs-backend-wasm first');
-    return batchMatMulVia(stock.kernelFunc);
-  },
+  [BatchMatMul]: (stock) => batchMatMulVia(requireStock(BatchMatMul, stock)),
+  [Sum]: (stock) => sumVia(requireStock(Sum, stock)),
 };
+
+function requireStock(name: string, stock: KernelConfig | undefined): KernelFunc {
+  if (!stock) throw new Error(`wasm backend has no ${name} kernel to wrap; import @tensorflow/tfjs-backend-wasm first`);
+  return stock.kernelFunc;
+}
 
 export const WASM_TRAINING_KERNEL_NAMES: readonly string[] = Object.keys(REPLACEMENTS);
 

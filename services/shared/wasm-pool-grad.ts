@@ -1,7 +1,7 @@
 /**
  * MaxPoolGrad for the wasm backend as one JS pass over the wasm heap. The stock C++
- * kernel costs ~10 ms per step on the CNN's first pool layer; routing each dy to its
- * window's arg-max channel-vectorised in NHWC order is several times cheaper.
+ * kernel costs ~10 ms per step on the CNN's first pool layer; matching the forward
+ * output against each window in NHWC order is several times cheaper.
  */
 import { backend_util, type KernelFunc, type MaxPoolGradAttrs, type TensorInfo } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
@@ -9,52 +9,52 @@ import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 type Shape4 = [number, number, number, number];
 
 /**
- * Per (batch, output pixel), scans the window for every channel at once (NHWC keeps
- * channels contiguous) and adds dy at the first maximum, the tie rule of the cpu backend.
+ * Per output pixel, sends each channel's dy to the first window tap holding the pooled
+ * maximum (`output`), the cpu backend's tie rule. NHWC keeps channels contiguous, so the
+ * taps' offsets are computed once per pixel and shared by all channels.
  */
-function routeToArgMax(x: Float32Array, dy: Float32Array, dx: Float32Array, info: backend_util.Conv2DInfo): void {
+function routeToArgMax(x: Float32Array, y: Float32Array, dy: Float32Array, dx: Float32Array, info: backend_util.Conv2DInfo): void {
   const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth, strideHeight, strideWidth } = info;
   const { dilationHeight, dilationWidth, effectiveFilterHeight, effectiveFilterWidth } = info;
-  const best = new Float32Array(c);
-  const bestAt = new Int32Array(c);
+  const taps = new Int32Array(info.filterHeight * info.filterWidth);
   dx.fill(0);
+  let o = 0;
   for (let b = 0; b < batchSize; b++) {
     const xBatch = b * inHeight * inWidth * c;
     for (let oh = 0; oh < outHeight; oh++) {
       const top = oh * strideHeight - info.padInfo.top;
-      for (let ow = 0; ow < outWidth; ow++) {
+      for (let ow = 0; ow < outWidth; ow++, o += c) {
         const left = ow * strideWidth - info.padInfo.left;
-        best.fill(-Infinity);
-        bestAt.fill(-1);
+        let count = 0;
         for (let ih = top; ih < top + effectiveFilterHeight; ih += dilationHeight) {
           if (ih < 0 || ih >= inHeight) continue;
           for (let iw = left; iw < left + effectiveFilterWidth; iw += dilationWidth) {
-            if (iw < 0 || iw >= inWidth) continue;
-            const at = xBatch + (ih * inWidth + iw) * c;
-            for (let ch = 0; ch < c; ch++) {
-              const v = x[at + ch]!;
-              if (v > best[ch]!) {
-                best[ch] = v;
-                bestAt[ch] = at + ch;
-              }
+            if (iw >= 0 && iw < inWidth) taps[count++] = xBatch + (ih * inWidth + iw) * c;
+          }
+        }
+        for (let ch = 0; ch < c; ch++) {
+          const max = y[o + ch]!;
+          for (let t = 0; t < count; t++) {
+            const at = taps[t]! + ch;
+            if (x[at] === max) {
+              dx[at]! += dy[o + ch]!;
+              break;
             }
           }
         }
-        const dyAt = ((b * outHeight + oh) * outWidth + ow) * c;
-        for (let ch = 0; ch < c; ch++) if (bestAt[ch]! >= 0) dx[bestAt[ch]!]! += dy[dyAt + ch]!;
       }
     }
   }
 }
 
 export const maxPoolGrad: KernelFunc = ({ inputs, attrs, backend }) => {
-  const { dy, input } = inputs as { dy: TensorInfo; input: TensorInfo };
+  const { dy, input, output } = inputs as { dy: TensorInfo; input: TensorInfo; output: TensorInfo };
   const { filterSize, strides, pad, dimRoundingMode } = attrs as unknown as MaxPoolGradAttrs;
   const wasm = backend as BackendWasm;
   const info = backend_util.computePool2DInfo(input.shape as Shape4, filterSize, strides, 1, pad, dimRoundingMode);
   // Allocate before taking heap views: an allocation may grow (and detach) the wasm memory.
   const dx = wasm.makeOutput(input.shape, 'float32');
   const view = (t: TensorInfo) => wasm.typedArrayFromHeap(t) as Float32Array;
-  routeToArgMax(view(input), view(dy), view(dx), info);
+  routeToArgMax(view(input), view(output), view(dy), view(dx), info);
   return dx;
 };

@@ -34,8 +34,6 @@ type Layout = 'channelsFirst' | 'channelsLast';
 
 const TO_NHWC = [0, 2, 3, 1];
 const TO_NCHW = [0, 3, 1, 2];
-const FILTER_GEMM_RATIO = 3.5;
-const INPUT_GEMM_WASTE = 1.3;
 
 /** Runs `body` with a Scratch and frees every intermediate except what it returns, even on throw. */
 function withScratch(backend: BackendWasm, body: (s: Scratch) => TensorInfo): TensorInfo {
@@ -64,7 +62,9 @@ export const convGradForm: { current: ConvGradForm } = { current: 'auto' };
  * The conv form of dW packs all of dy as an XNNPACK conv filter, which costs ~10 ns per
  * element; the GEMM form instead writes a patch matrix of filter-size x positions in JS
  * (~2 ns each) and packs dy as matmul weights (~3 ns). Few filter taps favour the GEMM.
+ * The ratio is where the two measured equal on this project's shapes (2-core x86, SIMD).
  */
+const FILTER_GEMM_RATIO = 3.5;
 function gemmForFilter(g: ConvGeometry): boolean {
   if (convGradForm.current !== 'auto') return convGradForm.current === 'gemm';
   return g.filterH * g.filterW * g.inC < FILTER_GEMM_RATIO * g.outC;
@@ -73,8 +73,10 @@ function gemmForFilter(g: ConvGeometry): boolean {
 /**
  * The conv form of dx computes every input pixel from a full filter window, so it wastes
  * the share of multiplies that fall on padding and stride holes: in*in/(out*out) for a
- * 'valid' conv. The GEMM form does only useful ones plus a JS scatter of the patches.
+ * 'valid' conv. The GEMM form does only useful ones plus a JS scatter of the patches,
+ * which at equal sizes ('same', stride 1) makes it ~2x slower; hence the margin.
  */
+const INPUT_GEMM_WASTE = 1.3;
 function gemmForInput(g: ConvGeometry): boolean {
   if (convGradForm.current !== 'auto') return convGradForm.current === 'gemm';
   return g.inH * g.inW > INPUT_GEMM_WASTE * g.outH * g.outW;

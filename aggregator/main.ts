@@ -10,16 +10,25 @@ import { Federation } from './federation.js';
 import { trainerSource } from './trainers.js';
 import type { RunConfig } from './run-config.js';
 import type express from 'express';
+import { createWriteStream } from 'node:fs';
+
+function fileSink(file: string): (line: string) => void {
+  const stream = createWriteStream(file, { flags: 'a' });
+  return (line) => void stream.write(line + '\n');
+}
 
 export interface AggregatorOptions {
   runDefaults?: Partial<RunConfig>;
   mount?: (app: express.Express) => void;
   /** False when embedded in `edgefl up`, which owns the process's signals. */
   handleSignals?: boolean;
+  /** Write logs to this file instead of stderr (`edgefl up` keeps the terminal for progress). */
+  logFile?: string;
 }
 
 export async function startAggregator(cfg: Config, opts: AggregatorOptions = {}) {
-  const log = createLogger({ service: 'aggregator' }, cfg.logLevel);
+  const sink = opts.logFile ? fileSink(opts.logFile) : undefined;
+  const log = createLogger({ service: 'aggregator' }, cfg.logLevel, sink);
   const metrics = createMetrics('aggregator');
   await initBackend(cfg.backend, (m) => log.info(m));
   const heldOut = loadHeldOut(cfg);

@@ -124,7 +124,7 @@ export async function up(argv: string[]): Promise<number> {
     const servingUrls = children.filter((c) => c.name.startsWith('serving')).map((c) => c.url);
     const aggCfg = loadConfig({ ...process.env, ...shared, [ENV.port]: String(cfg.port), [ENV.trainerUrls]: trainerUrls.join(','), [ENV.servingUrls]: servingUrls.join(',') }, 'aggregator');
     const { mountDashboard } = await import('../../aggregator/dashboard.js');
-    agg = await startAggregator(aggCfg, { handleSignals: false, mount: mountDashboard });
+    agg = await startAggregator(aggCfg, { handleSignals: false, mount: mountDashboard, logFile: path.join(logDir, 'aggregator.log') });
     const dashboard = `http://127.0.0.1:${(agg.server.address() as { port: number }).port}`;
     say(`edgefl: aggregator and dashboard at ${dashboard}/  (admin token for POST /runs: ${shared[ENV.adminToken]})`);
     writeFileSync(path.join(cfg.dataDir, 'local.json'), JSON.stringify({ dashboard, trainerUrls, servingUrls, adminToken: shared[ENV.adminToken] }, null, 2), { mode: 0o600 });

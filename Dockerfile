@@ -1,9 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every role: `edgefl trainer | serve | aggregator` (see knative/README.md).
 #
-# NODE_IMAGE is an argument because @kubernetes/client-node 2.x (kube discovery, `status --kube`)
-# depends on undici 8, which needs Node >= 22.19: until package.json pins a Node-20-compatible
-# client, kube discovery only works with e.g. --build-arg NODE_IMAGE=node:22-bookworm-slim.
+# NODE_IMAGE is an argument so the base can move forward (Node 22) without editing this file.
 ARG NODE_IMAGE=node:20-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build

@@ -50,7 +50,7 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./kube-commands.js')).runManifestsCommand(rest);
     case 'model':
       if (rest[0] !== 'summary') throw new UsageError('usage: edgefl model summary');
-      return (await import('./local-commands.js')).modelSummary();
+      return (await import('./local-commands.js')).modelSummary(rest.slice(1));
     case 'data':
       if (rest[0] !== 'inspect') throw new UsageError('usage: edgefl data inspect [flags]');
       return (await import('./local-commands.js')).dataInspect(rest.slice(1));

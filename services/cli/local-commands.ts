@@ -1,25 +1,50 @@
 import { initBackend } from '../shared/backend.js';
+import { encodeWeights } from '../shared/codec.js';
 import { loadConfig } from '../shared/config.js';
-import { buildModel, countParams, evaluate } from '../shared/model.js';
+import { buildModel, countParams, evaluate, getFlatWeights, modelSpec } from '../shared/model.js';
 import { trainLocal } from '../shared/train.js';
 import { loadDataset, partition } from '../../datasets/index.js';
+import { subset } from '../../datasets/types.js';
 import { envFromFlags, num, parse, serviceOptions } from './args.js';
 
-export async function modelSummary(): Promise<number> {
+export async function modelSummary(argv: string[]): Promise<number> {
+  const values = parse(argv, { json: { type: 'boolean' } });
   const model = buildModel(1);
+  const params = countParams(model);
+  const flat = getFlatWeights(model);
+  const bytes = { float32: encodeWeights(modelSpec(model), flat).length, float16: encodeWeights(modelSpec(model), flat, 'float16').length };
+  if (values.json) {
+    const layers = model.layers.map((l) => ({ name: l.name, type: l.getClassName(), outputShape: l.outputShape, params: l.countParams() }));
+    console.log(JSON.stringify({ name: 'mnist-cnn', params, weightBytes: bytes, layers, tensors: modelSpec(model) }));
+    return 0;
+  }
   const lines: string[] = [];
-  model.summary(100, [0.4, 0.35, 0.25], (line) => lines.push(line));
+  model.summary(90, [0.35, 0.4, 0.25], (line) => lines.push(line));
   console.log(lines.join('\n'));
-  console.log(`parameters: ${countParams(model).toLocaleString('en-US')}`);
+  console.log(`parameters: ${params.toLocaleString('en-US')}; weights: ${fmtBytes(bytes.float32)} as float32, ${fmtBytes(bytes.float16)} as float16 (codec bytes)`);
   return 0;
 }
 
 export async function dataInspect(argv: string[]): Promise<number> {
-  const values = parse(argv, serviceOptions);
+  const values = parse(argv, { ...serviceOptions, json: { type: 'boolean' } });
   const cfg = loadConfig({ ...process.env, ...envFromFlags(values) });
   const split = loadDataset({ dataset: cfg.data.dataset, idxDir: cfg.data.idxDir, testSize: cfg.data.testSize, seed: cfg.data.seed });
-  console.log(`dataset ${split.name}: ${split.train.count} train / ${split.test.count} held-out, ${split.train.rows}x${split.train.cols}, ${split.train.numClasses} classes`);
   const shards = partition(split.train.labels, split.train.numClasses, { ...cfg.partition });
+  if (values.json) {
+    console.log(
+      JSON.stringify({
+        dataset: split.name,
+        train: split.train.count,
+        test: split.test.count,
+        shape: [split.train.rows, split.train.cols],
+        classes: split.train.numClasses,
+        partition: cfg.partition,
+        nodes: shards.map((s, i) => ({ node: `node-${i}`, samples: s.indices.length, histogram: s.histogram })),
+      }),
+    );
+    return 0;
+  }
+  console.log(`dataset ${split.name}: ${split.train.count} train / ${split.test.count} held-out, ${split.train.rows}x${split.train.cols}, ${split.train.numClasses} classes`);
   console.log(`partition ${cfg.partition.kind}${cfg.partition.kind === 'dirichlet' ? ` alpha=${cfg.partition.alpha}` : ''} over ${cfg.partition.nodes} nodes (seed ${cfg.partition.seed}):`);
   console.log(`node      samples  ${Array.from({ length: split.train.numClasses }, (_, c) => String(c).padStart(5)).join('')}`);
   shards.forEach((s, i) => console.log(`node-${i}`.padEnd(10) + String(s.indices.length).padStart(7) + '  ' + s.histogram.map((h) => String(h).padStart(5)).join('')));
@@ -34,25 +59,49 @@ export async function trainLocalCommand(argv: string[]): Promise<number> {
     'learning-rate': { type: 'string' },
     optimizer: { type: 'string' },
     samples: { type: 'string' },
+    json: { type: 'boolean' },
   });
   const cfg = loadConfig({ ...process.env, ...envFromFlags(values) });
-  const backend = await initBackend(cfg.backend, (m) => console.log(m));
+  const json = Boolean(values.json);
+  const say = (line: string) => {
+    if (!json) console.log(line);
+  };
+  const backend = await initBackend(cfg.backend, say);
   const split = loadDataset({ dataset: cfg.data.dataset, idxDir: cfg.data.idxDir, testSize: cfg.data.testSize, seed: cfg.data.seed });
-  const samples = num(values, 'samples', split.train.count);
-  const train = samples < split.train.count ? { ...split.train, images: split.train.images.subarray(0, samples * 784), labels: split.train.labels.subarray(0, samples), count: samples } : split.train;
+  const samples = Math.min(num(values, 'samples', split.train.count), split.train.count);
+  const train = samples < split.train.count ? subset(split.train, Array.from({ length: samples }, (_, i) => i)) : split.train;
   const model = buildModel(1);
-  console.log(`training on ${train.count} samples of ${split.name} (${backend.name} backend), evaluating on ${split.test.count} held-out`);
+  say(`training on ${train.count} samples of ${split.name} (${backend.name} backend), evaluating on ${split.test.count} held-out`);
+  const epochs: { epoch: number; loss: number; accuracy: number; samplesPerSecond: number; heldOutAccuracy: number; heldOutLoss: number }[] = [];
+  const bar = !json && process.stdout.isTTY;
   const result = await trainLocal(model, train, {
     epochs: num(values, 'epochs', 3),
     batchSize: num(values, 'batch-size', 32),
     learningRate: num(values, 'learning-rate', 0.001),
     optimizer: values.optimizer === 'sgd' ? 'sgd' : 'adam',
-    onEpoch: (epoch, loss, accuracy) => {
+    onProgress: bar
+      ? (epoch, done, total) => {
+          if (done % 320 !== 0 && done !== total) return;
+          const width = 30;
+          const filled = Math.round((done / total) * width);
+          process.stdout.write(`\repoch ${epoch} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}`);
+        }
+      : undefined,
+    onEpoch: (epoch, loss, accuracy, samplesPerSecond) => {
       const test = evaluate(model, split.test.images, split.test.labels);
-      console.log(`epoch ${epoch}: train loss ${loss.toFixed(4)} acc ${(accuracy * 100).toFixed(2)}% | held-out loss ${test.loss.toFixed(4)} acc ${(test.accuracy * 100).toFixed(2)}%`);
+      epochs.push({ epoch, loss, accuracy, samplesPerSecond, heldOutAccuracy: test.accuracy, heldOutLoss: test.loss });
+      if (bar) process.stdout.write('\r\x1b[K');
+      say(`epoch ${epoch}: train loss ${loss.toFixed(4)} acc ${pct(accuracy)} | held-out loss ${test.loss.toFixed(4)} acc ${pct(test.accuracy)} | ${Math.round(samplesPerSecond)} samples/s`);
     },
   });
   const final = evaluate(model, split.test.images, split.test.labels);
-  console.log(`done in ${(result.durationMs / 1000).toFixed(1)} s (${Math.round(result.samplesPerSecond)} samples/s); held-out accuracy ${(final.accuracy * 100).toFixed(2)}%`);
+  if (json) {
+    console.log(JSON.stringify({ backend: backend.name, dataset: split.name, samples: train.count, epochs, heldOutAccuracy: final.accuracy, heldOutLoss: final.loss, durationMs: Math.round(result.durationMs), samplesPerSecond: Math.round(result.samplesPerSecond) }));
+  } else {
+    say(`done in ${(result.durationMs / 1000).toFixed(1)} s (${Math.round(result.samplesPerSecond)} samples/s); held-out accuracy ${pct(final.accuracy)}`);
+  }
   return 0;
 }
+
+const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+const fmtBytes = (n: number) => `${(n / 1024 / 1024).toFixed(2)} MiB`;

@@ -15,7 +15,9 @@ export interface TrainOptions {
   seed?: number;
   /** Checked between batches; training stops early (and the caller discards the result). */
   shouldStop?: () => boolean;
-  onEpoch?: (epoch: number, loss: number, accuracy: number) => void;
+  onEpoch?: (epoch: number, loss: number, accuracy: number, samplesPerSecond: number) => void;
+  /** Samples done in the current epoch, for progress bars. */
+  onProgress?: (epoch: number, done: number, total: number) => void;
 }
 
 export interface TrainResult {
@@ -60,6 +62,7 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
       let lossSum = 0;
       let correct = 0;
       let epochSamples = 0;
+      const epochStart = performance.now();
       for (let start = 0; start < data.count; start += opts.batchSize) {
         if (opts.shouldStop?.()) {
           stopped = true;
@@ -76,6 +79,7 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
         correct += stats.correct;
         epochSamples += n;
         steps++;
+        opts.onProgress?.(epoch + 1, epochSamples, data.count);
         // Let HTTP handlers (health checks, 429 answers) run between batches.
         if (steps % 4 === 0) await new Promise((r) => setImmediate(r));
       }
@@ -83,7 +87,7 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
       if (epochSamples > 0) {
         lastLoss = lossSum / epochSamples;
         lastAccuracy = correct / epochSamples;
-        opts.onEpoch?.(epoch + 1, lastLoss, lastAccuracy);
+        opts.onEpoch?.(epoch + 1, lastLoss, lastAccuracy, epochSamples / ((performance.now() - epochStart) / 1000));
       }
     }
   } finally {

@@ -71,7 +71,7 @@ export async function up(argv: string[]): Promise<number> {
   const cfg = loadConfig({ ...process.env, ...shared, [ENV.port]: String(v.port ?? process.env[ENV.port] ?? 8080) }, 'aggregator');
   const runConfig = parseRunConfig({
     rounds: num(v, 'rounds', 20),
-    targetAccuracy: num(v, 'target', 0.99),
+    targetAccuracy: num(v, 'target', 0.985),
     epochs: num(v, 'epochs', 2),
     ...(v.strategy ? { strategy: v.strategy } : {}),
     minQuorum: Math.max(1, Math.ceil(nodes / 2)),
@@ -231,7 +231,7 @@ const UP_HELP = `edgefl up — run a whole federation on this machine
   --partition KIND       iid | dirichlet | shards (default dirichlet)
   --alpha A              Dirichlet concentration (default 0.5)
   --rounds N             maximum rounds (default 20)
-  --target ACC           stop at this held-out accuracy (default 0.99)
+  --target ACC           stop at this held-out accuracy (default 0.985)
   --epochs N             local epochs per round (default 2)
   --strategy NAME        fedavg | fedprox | fedavgm | median | trimmed-mean
   --dataset mnist|idx    built-in 10k digits (default) or IDX files (--idx-dir DIR)

@@ -9,6 +9,7 @@ import * as store from '../services/store/model-store.js';
 import type { Federation, RoundSummary } from './federation.js';
 import type { TrainerTarget } from './invoke.js';
 import { parseRunConfig, type RunConfig } from './run-config.js';
+import { EVENT_TYPES, readEvent } from '../services/shared/events.js';
 
 export interface AggregatorDeps {
   pool: pg.Pool;
@@ -89,6 +90,17 @@ export function createAggregatorApp(deps: AggregatorDeps) {
       deps.federation.off('run', onRun);
       deps.federation.off('round-start', onStart);
     });
+  });
+
+  /**
+   * Knative Eventing delivers the trainers' dev.edgefl.update.ready replies here. The round
+   * loop reads updates from the store, so this only validates, logs and acknowledges.
+   */
+  app.post('/events', express.raw({ type: () => true, limit: '64kb' }), (req, res) => {
+    const event = readEvent(req.headers, Buffer.isBuffer(req.body) ? req.body : undefined, EVENT_TYPES.updateReady);
+    const data = (event.data ?? {}) as Record<string, unknown>;
+    req.log.info('update event received', { event_id: event.id, source: event.source, run_id: data.runId, round: data.round, node: data.nodeId, update_id: data.updateId });
+    res.status(202).end();
   });
 
   app.get('/models', async (_req, res) => {

@@ -54,6 +54,8 @@ export interface FederationDeps {
   metrics?: Metrics;
   /** Test hook: backoff of trainer retries. */
   retryBackoffMs?: number;
+  /** Knative Eventing Broker URL (K_SINK); rounds then travel as events through it. */
+  brokerUrl?: string;
 }
 
 /**
@@ -234,7 +236,18 @@ export class Federation extends EventEmitter {
     const outcomes = new Map<string, InvokeOutcome>();
     await Promise.all(
       selected.map(async (t) => {
-        const outcome = await invokeTrainer(t, payload, { deadline, secret: this.deps.invokeSecret, signal, backoffMs: this.deps.retryBackoffMs, requestId: `${run.id}-r${round}-${t.nodeId}` });
+        const outcome = await invokeTrainer(t, payload, {
+          deadline,
+          secret: this.deps.invokeSecret,
+          signal,
+          backoffMs: this.deps.retryBackoffMs,
+          requestId: `${run.id}-r${round}-${t.nodeId}`,
+          brokerUrl: this.deps.brokerUrl,
+          findUpdate: async () => {
+            const u = await store.findUpdate(this.deps.pool, run.id, round, t.nodeId);
+            return u && u.baseVersion === baseVersion ? { updateId: u.id, metrics: u.metrics } : undefined;
+          },
+        });
         outcomes.set(t.nodeId, outcome);
         if (!outcome.ok) {
           log.warn('node did not deliver', { node: t.nodeId, reason: outcome.reason, detail: outcome.detail, attempts: outcome.attempts });

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { signInvokeToken } from '../services/shared/auth.js';
-import { EVENT_TYPES, NODE_EXTENSION, encodeEvent, makeEvent } from '../services/shared/events.js';
+import { AUTH_EXTENSION, EVENT_TYPES, NODE_EXTENSION, encodeEvent, makeEvent } from '../services/shared/events.js';
 
 export interface TrainerTarget {
   nodeId: string;
@@ -20,6 +20,13 @@ export interface InvokeOptions {
   backoffMs?: number;
   maxBackoffMs?: number;
   requestId?: string;
+  /**
+   * Knative Eventing mode: post the event to this Broker URL (it routes it to the node's
+   * trainer by the edgeflnode attribute) and learn the outcome from the store.
+   */
+  brokerUrl?: string;
+  /** Broker mode: looks for the node's stored update; polled until the deadline. */
+  findUpdate?: () => Promise<{ updateId: number; metrics: Record<string, unknown> } | undefined>;
 }
 
 /**
@@ -33,7 +40,10 @@ export async function invokeTrainer(target: TrainerTarget, data: Record<string, 
   let attempts = 0;
   let last = 'no attempt made';
   let lastStatus: number | undefined;
-  const event = makeEvent(EVENT_TYPES.roundTrain, '/edgefl/aggregator', data, { [NODE_EXTENSION]: target.nodeId });
+  // Trigger filters match the bare node number (edgeflnode=0), as the manifests render them.
+  const extensions: Record<string, string> = { [NODE_EXTENSION]: target.nodeId.replace(/^node-/, '') };
+  if (opts.brokerUrl && opts.secret) extensions[AUTH_EXTENSION] = signInvokeToken(opts.secret, target.nodeId, Math.min(opts.deadline.getTime() - Date.now() + 60_000, 3_600_000));
+  const event = makeEvent(EVENT_TYPES.roundTrain, '/edgefl/aggregator', data, extensions);
   while (true) {
     if (opts.signal?.aborted) return { ok: false, reason: 'stopped', detail: 'run stopped', attempts, ms: Date.now() - started };
     const remaining = opts.deadline.getTime() - Date.now();
@@ -41,12 +51,13 @@ export async function invokeTrainer(target: TrainerTarget, data: Record<string, 
     attempts++;
     const msg = encodeEvent(event, 'binary');
     const headers: Record<string, string> = { ...msg.headers, 'content-type': 'application/json' };
-    if (opts.secret) headers.authorization = `Bearer ${signInvokeToken(opts.secret, target.nodeId, Math.min(remaining + 60_000, 3_600_000))}`;
+    if (opts.secret && !opts.brokerUrl) headers.authorization = `Bearer ${signInvokeToken(opts.secret, target.nodeId, Math.min(remaining + 60_000, 3_600_000))}`;
     if (opts.requestId) headers['x-request-id'] = opts.requestId;
     let retryAfterMs: number | undefined;
     try {
-      const res = await postOnce(target.url, headers, msg.body, remaining, opts.signal);
+      const res = await postOnce(opts.brokerUrl ?? target.url, headers, msg.body, remaining, opts.signal);
       lastStatus = res.status;
+      if (opts.brokerUrl && res.status >= 200 && res.status < 300) return awaitStoredUpdate(opts, attempts, started);
       if (res.status >= 200 && res.status < 300) {
         const body = JSON.parse(res.body) as { updateId?: number; metrics?: Record<string, unknown> };
         if (typeof body.updateId !== 'number') return { ok: false, reason: 'rejected', status: res.status, detail: 'trainer answered without an updateId', attempts, ms: Date.now() - started };
@@ -63,6 +74,17 @@ export async function invokeTrainer(target: TrainerTarget, data: Record<string, 
     await sleep(wait, opts.signal);
     delay = Math.min(delay * 2, opts.maxBackoffMs ?? 8000);
   }
+}
+
+/** Broker mode: the event is accepted for delivery; the trainer's update shows up in the store. */
+async function awaitStoredUpdate(opts: InvokeOptions, attempts: number, started: number): Promise<InvokeOutcome> {
+  while (Date.now() < opts.deadline.getTime()) {
+    if (opts.signal?.aborted) return { ok: false, reason: 'stopped', detail: 'run stopped', attempts, ms: Date.now() - started };
+    const found = await opts.findUpdate?.().catch(() => undefined);
+    if (found) return { ok: true, updateId: found.updateId, metrics: found.metrics, attempts, ms: Date.now() - started };
+    await sleep(1000, opts.signal);
+  }
+  return { ok: false, reason: 'deadline', detail: 'no update arrived through the broker before the deadline', attempts, ms: Date.now() - started };
 }
 
 function errorMessage(body: string): string {

@@ -34,7 +34,8 @@ export async function startAggregator(cfg: Config, opts: AggregatorOptions = {})
   const heldOut = loadHeldOut(cfg);
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
   const trainers = trainerSource(cfg, log);
-  const federation = new Federation({ pool: db.pool, log, heldOut, trainers, invokeSecret: cfg.invokeSecret, metrics });
+  const federation = new Federation({ pool: db.pool, log, heldOut, trainers, invokeSecret: cfg.invokeSecret, metrics, brokerUrl: cfg.eventSink });
+  if (cfg.eventSink) log.info('rounds travel through Knative Eventing', { broker: cfg.eventSink });
   const app = createAggregatorApp({
     pool: db.pool,
     federation,

@@ -33,6 +33,8 @@ export const ENV = {
   namespace: 'EDGEFL_NAMESPACE',
   servingUrls: 'EDGEFL_SERVING_URLS',
   logLevel: 'EDGEFL_LOG_LEVEL',
+  /** Broker URL injected by Knative's SinkBinding: when set, rounds travel through Knative Eventing. */
+  eventSink: 'K_SINK',
 } as const;
 
 export type Role = 'trainer' | 'serving' | 'aggregator';
@@ -76,6 +78,7 @@ export interface Config {
   discovery: 'static' | 'kube';
   namespace: string;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  eventSink?: string;
 }
 
 export class ConfigError extends Error {}
@@ -150,5 +153,6 @@ export function loadConfig(env: Env = process.env, role?: Role): Config {
     discovery: oneOf(env, ENV.discovery, ['static', 'kube'] as const, 'static'),
     namespace: env[ENV.namespace] || 'edgefl',
     logLevel: oneOf(env, ENV.logLevel, ['debug', 'info', 'warn', 'error'] as const, 'info'),
+    eventSink: env[ENV.eventSink] || undefined,
   };
 }

@@ -10,6 +10,12 @@ export const EVENT_TYPES = {
 
 /** Extension attribute naming the target edge node (lowercase alnum, as CloudEvents requires). */
 export const NODE_EXTENSION = 'edgeflnode';
+/**
+ * Extension attribute carrying the invocation token when events travel through a Knative
+ * Broker, which does not forward an Authorization header. The token is short-lived and
+ * bound to one node, like the header form.
+ */
+export const AUTH_EXTENSION = 'edgeflauth';
 
 export type EventMode = 'binary' | 'structured' | 'plain';
 
@@ -17,6 +23,8 @@ export interface IncomingEvent {
   mode: EventMode;
   id?: string;
   source?: string;
+  /** The AUTH_EXTENSION attribute, when the event carries one. */
+  auth?: string;
   data: unknown;
 }
 
@@ -51,7 +59,8 @@ export function readEvent(headers: IncomingHttpHeaders, body: Buffer | undefined
   let data: unknown = event.data;
   if (typeof data === 'string') data = parseJson(data);
   if (data === undefined && event.data_base64) data = parseJson(Buffer.from(event.data_base64, 'base64').toString('utf8'));
-  return { mode: isStructured ? 'structured' : 'binary', id: event.id, source: event.source, data };
+  const auth = (event as unknown as Record<string, unknown>)[AUTH_EXTENSION];
+  return { mode: isStructured ? 'structured' : 'binary', id: event.id, source: event.source, auth: typeof auth === 'string' ? auth : undefined, data };
 }
 
 function parseJson(text: string): unknown {

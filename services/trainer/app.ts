@@ -2,7 +2,7 @@ import express from 'express';
 import type pg from 'pg';
 import { bearerToken, verifyInvokeToken } from '../shared/auth.js';
 import { encodeWeights, decodeWeights, sha256Hex } from '../shared/codec.js';
-import { EVENT_TYPES, encodeEvent, makeEvent, readEvent, type EventMode } from '../shared/events.js';
+import { AUTH_EXTENSION, EVENT_TYPES, encodeEvent, makeEvent, readEvent, type EventMode } from '../shared/events.js';
 import { HttpError, conflict, notFound } from '../shared/http-errors.js';
 import { applyCommonMiddleware, applyErrorHandlers } from '../shared/http-common.js';
 import type { Logger } from '../shared/log.js';
@@ -47,11 +47,15 @@ export function createTrainerApp(deps: TrainerDeps) {
 
   app.post('/', express.raw({ type: () => true, limit: deps.maxBodyBytes ?? 1024 * 1024 }), async (req, res, next) => {
     try {
-      if (deps.invokeSecret) {
-        const check = verifyInvokeToken(deps.invokeSecret, bearerToken(req.get('authorization')), deps.nodeId);
-        if (!check.ok) throw new HttpError(401, 'unauthorized', `invocation token ${check.reason.replace('_', ' ')}`, { 'WWW-Authenticate': 'Bearer' });
-      }
+      const headerToken = bearerToken(req.get('authorization'));
+      const structured = String(req.get('content-type') ?? '').startsWith('application/cloudevents+json');
+      // Without a header token, only a CloudEvent can still carry one (Broker delivery): refuse early otherwise.
+      if (deps.invokeSecret && !headerToken && !structured && !req.get(`ce-${AUTH_EXTENSION}`)) throw unauthorized('missing');
       const event = readEvent(req.headers, Buffer.isBuffer(req.body) ? req.body : undefined, EVENT_TYPES.roundTrain);
+      if (deps.invokeSecret) {
+        const check = verifyInvokeToken(deps.invokeSecret, headerToken ?? event.auth, deps.nodeId);
+        if (!check.ok) throw unauthorized(check.reason);
+      }
       const request = parseTrainRequest(event.data);
       const log = req.log.child({ run_id: request.runId, round: request.round, event_id: event.id });
 
@@ -149,6 +153,10 @@ export function createTrainerApp(deps: TrainerDeps) {
 
   applyErrorHandlers(app, deps.log);
   return app;
+}
+
+function unauthorized(reason: string): HttpError {
+  return new HttpError(401, 'unauthorized', `invocation token ${reason.replace('_', ' ')}`, { 'WWW-Authenticate': 'Bearer' });
 }
 
 async function refuseClosedRound(pool: pg.Pool, request: TrainRequest): Promise<void> {

@@ -134,6 +134,9 @@ export class Federation extends EventEmitter {
     const controller = new AbortController();
     this.active.set(runId, controller);
     const lockClient = await this.deps.pool.connect();
+    // A checked-out client reports a lost server on itself, not on the pool: without a
+    // listener a PostgreSQL restart would crash the process.
+    lockClient.on('error', (e) => this.deps.log.warn('run lock connection lost', { run_id: runId, err: e.message }));
     try {
       const lock = await lockClient.query('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [runId]);
       if (!lock.rows[0].ok) {

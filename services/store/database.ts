@@ -58,6 +58,9 @@ export function createPool(url: string, max = 5): pg.Pool {
   // An idle client losing its server (PostgreSQL restart) must not crash the process;
   // the pool replaces it and the next query reconnects.
   pool.on('error', () => {});
+  // Same for a client that is checked out when the server goes away: the query in flight
+  // rejects, and the 'error' event must not become an uncaught exception.
+  pool.on('connect', (client) => client.on('error', () => {}));
   return pool;
 }
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomSecret } from '../shared/auth.js';
 import { ENV, loadConfig } from '../shared/config.js';
-import { openDatabase, freePort } from '../store/database.js';
+import { openDatabase } from '../store/database.js';
 import { startAggregator } from '../../aggregator/main.js';
 import type { RoundSummary } from '../../aggregator/federation.js';
 import { parseRunConfig } from '../../aggregator/run-config.js';
@@ -17,6 +17,46 @@ interface Child {
   name: string;
   url: string;
   proc: ChildProcess;
+  /** Resolves with the URL once the child logs the port it listens on. */
+  listening: Promise<string>;
+}
+
+/**
+ * Starts one edge function on port 0 and learns its real port from its 'listening' log
+ * line: picking free ports up front races with other processes on the machine.
+ */
+function spawnChild(name: string, role: 'trainer' | 'serve', env: Record<string, string>, logDir: string, stopping: () => boolean): Child {
+  const proc = spawn(process.execPath, [CLI, role], { env: { ...process.env, ...env, [ENV.port]: '0' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const logFile = path.join(logDir, `${name}.log`);
+  const log = createWriteStream(logFile, { flags: 'a' });
+  const child: Child = { name, url: '', proc, listening: Promise.resolve('') };
+  child.listening = new Promise((resolve, reject) => {
+    let buffered = '';
+    proc.stderr!.on('data', (chunk: Buffer) => {
+      log.write(chunk);
+      if (child.url) return;
+      buffered += chunk.toString('utf8');
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      for (const line of lines) {
+        try {
+          const entry = JSON.parse(line) as { msg?: string; port?: number };
+          if (entry.msg === 'listening' && entry.port) {
+            child.url = `http://127.0.0.1:${entry.port}`;
+            resolve(child.url);
+          }
+        } catch {
+          // not a JSON log line
+        }
+      }
+    });
+    proc.once('exit', (code, signal) => {
+      if (!child.url) reject(new Error(`${name} exited during start-up (${signal ?? code}); see ${logFile}`));
+      else if (!stopping()) say(`edgefl: ${name} exited (${signal ?? code}); see ${logFile}`);
+    });
+  });
+  child.listening.catch(() => {});
+  return child;
 }
 
 /**
@@ -60,7 +100,8 @@ export async function up(argv: string[]): Promise<number> {
     [ENV.dataset]: String(v.dataset ?? process.env[ENV.dataset] ?? 'mnist'),
     [ENV.invokeSecret]: process.env[ENV.invokeSecret] || randomSecret(),
     [ENV.adminToken]: process.env[ENV.adminToken] || randomSecret(18),
-    [ENV.logLevel]: process.env[ENV.logLevel] ?? 'info',
+    // Children must log at least at info: up learns their ports from the 'listening' line.
+    [ENV.logLevel]: process.env[ENV.logLevel] === 'debug' ? 'debug' : 'info',
   };
   if (v['idx-dir']) shared[ENV.idxDir] = String(v['idx-dir']);
   if (v['max-train-samples']) shared[ENV.maxTrainSamples] = String(v['max-train-samples']);
@@ -104,21 +145,10 @@ export async function up(argv: string[]): Promise<number> {
   try {
     for (let i = 0; i < nodes; i++) {
       for (const role of ['trainer', 'serve'] as const) {
-        const port = await freePort();
-        const name = `${role === 'serve' ? 'serving' : 'trainer'}-${i}`;
-        const proc = spawn(process.execPath, [CLI, role], {
-          env: { ...process.env, ...shared, [ENV.nodeId]: String(i), [ENV.port]: String(port) },
-          stdio: ['ignore', 'ignore', 'pipe'],
-        });
-        proc.stderr!.pipe(createWriteStream(path.join(logDir, `${name}.log`), { flags: 'a' }));
-        const child = { name, url: `http://127.0.0.1:${port}`, proc };
-        proc.once('exit', (code, signal) => {
-          if (!shuttingDown) say(`edgefl: ${name} exited (${signal ?? code}); see ${path.join(logDir, `${name}.log`)}`);
-        });
-        children.push(child);
+        children.push(spawnChild(`${role === 'serve' ? 'serving' : 'trainer'}-${i}`, role, { ...shared, [ENV.nodeId]: String(i) }, logDir, () => shuttingDown));
       }
     }
-    await Promise.all(children.map((c) => waitHealthy(c, c.name.startsWith('trainer') ? '/readyz' : '/healthz', 120_000)));
+    await Promise.all(children.map((c) => c.listening.then((url) => waitHealthy(c, url, c.name.startsWith('trainer') ? '/readyz' : '/healthz', 120_000))));
     say(`edgefl: ${nodes} edge nodes up (${children.length} processes)`);
     const trainerUrls = children.filter((c) => c.name.startsWith('trainer')).map((c) => c.url);
     const servingUrls = children.filter((c) => c.name.startsWith('serving')).map((c) => c.url);
@@ -198,12 +228,12 @@ export function jsonLine(s: RoundSummary) {
   };
 }
 
-async function waitHealthy(child: Child, route: string, timeoutMs: number): Promise<void> {
+async function waitHealthy(child: Child, url: string, route: string, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     if (child.proc.exitCode !== null) throw new Error(`${child.name} exited during start-up (code ${child.proc.exitCode}); see its log`);
     try {
-      const res = await fetch(child.url + route, { signal: AbortSignal.timeout(2000) });
+      const res = await fetch(url + route, { signal: AbortSignal.timeout(2000) });
       if (res.ok) return;
     } catch {
       // not listening yet

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express, { type RequestHandler } from 'express';
+import { createLogger } from '../services/shared/log.js';
 
 /** Extra CSP connect-src sources for the try-it view (space or comma separated), e.g. https://*.example.com */
 export const DASHBOARD_CONNECT_SRC_ENV = 'EDGEFL_DASHBOARD_CONNECT_SRC';
@@ -22,7 +23,16 @@ const ROUTES = ['/runs', '/runs/:id', '/models', '/models/:version', '/nodes', '
  * or from dist/aggregator/ (the built CLI).
  */
 export function mountDashboard(app: express.Express, opts: DashboardOptions = {}): void {
-  const dir = opts.assetsDir ?? findAssetsDir();
+  let dir: string;
+  try {
+    dir = opts.assetsDir ?? findAssetsDir();
+    if (!existsSync(path.join(dir, 'index.html'))) throw new Error(`no index.html in ${dir}`);
+  } catch (e) {
+    // An image built without the assets still serves the API; / then lists the routes.
+    createLogger({ service: 'aggregator' }).warn('dashboard disabled', { err: (e as Error).message });
+    app.get('/', (_req, res) => void res.json({ service: 'edgefl-aggregator', routes: ROUTES, dashboard: 'unavailable' }));
+    return;
+  }
   const csp = contentSecurityPolicy(opts.connectSrc ?? connectSrcFromEnv(process.env));
   const headers: RequestHandler = (_req, res, next) => {
     res.setHeader('Content-Security-Policy', csp);

@@ -82,3 +82,19 @@ describe('dashboard helpers', () => {
     expect(contentSecurityPolicy()).toContain("connect-src 'self' http://127.0.0.1:* http://localhost:*;");
   });
 });
+
+describe('without its assets', () => {
+  it('still answers / with the route list instead of failing the aggregator', async () => {
+    const app = express();
+    expect(() => mountDashboard(app, { assetsDir: path.join(ROOT, 'no-such-dir') })).not.toThrow();
+    const s = await new Promise<Server>((r) => {
+      const srv = app.listen(0, '127.0.0.1', () => r(srv));
+    });
+    try {
+      const res = await fetch(`http://127.0.0.1:${(s.address() as AddressInfo).port}/`, { headers: { accept: 'text/html' } });
+      expect(await res.json()).toMatchObject({ service: 'edgefl-aggregator', dashboard: 'unavailable' });
+    } finally {
+      await new Promise((r) => s.close(r));
+    }
+  });
+});

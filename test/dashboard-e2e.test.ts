@@ -11,6 +11,8 @@ import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 /**
  * End to end: a real `edgefl up` federation (2 edge nodes, 2 rounds) and a real headless
  * Chromium looking at its dashboard, drawing a digit and asking a serving function.
+ * About 40 s on an idle 2-core machine; the timeouts are generous because starting four
+ * Node processes with TensorFlow.js dominates and slows down a lot on a busy one.
  */
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -113,7 +115,7 @@ describe('dashboard end to end', () => {
   it('follows a live federation: chart, rounds, nodes and models', async () => {
     try {
       // The run is created as soon as the aggregator is up; open the page while it trains.
-      runId = await until('the run to start', async () => (await getJSON<{ runs: { id: string }[] }>(`${base}/runs`)).runs[0]?.id, 60_000, fed);
+      runId = await until('the run to start', async () => (await getJSON<{ runs: { id: string }[] }>(`${base}/runs`)).runs[0]?.id, 150_000, fed);
       mark(`federation up, run ${runId} started`);
       const res = await fetch(`${base}/`, { headers: { accept: 'text/html' } });
       expect(res.headers.get('content-type')).toMatch(/text\/html/);
@@ -145,7 +147,7 @@ describe('dashboard end to end', () => {
           const r = await getJSON(`${base}/runs/${runId}`);
           return r.status === 'running' ? undefined : r;
         },
-        80_000,
+        120_000,
         fed,
       );
       expect(run.status).toBe('completed');
@@ -191,7 +193,7 @@ describe('dashboard end to end', () => {
       console.error(fedOut.slice(-4000));
       throw e;
     }
-  }, 150_000);
+  }, 300_000);
 
   it('classifies a digit drawn on the try-it canvas', async () => {
     await page.click('a[data-nav="try"]');

@@ -11,7 +11,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 /**
  * End to end: a real `edgefl up` federation (2 edge nodes, 2 rounds) and a real headless
  * Chromium looking at its dashboard, drawing a digit and asking a serving function.
- * About 40 s on an idle 2-core machine; the timeouts are generous because starting four
+ * `edgefl up` alone took ~35 s with a lighter load; the timeouts are generous because starting four
  * Node processes with TensorFlow.js dominates and slows down a lot on a busy one.
  */
 

@@ -35,6 +35,8 @@ WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# The dashboard's static files are not compiled; dist/aggregator/dashboard.js serves them from here.
+COPY --from=build /app/aggregator/dashboard ./aggregator/dashboard
 # uid 1000; the manifests set runAsUser: 1000 because runAsNonRoot cannot verify a user name.
 USER node
 EXPOSE 8080

@@ -284,6 +284,7 @@ export class Federation extends EventEmitter {
         weights = decodeWeights(bytes!, referenceModelSpec()).flat;
       } catch (e) {
         Object.assign(node, { status: 'rejected_update', reason: e instanceof CodecError ? `${e.code}: ${e.message}` : String(e) });
+        this.deps.metrics?.roundFailures.inc({ node: u.nodeId, reason: 'rejected_update' });
         continue;
       }
       const norm = l2Distance(weights, global);
@@ -291,6 +292,7 @@ export class Federation extends EventEmitter {
       if (config.maxUpdateNorm !== null && norm > config.maxUpdateNorm) {
         if (config.normPolicy === 'reject') {
           Object.assign(node, { status: 'rejected_update', reason: `update norm ${norm.toFixed(2)} exceeds ${config.maxUpdateNorm}` });
+          this.deps.metrics?.roundFailures.inc({ node: u.nodeId, reason: 'rejected_update' });
           continue;
         }
         weights = clipToNorm(weights, global, config.maxUpdateNorm, norm);
@@ -305,6 +307,10 @@ export class Federation extends EventEmitter {
       const metrics = { nodes, participants, stragglers, reason: `only ${accepted} of ${selected.length} nodes delivered; quorum is ${quorum}` };
       await store.failRound(this.deps.pool, run.id, round, metrics);
       log.warn('round failed', metrics);
+      this.deps.metrics?.rounds.inc({ status: 'failed' });
+      this.deps.metrics?.roundSeconds.observe((Date.now() - started) / 1000);
+      this.deps.metrics?.roundParticipants.set(accepted);
+      this.deps.metrics?.roundFailedNodes.set(selected.length - accepted);
       const summary = this.failedSummary(run.id, round, started, nodes);
       this.emit('round', summary);
       return summary;
@@ -349,6 +355,9 @@ export class Federation extends EventEmitter {
     );
     this.deps.metrics?.roundSeconds.observe(durationMs / 1000);
     this.deps.metrics?.roundParticipants.set(participants.length);
+    this.deps.metrics?.roundFailedNodes.set(selected.length - accepted);
+    this.deps.metrics?.rounds.inc({ status: 'completed' });
+    this.deps.metrics?.modelVersion.set(version);
     this.deps.metrics?.aggregationSeconds.observe(aggregationMs / 1000);
     this.deps.metrics?.globalAccuracy.set(evalResult.accuracy);
     const summary: RoundSummary = { runId: run.id, round, status: 'completed', modelVersion: version, ...summaryMetrics };

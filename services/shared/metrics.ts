@@ -22,6 +22,8 @@ export function createMetrics(service: string) {
     trainingSamplesPerSecond: new client.Gauge({ name: 'edgefl_training_samples_per_second', help: 'Samples/s of the last local training', registers: [registry] }),
     roundSeconds: new client.Histogram({ name: 'edgefl_round_duration_seconds', help: 'Federated round duration', buckets, registers: [registry] }),
     roundParticipants: new client.Gauge({ name: 'edgefl_round_participants', help: 'Nodes whose update counted in the last round', registers: [registry] }),
+    rounds: new client.Counter({ name: 'edgefl_rounds_total', help: 'Federated rounds finished, by outcome', labelNames: ['status'], registers: [registry] }),
+    roundFailedNodes: new client.Gauge({ name: 'edgefl_round_failed_nodes', help: 'Selected nodes whose update did not count in the last round (failed, late or rejected)', registers: [registry] }),
     roundFailures: new client.Counter({ name: 'edgefl_round_node_failures_total', help: 'Node invocations that failed or missed the deadline', labelNames: ['node', 'reason'], registers: [registry] }),
     aggregationSeconds: new client.Histogram({ name: 'edgefl_aggregation_duration_seconds', help: 'Time to aggregate updates', buckets, registers: [registry] }),
     globalAccuracy: new client.Gauge({ name: 'edgefl_global_accuracy', help: 'Held-out accuracy of the latest global model', registers: [registry] }),
@@ -36,13 +38,23 @@ export function httpMetrics(metrics: Metrics): RequestHandler {
   return (req, res, next) => {
     const start = process.hrtime.bigint();
     res.on('finish', () => {
-      const route = req.route?.path ? String(req.baseUrl ?? '') + String(req.route.path) : res.statusCode === 404 ? 'unmatched' : req.path;
+      const route = req.route?.path ? String(req.baseUrl ?? '') + routePattern(req.route.path) : res.statusCode === 404 ? 'unmatched' : req.path;
       const labels = { method: req.method, route, status: String(res.statusCode) };
       metrics.httpRequests.inc(labels);
       metrics.httpDuration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
     });
     next();
   };
+}
+
+/** A readable label for a route: RegExp routes ('/^\\/v1\\/models\\/([^/:]+):predict$/') become '/v1/models/:name:predict'. */
+export function routePattern(path: unknown): string {
+  if (!(path instanceof RegExp)) return String(path);
+  return path.source
+    .replace(/^\^/, '')
+    .replace(/\$$/, '')
+    .replace(/\((?:[^()\\]|\\.)*\)/g, ':name')
+    .replace(/\\(.)/g, '$1');
 }
 
 export function mountMetrics(app: Express, metrics: Metrics): void {

@@ -118,10 +118,16 @@ export async function warmRuns(url: string, body: string, connections: number[],
 }
 
 export function warmTable(warm: Record<string, WarmRun>, ceiling1: CeilingRow | undefined): string {
+  const queueing = Object.values(warm)
+    .filter((w) => w.connections > 1 && w.rps > 0)
+    .map((w) => `c${w.connections}: ${round((w.connections / w.rps) * 1000, 1)} ms`);
+  const note = queueing.length
+    ? `\n\nOne serving process handles one prediction at a time, so with c connections kept busy the mean latency is about c ÷ req/s (Little's law): ${queueing.join(', ')}. Latency targets at c10 can only be met if req/s ≥ 10 ÷ target.`
+    : '';
   return mdTable(
     ['connections', 'requests', 'p50 ms', 'p90 ms', 'p99 ms', 'req/s', 'served / in-process (req/s vs predict calls/s, batch 1)', 'errors'],
     Object.values(warm).map((w) => [w.connections, w.requests, w.p50_ms, w.p90_ms, w.p99_ms, w.rps, ratio(w.rps, ceiling1?.calls_per_s), w.errors + w.non2xx]),
-  );
+  ) + note;
 }
 
 export function ceilingTable(rows: CeilingRow[]): string {

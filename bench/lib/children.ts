@@ -129,9 +129,20 @@ async function stopProcess(proc: ChildProcess, exited: Promise<unknown>, graceMs
   clearTimeout(timer);
 }
 
-/** SIGTERM to every child still running (and wait for them); safe to call more than once. */
+const cleanups = new Set<() => Promise<void>>();
+
+/** Registers async clean-up (e.g. stopping embedded PostgreSQL) that stopAllChildren also runs; returns an unregister function. */
+export function registerCleanup(fn: () => Promise<void>): () => void {
+  cleanups.add(fn);
+  return () => cleanups.delete(fn);
+}
+
+/** SIGTERM to every child still running (and wait for them), then pending clean-ups; safe to call more than once. */
 export async function stopAllChildren(): Promise<void> {
   await Promise.all([...live].map((proc) => stopProcess(proc, new Promise((r) => (proc.exitCode !== null || proc.signalCode !== null ? r(null) : proc.once('exit', r))))));
+  const pending = [...cleanups];
+  cleanups.clear();
+  await Promise.all(pending.map((fn) => fn().catch(() => {})));
 }
 
 export function liveChildren(): number {

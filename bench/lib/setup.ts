@@ -12,6 +12,7 @@ import { buildModel, getFlatWeights, modelSpec, predictProbabilities, setFlatWei
 import { openDatabase, type Database } from '../../services/store/database.js';
 import { publishModel } from '../../services/store/model-store.js';
 import { loadBuiltinDigits } from '../../datasets/builtin-mnist.js';
+import { registerCleanup } from './children.js';
 import { median, round } from './stats.js';
 
 export interface BenchEnv {
@@ -49,18 +50,17 @@ export async function openBenchEnv(opts: { databaseUrl?: string; log?: (m: strin
     model.dispose();
     const modelVersion = await publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: spec }, metrics: { source: 'bench', init: 'random' } });
     log(`published model v${modelVersion} (random init, ${bytes.length} bytes)`);
-    return {
-      db,
-      databaseUrl: db.url,
-      dataDir,
-      modelVersion,
-      backend,
-      flat,
-      async close() {
-        await db.close().catch(() => {});
-        rmSync(dataDir, { recursive: true, force: true });
-      },
+    let closed = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      unregister();
+      await db.close().catch(() => {});
+      rmSync(dataDir, { recursive: true, force: true });
     };
+    // Also run on Ctrl-C / SIGTERM of the bench process (stopAllChildren), so no PostgreSQL is left behind.
+    const unregister = registerCleanup(close);
+    return { db, databaseUrl: db.url, dataDir, modelVersion, backend, flat, close };
   } catch (e) {
     await db.close().catch(() => {});
     rmSync(dataDir, { recursive: true, force: true });

@@ -1,0 +1,159 @@
+/**
+ * What every local benchmark needs: a PostgreSQL holding a published model (DATABASE_URL
+ * when set, else an embedded server in a temporary directory), the request payloads (real
+ * digits from the built-in set) and the in-process ceiling (model.predict in this process).
+ */
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { initBackend, type BackendInfo } from '../../services/shared/backend.js';
+import { encodeWeights, sha256Hex } from '../../services/shared/codec.js';
+import { buildModel, getFlatWeights, modelSpec, predictProbabilities, setFlatWeights, PIXELS } from '../../services/shared/model.js';
+import { openDatabase, type Database } from '../../services/store/database.js';
+import { publishModel } from '../../services/store/model-store.js';
+import { loadBuiltinDigits } from '../../datasets/builtin-mnist.js';
+import { registerCleanup } from './children.js';
+import { median, round } from './stats.js';
+
+export interface BenchEnv {
+  db: Database;
+  databaseUrl: string;
+  dataDir: string;
+  modelVersion: number;
+  backend: BackendInfo;
+  /** The published weights, for the in-process model. */
+  flat: Float32Array;
+  close(): Promise<void>;
+}
+
+/** Opens the database (starting embedded PostgreSQL if needed) and publishes a random-init model. */
+export async function openBenchEnv(opts: { databaseUrl?: string; log?: (m: string) => void } = {}): Promise<BenchEnv> {
+  const log = opts.log ?? (() => {});
+  const backend = await initBackend(undefined, log);
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'edgefl-bench-'));
+  // As root the embedded server runs as the postgres user, who must be able to enter this directory.
+  chmodSync(dataDir, 0o755);
+  const databaseUrl = opts.databaseUrl ?? process.env.DATABASE_URL;
+  let db: Database;
+  try {
+    if (!databaseUrl) log('starting embedded PostgreSQL for the benchmark');
+    db = await openDatabase({ databaseUrl, dataDir, log, stopEmbeddedOnClose: true });
+  } catch (e) {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  }
+  try {
+    const model = buildModel(7);
+    const flat = getFlatWeights(model);
+    const spec = modelSpec(model);
+    const bytes = encodeWeights(spec, flat);
+    model.dispose();
+    const modelVersion = await publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: spec }, metrics: { source: 'bench', init: 'random' } });
+    log(`published model v${modelVersion} (random init, ${bytes.length} bytes)`);
+    let closed = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      unregister();
+      await db.close().catch(() => {});
+      rmSync(dataDir, { recursive: true, force: true });
+    };
+    // Also run on Ctrl-C / SIGTERM of the bench process (stopAllChildren), so no PostgreSQL is left behind.
+    const unregister = registerCleanup(close);
+    return { db, databaseUrl: db.url, dataDir, modelVersion, backend, flat, close };
+  } catch (e) {
+    await db.close().catch(() => {});
+    rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+// ---- payloads ----------------------------------------------------------------
+
+let digits: Float32Array | undefined;
+let digitCount = 0;
+
+/** n real digits (cycling through the 10k built-in ones) as normalised pixels. */
+export function digitPixels(n: number): Float32Array {
+  if (!digits) {
+    const set = loadBuiltinDigits();
+    digits = set.images;
+    digitCount = set.count;
+  }
+  const out = new Float32Array(n * PIXELS);
+  for (let i = 0; i < n; i++) {
+    const src = i % digitCount;
+    out.set(digits.subarray(src * PIXELS, (src + 1) * PIXELS), i * PIXELS);
+  }
+  return out;
+}
+
+/** POST body for /v1/models/mnist:predict with n images ({"instances":[[784 floats], ...]}), 3 decimals per pixel. */
+export function predictBody(n: number): string {
+  const px = digitPixels(n);
+  const rows: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const vals: string[] = [];
+    for (let j = 0; j < PIXELS; j++) {
+      const v = px[i * PIXELS + j]!;
+      vals.push(v === 0 ? '0' : String(Math.round(v * 1000) / 1000));
+    }
+    rows.push(`[${vals.join(',')}]`);
+  }
+  return `{"instances":[${rows.join(',')}]}`;
+}
+
+export const PREDICT_PATH = '/v1/models/mnist:predict';
+
+/** One timed predict request (until the whole response body has arrived). */
+export async function timedPredict(baseUrl: string, body: string, timeoutMs = 120_000): Promise<{ ms: number; status: number; count: number }> {
+  const start = performance.now();
+  const res = await fetch(baseUrl + PREDICT_PATH, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(timeoutMs) });
+  const text = await res.text();
+  const ms = performance.now() - start;
+  if (!res.ok) throw new Error(`predict answered ${res.status}: ${text.slice(0, 300)}`);
+  const classes = /"classes":\[([^\]]*)\]/.exec(text)?.[1];
+  return { ms, status: res.status, count: classes ? classes.split(',').length : 0 };
+}
+
+// ---- in-process ceiling ---------------------------------------------------------
+
+export interface CeilingRow {
+  batch: number;
+  ms_median: number;
+  images_per_s: number;
+  /** Predict calls per second at this batch size (for batch 1: the request-rate ceiling). */
+  calls_per_s: number;
+  reps: number;
+}
+
+/**
+ * model.predict throughput in this process (no HTTP, no JSON): the ceiling a served
+ * request can at best reach. Each size is timed for about `budgetMs` (at least 3 calls).
+ */
+export function measureCeiling(flat: Float32Array, sizes: readonly number[], budgetMs = 1000): CeilingRow[] {
+  const model = buildModel(7);
+  setFlatWeights(model, flat);
+  try {
+    predictProbabilities(model, digitPixels(1), 1); // compile kernels once
+    return sizes.map((batch) => {
+      const px = digitPixels(batch);
+      predictProbabilities(model, px, batch); // warm-up for this shape
+      const times: number[] = [];
+      const until = performance.now() + budgetMs;
+      while (times.length < 3 || (performance.now() < until && times.length < 2000)) {
+        const t = performance.now();
+        predictProbabilities(model, px, batch);
+        times.push(performance.now() - t);
+      }
+      const ms = median(times);
+      return { batch, ms_median: round(ms, 3), images_per_s: round((batch * 1000) / ms, 1), calls_per_s: round(1000 / ms, 1), reps: times.length };
+    });
+  } finally {
+    model.dispose();
+  }
+}
+
+export function ceilingFor(rows: readonly CeilingRow[], batch: number): CeilingRow | undefined {
+  return rows.find((r) => r.batch === batch);
+}

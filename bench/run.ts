@@ -1,0 +1,188 @@
+/**
+ * Benchmark dispatcher: `npm run bench -- <name> [flags] [--json] [--out DIR]`.
+ *
+ *   cold-warm  cold starts (fresh serving process) by phase, warm latency at 1/10/50 connections
+ *              (--target knative --url URL --service NAME [--namespace NS] for a cluster)
+ *   batch      images per request 1 … 10,000: cold and warm latency, images/s
+ *   init       global-scope (model loaded at start) vs local-scope (model loaded per request)
+ *   memory     serving RSS idle and after 10,000 requests; trainer peak RSS during an epoch
+ *   cost       serverless cost equation on measured durations
+ *   fl         a whole local federation (edgefl up), rounds to 97/98 %
+ *   train      training throughput (wasm vs cpu)
+ *   summary    quick cold-warm + batch 100 + memory in one go
+ *   chaos      bench/chaos.ts (runChaosBench), when present
+ *
+ * Every benchmark also measures model.predict in this process (the ceiling) and writes
+ * result.json, report.md and SVG charts to --out (default bench-results/<name>-<timestamp>/).
+ * With --json the result JSON is the last stdout line; without, the report is printed.
+ */
+import { mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { stopAllChildren } from './lib/children.js';
+import { BenchUsageError, type BenchContext, type BenchModule, type Options, type Values } from './lib/flags.js';
+import { writeOutputs, type BenchResult } from './lib/output.js';
+
+export { BenchUsageError };
+export { liveChildren } from './lib/children.js';
+
+const COMMON: Options = {
+  json: { type: 'boolean' },
+  out: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+type Loader = () => Promise<BenchModule<any>>;
+
+/** Modules load lazily so one benchmark's imports never slow down or break another. */
+export const BENCHMARKS: Record<string, Loader> = {
+  'cold-warm': async () => (await import('./cold-warm.js')).coldWarm,
+  batch: async () => (await import('./batch.js')).batch,
+  init: async () => (await import('./init.js')).init,
+  memory: async () => (await import('./memory.js')).memory,
+  cost: async () => (await import('./cost.js')).cost,
+  fl: async () => (await import('./fl.js')).fl,
+  train: async () => (await import('./train.js')).train,
+  summary: async () => (await import('./summary.js')).summary,
+};
+
+export const EXTERNAL = ['chaos'] as const;
+
+export interface ParsedBenchArgs<P = Record<string, unknown>> {
+  json: boolean;
+  out?: string;
+  help: boolean;
+  params: P;
+  module: BenchModule<any>;
+}
+
+/** Parses and validates a benchmark's flags (common --json/--out plus its own); throws BenchUsageError. */
+export async function parseBenchArgs(name: string, argv: string[]): Promise<ParsedBenchArgs> {
+  const load = BENCHMARKS[name];
+  if (!load) throw new BenchUsageError(`unknown benchmark '${name}'; one of: ${[...Object.keys(BENCHMARKS), ...EXTERNAL].join(', ')}`);
+  const module = await load();
+  let values: Values;
+  try {
+    values = parseArgs({ args: argv, options: { ...COMMON, ...module.options }, allowPositionals: false, strict: true }).values as Values;
+  } catch (e) {
+    throw new BenchUsageError(`${name}: ${(e as Error).message}`);
+  }
+  const help = values.help === true;
+  return { json: values.json === true, out: typeof values.out === 'string' ? values.out : undefined, help, params: help ? {} : module.params(values), module };
+}
+
+export function defaultOutDir(name: string, now = new Date()): string {
+  const stamp = now.toISOString().replace(/[:.]/g, '-').replace(/-\d{3}Z$/, 'Z');
+  return path.resolve('bench-results', `${name}-${stamp}`);
+}
+
+export interface RunOutcome {
+  result: BenchResult;
+  report: string;
+  outDir: string;
+  headline?: Record<string, unknown>;
+}
+
+/**
+ * Runs one benchmark end to end and writes its files. Children it started are stopped
+ * (SIGTERM) before this returns or throws.
+ */
+export async function runBenchmark(name: string, argv: string[], opts: { log?: (m: string) => void } = {}): Promise<RunOutcome> {
+  const parsed = await parseBenchArgs(name, argv);
+  const startedAt = new Date();
+  const loadavg = os.loadavg();
+  const outDir = path.resolve(parsed.out ?? defaultOutDir(name, startedAt));
+  mkdirSync(outDir, { recursive: true });
+  const ctx: BenchContext = { outDir, log: opts.log ?? ((m) => process.stderr.write(`[bench ${name}] ${m}\n`)) };
+  try {
+    const out = await parsed.module.run(parsed.params, ctx);
+    const written = writeOutputs(outDir, name, startedAt, loadavg, out);
+    return { ...written, outDir };
+  } finally {
+    await stopAllChildren();
+  }
+}
+
+async function runChaos(argv: string[]): Promise<unknown> {
+  // Non-literal specifier: tsc does not need bench/chaos.ts to exist (another developer writes it).
+  const specifier = './chaos.js';
+  let mod: { runChaosBench?: (argv: string[]) => Promise<unknown> };
+  try {
+    mod = (await import(specifier)) as typeof mod;
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const missing = err.code === 'ERR_MODULE_NOT_FOUND' || /cannot find|failed to load|does the file exist/i.test(String(err.message));
+    if (missing && String(err.message).includes('chaos')) {
+      throw new BenchUsageError("the chaos benchmark is not available: bench/chaos.ts (exporting runChaosBench(argv)) is missing from this checkout; build after adding it");
+    }
+    throw e;
+  }
+  if (typeof mod.runChaosBench !== 'function') throw new BenchUsageError('bench/chaos.ts does not export runChaosBench(argv: string[]): Promise<unknown>');
+  return mod.runChaosBench(argv);
+}
+
+function usage(): string {
+  return `usage: npm run bench -- <name> [flags] [--json] [--out DIR]
+
+benchmarks: ${[...Object.keys(BENCHMARKS), ...EXTERNAL].join(', ')}
+  npm run bench -- <name> --help   lists that benchmark's flags`;
+}
+
+function flagHelp(name: string, module: BenchModule<any>): string {
+  const flags = Object.entries(module.options).map(([k, o]) => `  --${k}${o.type === 'string' ? ' VALUE' : ''}`);
+  return `${name}: ${module.description}\n\nflags:\n${flags.join('\n')}\n  --json           print the result JSON as the last stdout line\n  --out DIR        output folder (default bench-results/${name}-<timestamp>/)`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  if (name === 'chaos') {
+    const result = await runChaos(rest);
+    if (result !== undefined) console.log(typeof result === 'string' ? result : JSON.stringify(result));
+    return 0;
+  }
+  const parsed = await parseBenchArgs(name, rest);
+  if (parsed.help) {
+    console.log(flagHelp(name, parsed.module));
+    return 0;
+  }
+  const { result, report, outDir, headline } = await runBenchmark(name, rest);
+  process.stderr.write(`[bench ${name}] wrote ${path.join(outDir, 'result.json')}, report.md and ${result.charts.length} chart(s)\n`);
+  if (parsed.json) console.log(JSON.stringify(result));
+  else {
+    console.log(report);
+    // fl: the last printed line is its key numbers as one JSON object.
+    if (name === 'fl' && headline) console.log(JSON.stringify(headline));
+  }
+  return 0;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`\n[bench] ${signal}: stopping child processes ...\n`);
+    void stopAllChildren().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+      // Pools, timers or tfjs can keep the loop alive; the work is done.
+      setTimeout(() => process.exit(code), 200).unref();
+    },
+    async (e: unknown) => {
+      await stopAllChildren();
+      if (e instanceof BenchUsageError) console.error(`bench: ${e.message}`);
+      else console.error(`bench: ${(e as Error).stack ?? String(e)}`);
+      process.exit(e instanceof BenchUsageError ? 2 : 1);
+    },
+  );
+}

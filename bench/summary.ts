@@ -1,0 +1,125 @@
+/**
+ * summary: the quick all-in-one — cold-warm (3 cold starts, 2 s warm runs at 1/10/50
+ * connections), batch 100 (warm), serving memory (fewer requests) and trainer memory,
+ * one serving process for all the warm work. Headline numbers at the top level of the JSON.
+ */
+import { warmBatches } from './batch.js';
+import { coldStarts, coldTable, coldWarmChart, summariseCold, startServingReady, warmRuns, warmTable, ceilingTable } from './cold-warm.js';
+import type { ServingChild } from './lib/children.js';
+import { intFlag, intListFlag, numFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { TARGETS, mdTable, type BenchOutput } from './lib/output.js';
+import { memoryTable, servingMemory, trainerChart, trainerMemory } from './memory.js';
+import { ceilingFor, measureCeiling, openBenchEnv, predictBody } from './lib/setup.js';
+import { median, ratio, round } from './lib/stats.js';
+
+export interface SummaryParams extends Record<string, unknown> {
+  cold: number;
+  duration_s: number;
+  connections: number[];
+  batch: number;
+  reps: number;
+  requests: number;
+  max_train_samples: number;
+}
+
+export function parseSummary(v: Values): SummaryParams {
+  return {
+    cold: intFlag(v, 'cold', 3, 1, 100),
+    duration_s: numFlag(v, 'duration', 2, 0, true),
+    connections: intListFlag(v, 'connections', [1, 10, 50], 1, 10_000),
+    batch: intFlag(v, 'batch', 100, 1, 10_000),
+    reps: intFlag(v, 'reps', 5, 1, 1000),
+    requests: intFlag(v, 'requests', 3000, 1, 10_000_000),
+    max_train_samples: intFlag(v, 'max-train-samples', 1000, 1, 1_000_000),
+  };
+}
+
+export const summary: BenchModule<SummaryParams> = {
+  description: 'quick cold-warm, batch 100 and memory in one go, with the headline numbers',
+  options: { cold: { type: 'string' }, duration: { type: 'string' }, connections: { type: 'string' }, batch: { type: 'string' }, reps: { type: 'string' }, requests: { type: 'string' }, 'max-train-samples': { type: 'string' } },
+  params: parseSummary,
+  async run(p: SummaryParams, ctx: BenchContext): Promise<BenchOutput> {
+    const env = await openBenchEnv({ log: ctx.log });
+    let child: ServingChild | undefined;
+    try {
+      const body1 = predictBody(1);
+      const bodyB = predictBody(p.batch);
+      ctx.log(`in-process ceiling (batch 1 and ${p.batch})`);
+      const ceiling = measureCeiling(env.flat, [...new Set([1, p.batch])]);
+      const cold = await coldStarts(env, p.cold, body1, ctx.log);
+      const coldSummary = summariseCold(cold);
+      // A fresh process for the warm work, so its idle RSS is measured before any load.
+      child = (await startServingReady(env)).child;
+      // Memory first (idle RSS must be measured before any load), then warm runs and batch on the same process.
+      const serving = await servingMemory(child, p.requests, 10, ctx.log);
+      const warm = await warmRuns(child.url, body1, p.connections, p.duration_s, ctx.log);
+      const batchTimes = (await warmBatches(child, [p.batch], p.reps, new Map([[p.batch, bodyB]]), ctx.log)).get(p.batch)!;
+      await child.stop();
+      child = undefined;
+      const trainer = await trainerMemory(env, { max_train_samples: p.max_train_samples, epochs: 1, sample_ms: 50 }, ctx.log);
+
+      const c1 = ceilingFor(ceiling, 1);
+      const cb = ceilingFor(ceiling, p.batch);
+      const batchMs = median(batchTimes);
+      const batchIps = (p.batch * 1000) / batchMs;
+      const efficiency = ratio(batchIps, cb?.images_per_s);
+      const warmHeadline = Object.fromEntries(Object.entries(warm).map(([k, w]) => [k, { p50_ms: w.p50_ms, p90_ms: w.p90_ms, p99_ms: w.p99_ms, rps: w.rps }]));
+      const headline = {
+        cold_start_ms: { min: coldSummary.total_ms.min, median: coldSummary.total_ms.median, p90: coldSummary.total_ms.p90 },
+        warm: warmHeadline,
+        [`batch${p.batch}_efficiency`]: efficiency,
+        serving_rss_mib: serving.after_rss_mib,
+        serving_rss_requests: serving.requests,
+        trainer_rss_mib: trainer.peak_rss_mib,
+      };
+      const targets = [TARGETS.coldStartMedian(coldSummary.total_ms.median)];
+      if (warm.c10) targets.push(TARGETS.warmC10P50(warm.c10.p50_ms), TARGETS.warmC10P99(warm.c10.p99_ms));
+      if (p.batch === 100) targets.push(TARGETS.batch100Efficiency(efficiency));
+      targets.push(TARGETS.servingRss(serving.after_rss_mib, serving.requests), TARGETS.trainerRss(trainer.peak_rss_mib));
+      return {
+        backend: env.backend.name,
+        params: p,
+        headline,
+        results: {
+          model_version: env.modelVersion,
+          cold: { ...coldSummary, runs: cold },
+          warm,
+          batch: { batch: p.batch, warm_ms_median: round(batchMs, 2), images_per_s: round(batchIps, 1), in_process_ms: cb?.ms_median ?? null, in_process_images_per_s: cb?.images_per_s ?? null, efficiency },
+          memory: { serving, trainer },
+          ceiling,
+          served_vs_in_process: { ...Object.fromEntries(Object.entries(warm).map(([k, w]) => [`${k}_rps`, ratio(w.rps, c1?.calls_per_s)])), [`batch${p.batch}_images_per_s`]: efficiency },
+        },
+        targets,
+        report: [
+          '## Cold starts',
+          '',
+          `${cold.length} fresh serving processes: min ${coldSummary.total_ms.min} ms, median ${coldSummary.total_ms.median} ms, p90 ${coldSummary.total_ms.p90} ms (spawn → first 1-image prediction).`,
+          '',
+          coldTable(cold),
+          '',
+          `## Warm (1 image per request, ${p.duration_s} s per run)`,
+          '',
+          warmTable(warm, c1),
+          '',
+          `## Batch ${p.batch}`,
+          '',
+          mdTable(['served ms (median of ' + p.reps + ')', 'served images/s', 'in-process ms', 'in-process images/s', 'served / in-process'], [[round(batchMs, 2), round(batchIps, 1), cb?.ms_median, cb?.images_per_s, efficiency]]),
+          '',
+          '## Memory',
+          '',
+          `Serving RSS idle, then after ${serving.requests} 1-image requests at 10 connections (the full \`memory\` benchmark sends 10,000); trainer sampled while training one round on ${p.max_train_samples} samples.`,
+          '',
+          memoryTable(serving, trainer),
+          '',
+          '## In-process ceiling',
+          '',
+          ceilingTable(ceiling),
+        ].join('\n'),
+        charts: [coldWarmChart(cold, warm), trainerChart(trainer)],
+      };
+    } finally {
+      await child?.stop();
+      await env.close();
+    }
+  },
+};

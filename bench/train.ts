@@ -5,6 +5,7 @@ import { BenchUsageError, intFlag, strFlag, type BenchContext, type BenchModule,
 import { mdTable, type BenchOutput } from './lib/output.js';
 import { measureCeiling } from './lib/setup.js';
 import { benchTrainThroughput } from './train-throughput.js';
+import { runTorchPeer } from './torch-peer.js';
 
 export interface TrainParams extends Record<string, unknown> {
   backend: BackendName;
@@ -16,7 +17,7 @@ export interface TrainParams extends Record<string, unknown> {
 export function parseTrain(v: Values): TrainParams {
   const backend = strFlag(v, 'backend') ?? 'wasm';
   if (!['wasm', 'cpu', 'tensorflow'].includes(backend)) throw new BenchUsageError(`--backend must be wasm, cpu or tensorflow; got '${backend}'`);
-  return { backend: backend as BackendName, batch: intFlag(v, 'batch', 32, 1, 4096), steps: intFlag(v, 'steps', 30, 1, 100_000), cpu_steps: intFlag(v, 'cpu-steps', 2, 0, 10_000) };
+  return { backend: backend as BackendName, batch: intFlag(v, 'batch', 32, 1, 4096), steps: intFlag(v, 'steps', 30, 1, 100_000), cpu_steps: intFlag(v, 'cpu-steps', 0, 0, 10_000) };
 }
 
 export const train: BenchModule<TrainParams> = {
@@ -27,13 +28,28 @@ export const train: BenchModule<TrainParams> = {
     ctx.log(`training ${p.steps} steps of batch ${p.batch} on ${p.backend} (${p.cpu_steps} on cpu)`);
     const r = await benchTrainThroughput({ backend: p.backend, batchSize: p.batch, steps: p.steps, cpuSteps: p.cpu_steps });
     const model = buildModel(7);
-    const ceiling = measureCeiling(getFlatWeights(model), [1, p.batch], 500);
+    const ceiling = measureCeiling(getFlatWeights(model), [1, p.batch, 1000], 1000);
     model.dispose();
+    ctx.log('running the PyTorch peer (python3-torch, 1 thread) in the same run, if installed');
+    const peer = await runTorchPeer();
+    const infer = ceiling.find((c) => c.batch === 1000)?.images_per_s ?? null;
+    const headline = {
+      backend: r.backend,
+      batch_size: r.batch_size,
+      samples_per_s: r.samples_per_s,
+      infer_samples_per_s: infer,
+      step_ms_median: r.step_ms_median,
+      torch_peer: peer ?? null,
+      train_vs_torch: peer ? Math.round((r.samples_per_s / peer.train_samples_per_s) * 1000) / 1000 : null,
+      infer_vs_torch: peer && infer ? Math.round((infer / peer.infer_samples_per_s) * 1000) / 1000 : null,
+      profile_top: r.profile_top,
+    };
     return {
       backend: r.backend,
       params: p,
-      results: { ...r, ceiling },
-      targets: [],
+      headline,
+      results: { ...r, ceiling, torch_peer: peer ?? null },
+      targets: [{ name: 'training samples/s at batch 32', target: '>= 600', measured: r.samples_per_s, unit: 'samples/s', met: r.samples_per_s >= 600 }],
       report: [
         '## Training throughput',
         '',
@@ -44,6 +60,10 @@ export const train: BenchModule<TrainParams> = {
         mdTable(['kernel', 'ms'], r.profile_top.map((k) => [k.kernel, k.ms])),
         '',
         `Inference in the same process (for scale): ${ceiling.map((c) => `batch ${c.batch}: ${c.images_per_s} images/s`).join(', ')}.`,
+        '',
+        peer
+          ? `PyTorch peer (${peer.peer}, ${peer.threads} thread, same run): ${peer.train_samples_per_s} training samples/s, ${peer.infer_samples_per_s} inference samples/s. edgefl/PyTorch: training ${headline.train_vs_torch}, inference ${headline.infer_vs_torch}.`
+          : 'PyTorch peer not run (needs Debian python3-torch and ../shared/reference/torch_cnn_peer.py or EDGEFL_TORCH_PEER).',
       ].join('\n'),
       charts: [],
     };

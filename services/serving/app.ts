@@ -5,10 +5,11 @@ import { HttpError, badRequest, errorBody, fromParserError, tooLarge } from '../
 import { applyCommonMiddleware, applyErrorHandlers } from '../shared/http-common.js';
 import type { Logger } from '../shared/log.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
-import { MODEL_NAME, NUM_CLASSES, PIXELS, argmaxRows, predictProbabilities } from '../shared/model.js';
+import { MODEL_NAME, NUM_CLASSES, PIXELS, argmaxRows } from '../shared/model.js';
 import { decodeImage, toModelInput, type InvertMode, type Preprocess } from './images.js';
 import type { ModelHolder, LoadedModel } from './model-holder.js';
 import { imagesFromNested, imagesFromV2, type Batch } from './tensor-input.js';
+import { PredictBatcher } from './batcher.js';
 
 export interface ServingDeps {
   holder: ModelHolder;
@@ -35,6 +36,7 @@ export function createServingApp(deps: ServingDeps) {
     next();
   });
   app.options(/.*/, (_req, res) => void res.status(204).end());
+  const batcher = new PredictBatcher(() => deps.holder.current);
   const json = express.json({ limit: deps.maxBodyBytes, type: ['application/json', 'application/*+json'] });
 
   const requireKey = (req: Request, _res: Response, next: NextFunction) => {
@@ -78,25 +80,25 @@ export function createServingApp(deps: ServingDeps) {
       edgefl: { node: deps.nodeId, checksum: model.checksum, metrics: model.metrics, created_at: model.createdAt, loaded_at: model.loadedAt },
     });
   });
-  app.post(/^\/v1\/models\/([^/:]+):predict$/, requireKey, json, (req, res) => {
+  app.post(/^\/v1\/models\/([^/:]+):predict$/, requireKey, json, async (req, res) => {
     const name = (req.params as Record<string, string>)[0]!;
-    const model = modelOrThrow(name, false);
+    modelOrThrow(name, false);
     const body = req.body as Record<string, unknown> | undefined;
     if (!body || typeof body !== 'object' || Array.isArray(body)) throw badRequest('invalid_body', 'send a JSON object with "instances" or "inputs"');
     const key = body.instances !== undefined ? 'instances' : body.inputs !== undefined ? 'inputs' : undefined;
     if (!key) throw badRequest('missing_field', 'the body needs "instances" or "inputs"');
     const batch = imagesFromNested(body[key], key, deps.maxBatch);
-    const { probs, classes } = predict(model, batch);
+    const { probs, classes, model } = await predict(batch);
     res.setHeader('X-Model-Version', String(model.version));
     res.json({ predictions: rows(probs, batch.count), classes, model_name: MODEL_NAME, model_version: String(model.version) });
   });
   app.post(/^\/v1\/models\/([^/:]+):classify$/, requireKey, (req, res, next) => {
     const name = (req.params as Record<string, string>)[0]!;
-    const model = modelOrThrow(name, false);
+    modelOrThrow(name, false);
     const invert = parseInvert(req.query.invert);
     const preprocess = req.query.preprocess === 'resize' ? 'resize' : ('mnist' as Preprocess);
     readImages(req, deps.maxBodyBytes, deps.maxBatch)
-      .then((files) => {
+      .then(async (files) => {
         const pixels = new Float32Array(files.length * PIXELS);
         files.forEach((f, i) => {
           try {
@@ -106,8 +108,7 @@ export function createServingApp(deps: ServingDeps) {
             throw e;
           }
         });
-        const current = deps.holder.current ?? model;
-        const { probs, classes } = predict(current, { pixels, count: files.length });
+        const { probs, classes, model: current } = await predict({ pixels, count: files.length });
         const probRows = rows(probs, files.length);
         res.setHeader('X-Model-Version', String(current.version));
         res.json({
@@ -138,8 +139,8 @@ export function createServingApp(deps: ServingDeps) {
     if (req.params.name !== MODEL_NAME) throw new V2Error(404, `model '${req.params.name}' is not served here`);
     res.status(deps.holder.current ? 200 : 503).json({ name: MODEL_NAME, ready: Boolean(deps.holder.current) });
   });
-  v2.post('/models/:name/infer', requireKey, json, (req, res) => {
-    const model = modelOrThrow(String(req.params.name), true);
+  v2.post('/models/:name/infer', requireKey, json, async (req, res) => {
+    modelOrThrow(String(req.params.name), true);
     const body = req.body as { id?: unknown; inputs?: unknown } | undefined;
     if (!body || typeof body !== 'object' || !Array.isArray(body.inputs) || body.inputs.length !== 1) {
       throw new V2Error(400, 'the body needs "inputs" with exactly one FP32 tensor');
@@ -151,7 +152,7 @@ export function createServingApp(deps: ServingDeps) {
       if (e instanceof HttpError) throw new V2Error(e.status, e.message);
       throw e;
     }
-    const { probs, classes } = predict(model, batch);
+    const { probs, classes, model } = await predict(batch);
     res.setHeader('X-Model-Version', String(model.version));
     res.json({
       model_name: MODEL_NAME,
@@ -186,12 +187,12 @@ export function createServingApp(deps: ServingDeps) {
     return current;
   }
 
-  function predict(model: LoadedModel, batch: Batch) {
-    // One tensor call for the whole batch (chunked internally only beyond 1,024 images).
-    const probs = predictProbabilities(model.model, batch.pixels, batch.count);
+  async function predict(batch: Batch) {
+    // One tensor call for the whole batch, shared with other small requests in flight.
+    const { probs, model } = await batcher.predict(batch.pixels, batch.count);
     metrics.predictions.inc();
     metrics.imagesServed.inc(batch.count);
-    return { probs, classes: argmaxRows(probs) };
+    return { probs, classes: argmaxRows(probs), model };
   }
 
   applyErrorHandlers(app, deps.log);

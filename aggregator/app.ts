@@ -24,6 +24,9 @@ export interface AggregatorDeps {
   mount?: (app: express.Express) => void;
 }
 
+/** Run ids are generated here; anything else (a NUL byte PostgreSQL rejects with an error, a 10 kB path) is simply not a run. */
+const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
 export function createAggregatorApp(deps: AggregatorDeps) {
   const metrics = deps.metrics ?? createMetrics('aggregator');
   const app = express();
@@ -61,12 +64,12 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     res.json({ runs: runs.map(runSummary) });
   });
   app.get('/runs/:id', async (req, res) => {
-    const view = await runView(String(req.params.id));
+    const view = RUN_ID.test(String(req.params.id)) ? await runView(String(req.params.id)) : undefined;
     if (!view) throw notFound('run_not_found', `no run '${req.params.id}'`);
     res.json(view);
   });
   app.post('/runs/:id/stop', requireAdmin, async (req, res) => {
-    const run = await store.getRun(deps.pool, String(req.params.id));
+    const run = RUN_ID.test(String(req.params.id)) ? await store.getRun(deps.pool, String(req.params.id)) : undefined;
     if (!run) throw notFound('run_not_found', `no run '${req.params.id}'`);
     if (run.status !== 'running') throw new HttpError(409, 'run_not_running', `run is already ${run.status}`);
     await deps.federation.stop(run.id);

@@ -9,6 +9,7 @@ import type { tfl } from '../services/shared/tf.js';
 import type { ImageSet } from '../datasets/types.js';
 import { createRng } from '../datasets/rng.js';
 import * as store from '../services/store/model-store.js';
+import { isConnectionError } from '../services/store/database.js';
 import { invokeTrainer, type InvokeOutcome, type TrainerTarget } from './invoke.js';
 import { clipToNorm, createStrategy, l2Distance, type Strategy } from './strategies.js';
 import type { RunConfig } from './run-config.js';
@@ -133,30 +134,64 @@ export class Federation extends EventEmitter {
     if (this.active.has(runId)) return;
     const controller = new AbortController();
     this.active.set(runId, controller);
-    const lockClient = await this.deps.pool.connect();
-    // A checked-out client reports a lost server on itself, not on the pool: without a
-    // listener a PostgreSQL restart would crash the process.
-    lockClient.on('error', (e) => this.deps.log.warn('run lock connection lost', { run_id: runId, err: e.message }));
     try {
-      const lock = await lockClient.query('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [runId]);
-      if (!lock.rows[0].ok) {
-        this.deps.log.warn('another aggregator is driving this run', { run_id: runId });
-        return;
+      // A database outage (PostgreSQL restarting) must not fail the run: all state is in the
+      // store, so once it is back the run is simply re-entered where it stood.
+      let delay = 500;
+      for (;;) {
+        try {
+          await this.driveOnce(runId, controller.signal);
+          break;
+        } catch (e) {
+          if (controller.signal.aborted) break;
+          if (isConnectionError(e)) {
+            this.deps.log.warn('database unavailable while driving the run; resuming when it is back', { run_id: runId, err: (e as Error).message, retry_ms: delay });
+            await sleep(delay, controller.signal);
+            delay = Math.min(delay * 2, 5000);
+            continue;
+          }
+          this.deps.log.error('run failed', { run_id: runId, err: e });
+          await store.finishRun(this.deps.pool, runId, 'failed', `aggregator error: ${(e as Error).message}`).catch(() => {});
+          break;
+        }
       }
-      await this.loop(runId, controller.signal);
-    } catch (e) {
-      this.deps.log.error('run failed', { run_id: runId, err: e });
-      if (!controller.signal.aborted) await store.finishRun(this.deps.pool, runId, 'failed', `aggregator error: ${(e as Error).message}`).catch(() => {});
+      // A stop request aborts the in-flight round; the run must still end as 'stopped'
+      // (a process shutdown aborts too, but leaves the run 'running' for the next process).
+      const after = await store.getRun(this.deps.pool, runId).catch(() => undefined);
+      if (after?.status === 'running' && after.stopRequested) await this.finish(runId, 'stopped', 'stop requested').catch(() => {});
     } finally {
-      await lockClient.query('SELECT pg_advisory_unlock(hashtext($1))', [runId]).catch(() => {});
-      lockClient.release();
       this.active.delete(runId);
       const run = await store.getRun(this.deps.pool, runId).catch(() => undefined);
       if (run) this.emit('run', run);
     }
   }
 
-  private async loop(runId: string, signal: AbortSignal): Promise<void> {
+  /** One session driving the run, under an advisory lock held on a dedicated connection. */
+  private async driveOnce(runId: string, signal: AbortSignal): Promise<void> {
+    const lockClient = await this.deps.pool.connect();
+    let lost: Error | undefined;
+    // A checked-out client has no error listener: without one, PostgreSQL restarting while
+    // the run holds its lock would crash the process with an unhandled 'error' event.
+    const onError = (e: Error) => {
+      lost = e;
+    };
+    lockClient.on('error', onError);
+    try {
+      const lock = await lockClient.query('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [runId]);
+      if (!lock.rows[0].ok) {
+        this.deps.log.warn('another aggregator is driving this run', { run_id: runId });
+        return;
+      }
+      await this.loop(runId, signal, () => lost);
+      if (lost) throw connectionLost(lost);
+    } finally {
+      if (!lost) await lockClient.query('SELECT pg_advisory_unlock(hashtext($1))', [runId]).catch(() => {});
+      lockClient.removeListener('error', onError);
+      lockClient.release(lost ?? undefined);
+    }
+  }
+
+  private async loop(runId: string, signal: AbortSignal, lockLost: () => Error | undefined = () => undefined): Promise<void> {
     const run = (await store.getRun(this.deps.pool, runId))!;
     const config = run.config as RunConfig;
     const strategy = createStrategy(config.strategy, config);
@@ -173,6 +208,8 @@ export class Federation extends EventEmitter {
     let round = history.length ? Math.max(...history.map((r) => r.round)) + 1 : 1;
     let attempts = 0;
     while (!signal.aborted) {
+      const lost = lockLost();
+      if (lost) throw connectionLost(lost);
       const current = (await store.getRun(this.deps.pool, runId))!;
       if (current.status !== 'running') return;
       if (current.stopRequested) return this.finish(runId, 'stopped', 'stop requested');
@@ -281,7 +318,10 @@ export class Federation extends EventEmitter {
       const bytes = await store.getUpdateBytes(this.deps.pool, u.id);
       let weights: Float32Array;
       try {
-        weights = decodeWeights(bytes!, referenceModelSpec()).flat;
+        if (!bytes) throw new Error('update bytes are missing');
+        if (sha256Hex(bytes) !== u.checksum) throw new Error('stored checksum does not match the update bytes');
+        if (!(Number.isSafeInteger(u.sampleCount) && u.sampleCount > 0)) throw new Error(`invalid sample count ${u.sampleCount}`);
+        weights = decodeWeights(bytes, referenceModelSpec()).flat;
       } catch (e) {
         Object.assign(node, { status: 'rejected_update', reason: e instanceof CodecError ? `${e.code}: ${e.message}` : String(e) });
         this.deps.metrics?.roundFailures.inc({ node: u.nodeId, reason: 'rejected_update' });
@@ -389,6 +429,22 @@ export class Federation extends EventEmitter {
     setFlatWeights(this.evalModel, flat);
     return evaluate(this.evalModel, this.deps.heldOut.images, this.deps.heldOut.labels);
   }
+}
+
+function connectionLost(cause: Error): Error {
+  return Object.assign(new Error(`lost the run's lock connection: ${cause.message}`), { code: '57P01' });
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** A seeded sample of ⌈fraction·n⌉ nodes (at least one), different each round, reproducible per run. */

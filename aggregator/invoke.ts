@@ -59,9 +59,15 @@ export async function invokeTrainer(target: TrainerTarget, data: Record<string, 
       lastStatus = res.status;
       if (opts.brokerUrl && res.status >= 200 && res.status < 300) return awaitStoredUpdate(opts, attempts, started);
       if (res.status >= 200 && res.status < 300) {
-        const body = JSON.parse(res.body) as { updateId?: number; metrics?: Record<string, unknown> };
-        if (typeof body.updateId !== 'number') return { ok: false, reason: 'rejected', status: res.status, detail: 'trainer answered without an updateId', attempts, ms: Date.now() - started };
-        return { ok: true, updateId: body.updateId, metrics: body.metrics ?? {}, attempts, ms: Date.now() - started };
+        // A 2xx is final: a body that is not the expected JSON is a refusal, not a reason to retry until the deadline.
+        let body: { updateId?: unknown; metrics?: Record<string, unknown> } | null;
+        try {
+          body = JSON.parse(res.body) as typeof body;
+        } catch {
+          body = null;
+        }
+        if (!body || typeof body !== 'object' || !Number.isSafeInteger(body.updateId)) return { ok: false, reason: 'rejected', status: res.status, detail: 'trainer answered without an updateId', attempts, ms: Date.now() - started };
+        return { ok: true, updateId: body.updateId as number, metrics: body.metrics && typeof body.metrics === 'object' ? body.metrics : {}, attempts, ms: Date.now() - started };
       }
       last = `HTTP ${res.status}: ${errorMessage(res.body)}`;
       if (res.status !== 429 && res.status < 500) return { ok: false, reason: 'rejected', status: res.status, detail: last, attempts, ms: Date.now() - started };
@@ -127,10 +133,13 @@ function postOnce(url: string, headers: Record<string, string>, body: string, ti
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (ms <= 0) return resolve();
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    // Remove the abort listener when the timer fires: a run's signal outlives many retries.
+    const done = () => {
       clearTimeout(t);
+      signal?.removeEventListener('abort', done);
       resolve();
-    }, { once: true });
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
   });
 }

@@ -82,7 +82,7 @@ export async function withRetry<T>(fn: () => Promise<T>, log: (m: string) => voi
 export function isConnectionError(e: unknown): boolean {
   const err = e as { code?: string; message?: string };
   if (err?.code && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08000', '08003', '08006'].includes(err.code)) return true;
-  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(err?.message ?? '');
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed|the database system is (starting up|shutting down)|terminating connection/i.test(err?.message ?? '');
 }
 
 interface EmbeddedHandle {

@@ -275,6 +275,8 @@ function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promis
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('limit', () => fail(tooLarge('file_too_large', `${info.filename ?? 'file'} exceeds ${maxBytes} bytes`)));
+      // A body that ends before its closing boundary errors the file stream too; unhandled, that would crash the process.
+      stream.on('error', (e: Error) => fail(badRequest('invalid_multipart', `multipart body is malformed: ${e.message}`)));
       stream.on('end', () => files.push({ name: info.filename || `file${files.length}`, bytes: Buffer.concat(chunks) }));
     });
     bb.on('filesLimit', () => fail(tooLarge('too_many_files', `more than ${maxFiles} files in one request`)));

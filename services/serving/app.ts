@@ -37,7 +37,13 @@ export function createServingApp(deps: ServingDeps) {
   });
   app.options(/.*/, (_req, res) => void res.status(204).end());
   const batcher = new PredictBatcher(() => deps.holder.current);
-  const json = express.json({ limit: deps.maxBodyBytes, type: ['application/json', 'application/*+json'] });
+  const jsonTypes = ['application/json', 'application/*+json'];
+  const parseJson = express.json({ limit: deps.maxBodyBytes, type: jsonTypes });
+  // A body of another type would otherwise be skipped by the parser and reported as a missing body.
+  const json = (req: Request, res: Response, next: NextFunction) => {
+    if (req.headers['content-type'] !== undefined && req.is(jsonTypes) === false) return next(new HttpError(415, 'unsupported_media_type', 'send the request body as application/json'));
+    parseJson(req, res, next);
+  };
 
   const requireKey = (req: Request, _res: Response, next: NextFunction) => {
     if (!deps.apiKeys?.length) return next();
@@ -292,6 +298,17 @@ function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promis
       resolve(files);
     });
     req.on('aborted', () => reject(badRequest('request_aborted', 'the request body was not received completely')));
+    // busboy limits each file; the body as a whole must stay under maxBytes too.
+    let total = 0;
+    req.on('data', (c: Buffer) => {
+      total += c.length;
+      if (total > maxBytes && !failed) {
+        fail(tooLarge('body_too_large', `multipart body exceeds ${maxBytes} bytes`));
+        req.unpipe(bb);
+        req.resume();
+        reject(failed);
+      }
+    });
     req.pipe(bb);
   });
 }

@@ -4,7 +4,7 @@ import type { Logger } from '../shared/log.js';
 import type { Metrics } from '../shared/metrics.js';
 import { buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../shared/model.js';
 import type { tfl } from '../shared/tf.js';
-import { getLatestModel, getModel, latestVersion, type ModelVersion } from '../store/model-store.js';
+import { getLatestModel, getModel, getModelBefore, latestVersion, type ModelVersion } from '../store/model-store.js';
 
 export interface LoadedModel {
   version: number;
@@ -31,6 +31,8 @@ export class ModelHolder {
   lastTimings: LoadTimings | undefined;
   private standby: tfl.LayersModel | undefined;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Versions that failed their integrity check: never retried (the bytes of a version never change). */
+  private readonly refused = new Set<number>();
 
   constructor(private readonly pool: pg.Pool, private readonly log: Logger, private readonly metrics?: Metrics) {}
 
@@ -39,16 +41,26 @@ export class ModelHolder {
     return this.serialised(async () => {
       const newest = await latestVersion(this.pool);
       if (newest === undefined || (this.current && newest <= this.current.version)) return this.current;
-      const fetchStart = performance.now();
-      const row = await getLatestModel(this.pool);
-      return row ? this.install(row, performance.now() - fetchStart) : this.current;
+      // Newest first; a version that fails its integrity check is skipped for the next older
+      // one, so a cold start after a corrupt publish still serves the last good version.
+      let fetchStart = performance.now();
+      let row = await getLatestModel(this.pool);
+      while (row && (!this.current || row.version > this.current.version)) {
+        if (!this.refused.has(row.version)) {
+          const loaded = this.install(row, performance.now() - fetchStart);
+          if (loaded?.version === row.version) return loaded;
+        }
+        fetchStart = performance.now();
+        row = await getModelBefore(this.pool, row.version);
+      }
+      return this.current;
     });
   }
 
   /** Loads a version named by a NOTIFY; older or equal versions are ignored. */
   onPublished(version: number): Promise<LoadedModel | undefined> {
     return this.serialised(async () => {
-      if (this.current && version <= this.current.version) return this.current;
+      if ((this.current && version <= this.current.version) || this.refused.has(version)) return this.current;
       const fetchStart = performance.now();
       const row = await getModel(this.pool, version);
       return row ? this.install(row, performance.now() - fetchStart) : this.current;
@@ -69,6 +81,7 @@ export class ModelHolder {
       if (sha256Hex(row.bytes) !== row.checksum) throw new Error('stored checksum does not match the stored bytes');
       flat = decodeWeights(row.bytes, referenceModelSpec()).flat;
     } catch (e) {
+      this.refused.add(row.version);
       this.log.error('refusing model version: integrity check failed; keeping the previous one', { version: row.version, err: (e as Error).message, kept: this.current?.version ?? null });
       return this.current;
     }

@@ -16,7 +16,12 @@ export function verifyInvokeToken(secret: string, token: string | undefined, aud
   if (!token) return { ok: false, reason: 'missing' };
   const parts = token.split('.');
   if (parts.length !== 4 || parts[0] !== 'v1' || !/^\d+$/.test(parts[2]!)) return { ok: false, reason: 'malformed' };
-  const tokenAudience = decodeURIComponent(parts[1]!);
+  let tokenAudience: string;
+  try {
+    tokenAudience = decodeURIComponent(parts[1]!);
+  } catch {
+    return { ok: false, reason: 'malformed' }; // a bad %-escape must be a 401, not a URIError (500)
+  }
   const expires = Number(parts[2]);
   // Check the signature before anything else so an attacker learns nothing from the order of failures.
   if (!constantTimeEqual(parts[3]!, mac(secret, tokenAudience, expires))) return { ok: false, reason: 'bad_signature' };

@@ -1,0 +1,159 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { initBackend } from '../services/shared/backend.js';
+import { decodeWeights, encodeWeights, sha256Hex } from '../services/shared/codec.js';
+import { buildModel, getFlatWeights, referenceModelSpec } from '../services/shared/model.js';
+import { freePort } from '../services/store/database.js';
+import * as store from '../services/store/model-store.js';
+import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const built = path.join(root, 'dist/services/cli/edgefl.js');
+
+function newestSource(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (entry.name === 'node_modules' || entry.name.startsWith('.')) continue;
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestSource(p));
+    else if (entry.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+/** `npm run build`, unless dist/ is already newer than every source file it is built from. */
+function buildIfStale() {
+  const sources = Math.max(...['services', 'datasets', 'aggregator', 'bench'].map((d) => newestSource(path.join(root, d))), statSync(path.join(root, 'tsconfig.json')).mtimeMs);
+  if (existsSync(built) && statSync(built).mtimeMs > sources) return;
+  const tsc = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: root, encoding: 'utf8' });
+  expect(tsc.stdout + tsc.stderr).toBe('');
+  expect(tsc.status).toBe(0);
+}
+
+interface Service {
+  proc: ChildProcess;
+  url: string;
+  log: string[];
+  exited: Promise<number | null>;
+}
+
+const services: Service[] = [];
+let db: TestDatabase;
+
+async function start(args: string[], env: Record<string, string>): Promise<Service> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, [path.join(root, 'services/cli/bin.mjs'), ...args, '--port', String(port)], {
+    cwd: root,
+    env: { ...process.env, DATABASE_URL: db.url, EDGEFL_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log: string[] = [];
+  proc.stdout!.on('data', (c: Buffer) => log.push(c.toString()));
+  proc.stderr!.on('data', (c: Buffer) => log.push(c.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  const service = { proc, url: `http://127.0.0.1:${port}`, log, exited };
+  services.push(service);
+  return service;
+}
+
+async function waitFor(service: Service, pathName: string, ok: (res: Response) => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<Response> {
+  const end = Date.now() + timeoutMs;
+  let exitCode: number | null | undefined;
+  void service.exited.then((c) => (exitCode = c));
+  for (;;) {
+    if (exitCode !== undefined) throw new Error(`process exited (${exitCode}) before ${pathName} was ready:\n${service.log.join('')}`);
+    try {
+      const res = await fetch(service.url + pathName);
+      if (await ok(res.clone())) return res;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${pathName}:\n${service.log.join('')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+beforeAll(async () => {
+  buildIfStale();
+  await initBackend('cpu');
+  db = await createTestDatabase();
+}, 180_000);
+
+afterAll(async () => {
+  for (const s of services) if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL');
+  await db?.close();
+});
+
+describe('edgefl CLI: trainer and serving processes', () => {
+  let serving: Service;
+  let trainer: Service;
+  let v1: number;
+
+  it('start, answer /healthz and /readyz (serving is not ready without a model)', async () => {
+    serving = await start(['serve'], {});
+    trainer = await start(['trainer', '--node-id', '0', '--nodes', '3'], { EDGEFL_MAX_TRAIN_SAMPLES: '200' });
+    await waitFor(serving, '/healthz', (r) => r.status === 200);
+    await waitFor(trainer, '/healthz', (r) => r.status === 200);
+    const notReady = await fetch(`${serving.url}/readyz`);
+    expect(notReady.status).toBe(503);
+    expect(await notReady.json()).toMatchObject({ ready: false });
+    const ready = await fetch(`${trainer.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: 'ready', node: 'node-0', busy: false, samples: 200 });
+    // The trainer registered its node.
+    const nodes = await store.listNodes(db.pool);
+    expect(nodes.map((n) => n.id)).toEqual(['node-0']);
+    expect(nodes[0]!.shardSize).toBe(200);
+  });
+
+  it('serving loads the first version published after it started', async () => {
+    const model = buildModel(1);
+    const bytes = encodeWeights(referenceModelSpec(), getFlatWeights(model));
+    model.dispose();
+    v1 = await store.publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() } });
+    const res = await waitFor(serving, '/readyz', (r) => r.status === 200, 30_000);
+    expect(await res.json()).toEqual({ ready: true, model_version: String(v1) });
+  });
+
+  it('the trainer trains one round from plain JSON and stores its update', async () => {
+    const res = await fetch(`${trainer.url}/`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ runId: 'cli-run', round: 1, modelVersion: v1, epochs: 1, batchSize: 32, learningRate: 0.001 }),
+    });
+    expect(res.status).toBe(201);
+    expect(res.headers.get('ce-type')).toBe('dev.edgefl.update.ready');
+    const body = (await res.json()) as { updateId: number; sampleCount: number; nodeId: string; checksum: string };
+    expect(body).toMatchObject({ nodeId: 'node-0', sampleCount: 200 });
+    const updates = await store.listUpdates(db.pool, 'cli-run', 1);
+    expect(updates.map((u) => u.id)).toEqual([body.updateId]);
+    expect(updates[0]!.checksum).toBe(body.checksum);
+  });
+
+  it('serving picks up a newer version (the trained update, published as a global model)', async () => {
+    const [update] = await store.listUpdates(db.pool, 'cli-run', 1);
+    const bytes = (await store.getUpdateBytes(db.pool, update!.id))!;
+    expect(decodeWeights(bytes, referenceModelSpec()).flat.length).toBeGreaterThan(0);
+    const v2 = await store.publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() }, parentVersion: v1, runId: 'cli-run', round: 1 });
+    await waitFor(serving, '/v1/models/mnist', async (r) => r.status === 200 && ((await r.json()) as any).model_version_status[0].version === String(v2), 30_000);
+    const predict = await fetch(`${serving.url}/v1/models/mnist:predict`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ instances: [new Array(784).fill(0)] }),
+    });
+    expect(predict.status).toBe(200);
+    expect(predict.headers.get('x-model-version')).toBe(String(v2));
+  });
+
+  it('both exit 0 on SIGTERM', async () => {
+    serving.proc.kill('SIGTERM');
+    trainer.proc.kill('SIGTERM');
+    const codes = await Promise.all([serving.exited, trainer.exited]);
+    expect(codes, serving.log.concat(trainer.log).join('').slice(-4000)).toEqual([0, 0]);
+    const logs = serving.log.concat(trainer.log).join('');
+    expect(logs).toContain('"msg":"shutting down"');
+    expect(logs).not.toContain('"level":"error"');
+  });
+});

@@ -1,0 +1,294 @@
+import { describe, expect, it } from 'vitest';
+import jpeg from 'jpeg-js';
+import { PNG } from 'pngjs';
+import { HttpError } from '../services/shared/http-errors.js';
+import { MAX_IMAGE_SIDE, decodeImage, resizeArea, sniffImageType, toModelInput, type RawImage } from '../services/serving/images.js';
+import { imagesFromNested, imagesFromV2 } from '../services/serving/tensor-input.js';
+
+const PIXELS = 784;
+
+function png(width: number, height: number, pixel: (x: number, y: number) => [number, number, number, number]): Buffer {
+  const p = new PNG({ width, height });
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) p.data.set(pixel(x, y), (y * width + x) * 4);
+  return PNG.sync.write(p);
+}
+
+function raw(width: number, height: number, value: (x: number, y: number) => number): RawImage {
+  const gray = new Float32Array(width * height);
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) gray[y * width + x] = value(x, y);
+  return { width, height, gray };
+}
+
+function httpError(fn: () => unknown): HttpError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(HttpError);
+    return e as HttpError;
+  }
+  throw new Error('expected an HttpError');
+}
+
+const centreOfMass = (img: Float32Array, side = 28) => {
+  let m = 0, cx = 0, cy = 0;
+  for (let y = 0; y < side; y++) for (let x = 0; x < side; x++) {
+    const v = img[y * side + x]!;
+    m += v;
+    cx += v * x;
+    cy += v * y;
+  }
+  return { mass: m, x: cx / m, y: cy / m };
+};
+
+const bbox = (img: Float32Array, side = 28, threshold = 0.2) => {
+  let x0 = side, y0 = side, x1 = -1, y1 = -1;
+  for (let y = 0; y < side; y++) for (let x = 0; x < side; x++) {
+    if (img[y * side + x]! > threshold) {
+      x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+    }
+  }
+  return { x0, y0, x1, y1, w: x1 - x0 + 1, h: y1 - y0 + 1 };
+};
+
+describe('sniffImageType', () => {
+  it('recognises PNG and JPEG by their magic bytes only', () => {
+    expect(sniffImageType(png(2, 2, () => [0, 0, 0, 255]))).toBe('png');
+    expect(sniffImageType(Buffer.from(jpeg.encode({ data: Buffer.alloc(16 * 4, 200), width: 4, height: 4 }, 90).data))).toBe('jpeg');
+    expect(sniffImageType(Buffer.from('GIF89a......'))).toBeUndefined();
+    expect(sniffImageType(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a]))).toBeUndefined(); // 7 of the 8 PNG bytes
+    expect(sniffImageType(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0b]))).toBeUndefined();
+    expect(sniffImageType(Buffer.from([0xff, 0xd8]))).toBeUndefined();
+    expect(sniffImageType(Buffer.from([0xff, 0xd8, 0xff]))).toBe('jpeg');
+    expect(sniffImageType(Buffer.alloc(0))).toBeUndefined();
+  });
+});
+
+describe('decodeImage', () => {
+  it('turns RGBA into luminance in [0,1], transparent pixels into white', () => {
+    const img = decodeImage(png(4, 1, (x) => [[0, 0, 0, 255], [255, 255, 255, 255], [255, 0, 0, 255], [0, 0, 0, 0]][x] as [number, number, number, number]));
+    expect(img.width).toBe(4);
+    expect(img.height).toBe(1);
+    expect(img.gray[0]).toBeCloseTo(0, 6);
+    expect(img.gray[1]).toBeCloseTo(1, 6);
+    expect(img.gray[2]).toBeCloseTo(0.299, 3);
+    expect(img.gray[3]).toBeCloseTo(1, 6);
+  });
+
+  it('half-transparent black is mid gray', () => {
+    const img = decodeImage(png(1, 1, () => [0, 0, 0, 128]));
+    expect(img.gray[0]).toBeCloseTo(1 - 128 / 255, 3);
+  });
+
+  it('decodes a JPEG to about the same grays', () => {
+    const data = Buffer.alloc(8 * 8 * 4);
+    for (let i = 0; i < 64; i++) data.set(i < 32 ? [20, 20, 20, 255] : [230, 230, 230, 255], i * 4);
+    const img = decodeImage(Buffer.from(jpeg.encode({ data, width: 8, height: 8 }, 100).data));
+    expect([img.width, img.height]).toEqual([8, 8]);
+    expect(img.gray[0]).toBeCloseTo(20 / 255, 1);
+    expect(img.gray[63]).toBeCloseTo(230 / 255, 1);
+  });
+
+  it('refuses images that are not PNG or JPEG (415), undecodable ones (400) and huge ones before decoding (413)', () => {
+    expect(httpError(() => decodeImage(Buffer.from('hello world'))).status).toBe(415);
+    const good = png(28, 28, () => [0, 0, 0, 255]);
+    expect(httpError(() => decodeImage(good.subarray(0, 20)))).toMatchObject({ status: 400, code: 'undecodable_image' });
+    expect(httpError(() => decodeImage(Buffer.concat([good.subarray(0, 33), Buffer.alloc(40, 3)])))).toMatchObject({ status: 400, code: 'undecodable_image' });
+    const zero = Buffer.from(good);
+    zero.writeUInt32BE(0, 16);
+    expect(httpError(() => decodeImage(zero))).toMatchObject({ status: 400, code: 'undecodable_image' });
+    for (const [w, h] of [[100_000, 100_000], [MAX_IMAGE_SIDE + 1, 10], [10, 0x7fffffff]]) {
+      const huge = Buffer.from(good);
+      huge.writeUInt32BE(w!, 16);
+      huge.writeUInt32BE(h!, 20);
+      expect(httpError(() => decodeImage(huge))).toMatchObject({ status: 413, code: 'image_too_large' });
+    }
+  });
+
+  it('refuses a JPEG that declares 65535x65535 pixels with 413, and a broken JPEG with 400', () => {
+    const small = Buffer.from(jpeg.encode({ data: Buffer.alloc(8 * 8 * 4, 100), width: 8, height: 8 }, 80).data);
+    const huge = Buffer.from(small);
+    let sof = -1;
+    for (let i = 2; i < huge.length - 1; i++) if (huge[i] === 0xff && huge[i + 1] === 0xc0) { sof = i; break; }
+    expect(sof).toBeGreaterThan(0);
+    huge.writeUInt16BE(65535, sof + 5); // height
+    huge.writeUInt16BE(65535, sof + 7); // width
+    expect(httpError(() => decodeImage(huge))).toMatchObject({ status: 413, code: 'image_too_large' });
+    expect(httpError(() => decodeImage(small.subarray(0, 30)))).toMatchObject({ status: 400, code: 'undecodable_image' });
+  });
+});
+
+describe('resizeArea', () => {
+  it('averages 2x2 boxes when halving', () => {
+    const src = Float32Array.from([
+      1, 3, 5, 7,
+      1, 3, 5, 7,
+      0, 0, 1, 1,
+      0, 0, 0, 1,
+    ]);
+    expect(Array.from(resizeArea(src, 4, 4, 2, 2))).toEqual([2, 6, 0, 0.75]);
+  });
+
+  it('weights partial pixels by their area (3 → 2)', () => {
+    const out = resizeArea(Float32Array.from([0, 1, 0.5]), 3, 1, 2, 1);
+    expect(out[0]).toBeCloseTo((0 * 1 + 1 * 0.5) / 1.5, 6);
+    expect(out[1]).toBeCloseTo((1 * 0.5 + 0.5 * 1) / 1.5, 6);
+  });
+
+  it('is the identity at the same size and replicates pixels when doubling', () => {
+    const src = Float32Array.from([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]);
+    expect(Array.from(resizeArea(src, 3, 2, 3, 2))).toEqual(Array.from(src));
+    const up = resizeArea(Float32Array.from([0, 1, 0.25, 0.5]), 2, 2, 4, 4);
+    expect(Array.from(up)).toEqual([0, 0, 1, 1, 0, 0, 1, 1, 0.25, 0.25, 0.5, 0.5, 0.25, 0.25, 0.5, 0.5]);
+  });
+
+  it('keeps the mean of the image when shrinking by any factor', () => {
+    const src = Float32Array.from({ length: 37 * 23 }, (_, i) => ((i * 7919) % 101) / 100);
+    const mean = (a: Float32Array) => a.reduce((s, v) => s + v, 0) / a.length;
+    const out = resizeArea(src, 37, 23, 28, 28);
+    expect(out.length).toBe(784);
+    // Not exact (28 rows from 23 enlarges), but close; and every value stays in range.
+    expect(mean(out)).toBeCloseTo(mean(src), 1);
+    expect(Math.max(...out)).toBeLessThanOrEqual(1);
+    expect(Math.min(...out)).toBeGreaterThanOrEqual(0);
+    const shrink = resizeArea(src, 37, 23, 37, 1);
+    expect(mean(shrink)).toBeCloseTo(mean(src), 5);
+  });
+});
+
+describe('toModelInput', () => {
+  // A white 6x10 bar on black, off in the top-left corner of a 40x40 image.
+  const bar = raw(40, 40, (x, y) => (x >= 2 && x < 8 && y >= 3 && y < 13 ? 1 : 0));
+
+  it('crops the digit, scales its longer side to 20 pixels and centres its mass in 28x28', () => {
+    const out = toModelInput(bar, 'false', 'mnist');
+    expect(out.length).toBe(PIXELS);
+    const b = bbox(out);
+    expect(b.h).toBe(20);
+    expect(b.w).toBe(12);
+    const com = centreOfMass(out);
+    expect(Math.abs(com.x - 14)).toBeLessThanOrEqual(1);
+    expect(Math.abs(com.y - 14)).toBeLessThanOrEqual(1);
+    expect(Math.max(...out)).toBeLessThanOrEqual(1);
+  });
+
+  it('gives the same input wherever the digit sits in the picture', () => {
+    const moved = raw(40, 40, (x, y) => (x >= 30 && x < 36 && y >= 25 && y < 35 ? 1 : 0));
+    expect(Array.from(toModelInput(moved, 'false'))).toEqual(Array.from(toModelInput(bar, 'false')));
+  });
+
+  it('auto-inverts dark-on-light pictures (light border) and leaves white-on-black ones', () => {
+    const dark = raw(40, 40, (x, y) => 1 - bar.gray[y * 40 + x]!);
+    expect(Array.from(toModelInput(dark, 'auto'))).toEqual(Array.from(toModelInput(bar, 'auto')));
+    expect(Array.from(toModelInput(bar, 'auto'))).toEqual(Array.from(toModelInput(bar, 'false')));
+    // Forced inversion of a white-on-black picture gives a big light blob, not the bar.
+    expect(Array.from(toModelInput(bar, 'true'))).not.toEqual(Array.from(toModelInput(bar, 'false')));
+    // invert=false on dark-on-light keeps the light background as "ink".
+    const kept = toModelInput(dark, 'false', 'resize');
+    expect(kept[0]).toBeCloseTo(1, 5);
+  });
+
+  it('decides by the border: a light digit touching nothing, on a mid-dark page, is not inverted', () => {
+    const gray = raw(30, 30, (x, y) => (x > 10 && x < 20 && y > 5 && y < 25 ? 0.95 : 0.4));
+    const out = toModelInput(gray, 'auto', 'resize');
+    expect(out[0]).toBeCloseTo(0.4, 5); // border mean 0.4 <= 0.5: not inverted
+    const light = raw(30, 30, (x, y) => (x > 10 && x < 20 && y > 5 && y < 25 ? 0.05 : 0.6));
+    expect(toModelInput(light, 'auto', 'resize')[0]).toBeCloseTo(0.4, 5); // border 0.6 > 0.5: inverted
+  });
+
+  it('resize mode maps a 28x28 picture onto itself and a 56x56 one onto its 2x2 means', () => {
+    const src = raw(28, 28, (x, y) => ((x * 3 + y * 5) % 11) / 10);
+    expect(Array.from(toModelInput(src, 'false', 'resize'))).toEqual(Array.from(src.gray));
+    const big = raw(56, 56, (x, y) => src.gray[Math.floor(y / 2) * 28 + Math.floor(x / 2)]!);
+    const out = toModelInput(big, 'false', 'resize');
+    for (let i = 0; i < PIXELS; i++) expect(out[i]).toBeCloseTo(src.gray[i]!, 5);
+  });
+
+  it('returns all zeros for a blank picture', () => {
+    expect(toModelInput(raw(10, 10, () => 0), 'auto').every((v) => v === 0)).toBe(true);
+    expect(toModelInput(raw(10, 10, () => 1), 'auto').every((v) => v === 0)).toBe(true); // white page, inverted
+  });
+});
+
+describe('imagesFromNested (TF Serving instances / inputs)', () => {
+  const flat = Array.from({ length: PIXELS }, (_, i) => (i % 256) / 255);
+  const rows = Array.from({ length: 28 }, (_, r) => flat.slice(r * 28, r * 28 + 28));
+  const channels = rows.map((row) => row.map((v) => [v]));
+
+  it('reads flat, 28x28 and 28x28x1 images to the same pixels, in order', () => {
+    const batch = imagesFromNested([flat, rows, channels], 'instances', 8);
+    expect(batch.count).toBe(3);
+    expect(batch.pixels.length).toBe(3 * PIXELS);
+    for (let k = 0; k < 3; k++) expect(Array.from(batch.pixels.subarray(k * PIXELS, (k + 1) * PIXELS))).toEqual(Array.from(Float32Array.from(flat)));
+  });
+
+  const bad: [string, unknown, number, string, RegExp?][] = [
+    ['not a list', { a: 1 }, 400, 'invalid_shape'],
+    ['empty', [], 400, 'invalid_shape'],
+    ['an image that is a number', [0.5], 400, 'invalid_shape', /instances\[0\]/],
+    ['783 values', [flat.slice(1)], 400, 'invalid_shape'],
+    ['27 rows', [rows.slice(1)], 400, 'invalid_shape'],
+    ['a short row', [rows.map((r, i) => (i === 27 ? r.slice(1) : r))], 400, 'invalid_shape', /\[27\]/],
+    ['two channels', [channels.map((r) => r.map((p) => [p[0], p[0]]))], 400, 'invalid_shape'],
+    ['a string', [flat.map((v, i) => (i === 5 ? 'NaN' : v))], 400, 'invalid_dtype', /\[5\]/],
+    ['a null', [rows.map((r) => r.map((v, c) => (c === 3 ? null : v)))], 400, 'invalid_dtype'],
+    ['Infinity', [flat.map((v, i) => (i === 5 ? Infinity : v))], 400, 'non_finite'],
+    ['NaN', [flat.map((v, i) => (i === 5 ? NaN : v))], 400, 'non_finite'],
+    ['255', [flat.map((v, i) => (i === 5 ? 255 : v))], 400, 'out_of_range'],
+    ['-0.01', [flat.map((v, i) => (i === 5 ? -0.01 : v))], 400, 'out_of_range'],
+    ['more images than maxBatch', [flat, flat, flat], 413, 'batch_too_large'],
+  ];
+  for (const [name, value, status, code, where] of bad) {
+    it(`refuses ${name} with ${status} ${code}`, () => {
+      const e = httpError(() => imagesFromNested(value, 'instances', 2));
+      expect(e).toMatchObject({ status, code });
+      if (where) expect(e.message).toMatch(where);
+    });
+  }
+
+  it('the second image is checked too', () => {
+    expect(httpError(() => imagesFromNested([flat, flat.slice(2)], 'inputs', 4)).message).toMatch(/inputs\[1\]/);
+  });
+});
+
+describe('imagesFromV2 (KServe V2 tensors)', () => {
+  const flat = Array.from({ length: 2 * PIXELS }, (_, i) => (i % 100) / 100);
+  const nested = [0, 1].map((n) => Array.from({ length: 28 }, (_, r) => Array.from({ length: 28 }, (_, c) => [flat[n * PIXELS + r * 28 + c]!])));
+
+  it('reads [N,784], [N,28,28] and [N,28,28,1], flat or nested, to the same pixels', () => {
+    const want = Array.from(Float32Array.from(flat));
+    const a = imagesFromV2({ name: 'images', shape: [2, 784], datatype: 'FP32', data: flat }, 4);
+    const b = imagesFromV2({ name: 'images', shape: [2, 28, 28, 1], datatype: 'FP32', data: nested }, 4);
+    const c = imagesFromV2({ name: 'images', shape: [2, 28, 28], datatype: 'FP32', data: flat }, 4);
+    const d = imagesFromV2({ name: 'images', shape: [2, 784], datatype: 'FP32', data: [flat.slice(0, PIXELS), flat.slice(PIXELS)] }, 4);
+    for (const batch of [a, b, c, d]) {
+      expect(batch.count).toBe(2);
+      expect(Array.from(batch.pixels)).toEqual(want);
+    }
+  });
+
+  const good = { name: 'images', shape: [1, 784], datatype: 'FP32', data: flat.slice(0, PIXELS) };
+  const bad: [string, unknown, number, string][] = [
+    ['null', null, 400, 'invalid_input'],
+    ['FP64', { ...good, datatype: 'FP64' }, 400, 'invalid_dtype'],
+    ['BYTES', { ...good, datatype: 'BYTES' }, 400, 'invalid_dtype'],
+    ['shape [784]', { ...good, shape: [784] }, 400, 'invalid_shape'],
+    ['shape [1,1784]', { ...good, shape: [1, 1784] }, 400, 'invalid_shape'],
+    ['shape [1,128,28]', { ...good, shape: [1, 128, 28] }, 400, 'invalid_shape'],
+    ['shape [1,28,28,1,1]', { ...good, shape: [1, 28, 28, 1, 1] }, 400, 'invalid_shape'],
+    ['shape [0,784]', { ...good, shape: [0, 784], data: [] }, 400, 'invalid_shape'],
+    ['shape [1.5,784]', { ...good, shape: [1.5, 784] }, 400, 'invalid_shape'],
+    ['shape ["1","784"]', { ...good, shape: ['1', '784'] }, 400, 'invalid_shape'],
+    ['data not a list', { ...good, data: 'x' }, 400, 'invalid_input'],
+    ['too few values', { ...good, data: flat.slice(0, 700) }, 400, 'invalid_shape'],
+    ['too many values', { ...good, data: flat }, 400, 'invalid_shape'],
+    ['a string value', { ...good, data: good.data.map((v, i) => (i === 1 ? '0.5' : v)) }, 400, 'invalid_dtype'],
+    ['an object value', { ...good, data: good.data.map((v, i) => (i === 1 ? { v } : v)) }, 400, 'invalid_dtype'],
+    ['an out-of-range value', { ...good, data: good.data.map((v, i) => (i === 1 ? 1.01 : v)) }, 400, 'out_of_range'],
+    ['N over maxBatch (checked before the data)', { ...good, shape: [5, 784], data: [] }, 413, 'batch_too_large'],
+  ];
+  for (const [name, input, status, code] of bad) {
+    it(`refuses ${name} with ${status} ${code}`, () => {
+      expect(httpError(() => imagesFromV2(input, 4))).toMatchObject({ status, code });
+    });
+  }
+});

@@ -156,8 +156,10 @@ export async function up(argv: string[]): Promise<number> {
     const { mountDashboard } = await import('../../aggregator/dashboard.js');
     agg = await startAggregator(aggCfg, { handleSignals: false, mount: mountDashboard, logFile: path.join(logDir, 'aggregator.log') });
     const dashboard = `http://127.0.0.1:${(agg.server.address() as { port: number }).port}`;
-    say(`edgefl: aggregator and dashboard at ${dashboard}/  (admin token for POST /runs: ${shared[ENV.adminToken]})`);
-    writeFileSync(path.join(cfg.dataDir, 'local.json'), JSON.stringify({ dashboard, trainerUrls, servingUrls, adminToken: shared[ENV.adminToken] }, null, 2), { mode: 0o600 });
+    // Secrets stay out of the terminal (and so out of pasted logs): they go to a file only this user can read.
+    const localFile = path.join(cfg.dataDir, 'local.json');
+    writeFileSync(localFile, JSON.stringify({ dashboard, trainerUrls, servingUrls, adminToken: shared[ENV.adminToken] }, null, 2), { mode: 0o600 });
+    say(`edgefl: aggregator and dashboard at ${dashboard}/  (URLs and the admin token for POST /runs: ${localFile})`);
 
     if (v['no-run']) {
       say('edgefl: --no-run: not starting a training run. Ctrl-C to stop.');

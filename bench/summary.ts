@@ -93,7 +93,7 @@ export const summary: BenchModule<SummaryParams> = {
         report: [
           '## Cold starts',
           '',
-          `${cold.length} fresh serving processes: min ${coldSummary.total_ms.min} ms, median ${coldSummary.total_ms.median} ms, p90 ${coldSummary.total_ms.p90} ms (spawn → first 1-image prediction).`,
+          `${cold.length} fresh serving processes: min ${coldSummary.total_ms.min} ms, median ${coldSummary.total_ms.median} ms, p90 ${coldSummary.total_ms.p90} ms (spawn → first 1-image prediction). Backend initialisation overlaps the database connection and model fetch.`,
           '',
           coldTable(cold),
           '',

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createRng, shuffled } from './rng.js';
 import { subset, type ImageSet, type TrainTestSplit } from './types.js';
@@ -11,16 +12,22 @@ const SIDE = 28;
  * `set()` draws with Math.random, which would make every node see a different split.
  */
 export function loadBuiltinDigits(): ImageSet {
-  const perClass: number[][] = [];
-  for (let d = 0; d < 10; d++) perClass.push(require(`mnist/src/digits/${d}.json`).data as number[]);
   const pixels = SIDE * SIDE;
-  const count = perClass.reduce((n, raw) => n + Math.floor(raw.length / pixels), 0);
+  // Read with fs, one class at a time, rather than require(): require would cache ~60 MB of
+  // parsed JSON arrays for the life of the process, which shows in every trainer's RSS.
+  const perClass: Float32Array[] = [];
+  for (let d = 0; d < 10; d++) {
+    const raw = (JSON.parse(readFileSync(require.resolve(`mnist/src/digits/${d}.json`), 'utf8')) as { data: number[] }).data;
+    const n = Math.floor(raw.length / pixels);
+    perClass.push(Float32Array.from(raw.length === n * pixels ? raw : raw.slice(0, n * pixels)));
+  }
+  const count = perClass.reduce((n, c) => n + c.length / pixels, 0);
   const images = new Float32Array(count * pixels);
   const labels = new Uint8Array(count);
   let at = 0;
-  perClass.forEach((raw, digit) => {
-    const n = Math.floor(raw.length / pixels);
-    images.set(raw.slice(0, n * pixels), at * pixels);
+  perClass.forEach((classImages, digit) => {
+    const n = classImages.length / pixels;
+    images.set(classImages, at * pixels);
     labels.fill(digit, at, at + n);
     at += n;
   });

@@ -1,12 +1,12 @@
 import express, { type Request, type Response, type NextFunction } from 'express';
-import busboy from 'busboy';
+import type busboy from 'busboy';
 import { bearerToken, constantTimeEqual } from '../shared/auth.js';
 import { HttpError, badRequest, errorBody, fromParserError, tooLarge } from '../shared/http-errors.js';
 import { applyCommonMiddleware, applyErrorHandlers } from '../shared/http-common.js';
 import type { Logger } from '../shared/log.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
 import { MODEL_NAME, NUM_CLASSES, PIXELS, argmaxRows } from '../shared/model.js';
-import { decodeImage, toModelInput, type InvertMode, type Preprocess } from './images.js';
+import type { InvertMode, Preprocess } from './images.js';
 import type { ModelHolder, LoadedModel } from './model-holder.js';
 import { imagesFromNested, imagesFromV2, type Batch } from './tensor-input.js';
 import { PredictBatcher } from './batcher.js';
@@ -105,6 +105,8 @@ export function createServingApp(deps: ServingDeps) {
     const preprocess = req.query.preprocess === 'resize' ? 'resize' : ('mnist' as Preprocess);
     readImages(req, deps.maxBodyBytes, deps.maxBatch)
       .then(async (files) => {
+        // Image codecs load on first use: most traffic is tensors, and cold starts should not pay for them.
+        const { decodeImage, toModelInput } = await import('./images.js');
         const pixels = new Float32Array(files.length * PIXELS);
         files.forEach((f, i) => {
           try {
@@ -264,11 +266,12 @@ function readBody(req: Request, maxBytes: number): Promise<Buffer> {
   });
 }
 
-function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promise<UploadedImage[]> {
+async function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promise<UploadedImage[]> {
+  const { default: createBusboy } = await import('busboy');
   return new Promise((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
-      bb = busboy({ headers: req.headers, limits: { fileSize: maxBytes, files: maxFiles, fields: 20, parts: maxFiles + 20 } });
+      bb = createBusboy({ headers: req.headers, limits: { fileSize: maxBytes, files: maxFiles, fields: 20, parts: maxFiles + 20 } });
     } catch (e) {
       return reject(badRequest('invalid_multipart', `multipart request is malformed: ${(e as Error).message}`));
     }

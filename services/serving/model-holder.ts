@@ -37,7 +37,7 @@ export class ModelHolder {
   constructor(private readonly pool: pg.Pool, private readonly log: Logger, private readonly metrics?: Metrics) {}
 
   /** Loads the newest version if it is newer than the current one. */
-  refresh(): Promise<LoadedModel | undefined> {
+  refresh(backendReady?: Promise<unknown>): Promise<LoadedModel | undefined> {
     return this.serialised(async () => {
       const newest = await latestVersion(this.pool);
       if (newest === undefined || (this.current && newest <= this.current.version)) return this.current;
@@ -47,7 +47,10 @@ export class ModelHolder {
       let row = await getLatestModel(this.pool);
       while (row && (!this.current || row.version > this.current.version)) {
         if (!this.refused.has(row.version)) {
-          const loaded = this.install(row, performance.now() - fetchStart);
+          const fetchMs = performance.now() - fetchStart;
+          // At start-up the fetch overlaps the backend's initialisation; models are built only once it is ready.
+          await backendReady;
+          const loaded = this.install(row, fetchMs);
           if (loaded?.version === row.version) return loaded;
         }
         fetchStart = performance.now();

@@ -22,6 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { chmodSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import pg from 'pg';
 import { encodeWeights, sha256Hex, decodeWeights } from '../services/shared/codec.js';
@@ -417,13 +418,19 @@ export async function publishInitialModel(pool: pg.Pool): Promise<number> {
 export async function runChaosBench(argv: string[]): Promise<{ faults: FaultResult[] }> {
   const { values } = parseArgs({
     args: argv,
-    options: { iterations: { type: 'string' }, rounds: { type: 'string' }, samples: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } },
+    options: { iterations: { type: 'string' }, rounds: { type: 'string' }, samples: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },
     allowPositionals: true,
   });
+  if (values.help) {
+    process.stdout.write('chaos: faults injected into a live federation (trainer kill -9, PostgreSQL restart, aggregator kill -9, SIGTERM to serving under load)\n\nflags:\n  --iterations N   times each fault is injected (default 2)\n  --rounds N       rounds per federated run (default 3)\n  --samples N      training samples per node\n  --out DIR        folder for logs and data\n  --json           print the result JSON as the last stdout line\n');
+    return { faults: [] };
+  }
   const iterations = Math.max(1, Number(values.iterations ?? 2));
   const rounds = Math.max(2, Number(values.rounds ?? 3));
   const dir = values.out ? path.resolve(values.out) : mkdtempSync(path.join(os.tmpdir(), 'edgefl-chaos-'));
   mkdirSync(dir, { recursive: true });
+  // As root, PostgreSQL runs as the postgres user, who must be able to enter this folder (mkdtemp makes it 0700).
+  chmodSync(dir, 0o755);
   const log = (m: string) => process.stderr.write(`chaos: ${m}\n`);
   const pgServer = new RestartablePostgres(path.join(dir, 'pg'));
   const faults: Record<string, FaultResult> = {};

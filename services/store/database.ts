@@ -1,4 +1,4 @@
-import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import os from 'node:os';
@@ -155,8 +155,12 @@ function runningServerPort(pgdata: string): number | undefined {
 }
 
 function prepareRootOwnedDir(pgdata: string): void {
-  // initdb runs as the postgres user, who must own the data directory.
+  // initdb runs as the postgres user, who must own the data directory and be able to reach
+  // it: a private parent (mkdtemp makes them 0700) gets the search bit, nothing more.
   mkdirSync(pgdata, { recursive: true });
+  const parent = path.dirname(pgdata);
+  const mode = statSync(parent).mode & 0o777;
+  if ((mode & 0o001) === 0) chmodSync(parent, mode | 0o011);
   try {
     const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
     const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());

@@ -16,13 +16,12 @@
  *   npm run bench -- chaos [--iterations 2] [--rounds 3] [--samples 150] [--out DIR]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { chmodSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import pg from 'pg';
 import { encodeWeights, sha256Hex, decodeWeights } from '../services/shared/codec.js';
@@ -82,6 +81,12 @@ export class ServiceProcess {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     proc.stderr!.pipe(createWriteStream(path.join(this.logDir, `${this.name}.log`), { flags: 'a' }));
+    this.shuttingDown = new Promise((resolve) => {
+      proc.stderr!.on('data', (chunk: Buffer) => {
+        if (chunk.toString('utf8').includes('"msg":"shutting down"')) resolve();
+      });
+      proc.once('exit', () => resolve());
+    });
     this.proc = proc;
     const route = this.role === 'serve' ? '/healthz' : '/readyz';
     await waitUntil(`${this.name} to become ready`, async () => {
@@ -90,6 +95,9 @@ export class ServiceProcess {
     }, timeoutMs, 200);
     return this;
   }
+
+  /** Resolves once the process has logged that it is shutting down (or has exited). */
+  shuttingDown: Promise<void> = Promise.resolve();
 
   /** Sends a signal and waits for the exit; returns the exit code (or signal). */
   async signal(sig: NodeJS.Signals, timeoutMs = 30_000): Promise<number | string | null> {
@@ -394,9 +402,15 @@ export async function servingSigterm(serving: ServiceProcess, concurrency = 24, 
   // proves the server has accepted all of them (the accept queue is FIFO): they are in flight.
   await Promise.all(conns);
   await sleep(100);
-  await fetch(serving.url + '/healthz', { signal: AbortSignal.timeout(30_000) });
+  // The fence needs a NEW connection (fetch would reuse a pooled keep-alive one, proving nothing).
+  await new Promise<void>((resolve, reject) => {
+    http.get(serving.url + '/healthz', { agent: false, timeout: 30_000 }, (res) => res.resume().on('end', () => resolve())).on('error', reject);
+  });
   const exit = serving.signal('SIGTERM');
   const results = await Promise.all(inflight);
+  // The in-flight requests can all be answered before the signal is even handled: probe for
+  // refused connections only once the process is draining.
+  await serving.shuttingDown;
   const after = await postJson(url, body);
   const exitCode = await exit;
   const ok = results.filter((r) => r.status === 200).length;

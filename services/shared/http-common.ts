@@ -1,4 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Express, RequestHandler } from 'express';
 import type { Logger } from './log.js';
 import { errorHandler, notFoundHandler } from './http-errors.js';
@@ -45,18 +48,70 @@ export function applyErrorHandlers(app: Express, log: Logger): void {
   app.use(errorHandler((err, req) => log.error('unhandled error', { err, method: req.method, path: req.path })));
 }
 
-/** Resolves when the server closes; in-flight requests finish first (Knative sends SIGTERM, then waits). */
-export function closeGracefully(server: import('node:http').Server, timeoutMs = 20_000): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      server.closeAllConnections();
-      resolve();
-    }, timeoutMs);
-    timer.unref();
-    server.close(() => {
-      clearTimeout(timer);
-      resolve();
+interface ConnectionState {
+  inFlight: number;
+  lastData: number;
+}
+
+const tracked = new WeakMap<Server, Map<Socket, ConnectionState>>();
+
+/**
+ * Follows every connection's in-flight requests and last received byte, from the moment the
+ * server starts, so a graceful close can tell a truly idle keep-alive connection from one
+ * whose request is still in the socket buffer. (http.Server#closeIdleConnections cannot:
+ * an unread request looks idle to it.)
+ */
+export function trackConnections(server: Server): void {
+  const connections = new Map<Socket, ConnectionState>();
+  tracked.set(server, connections);
+  server.on('connection', (socket: Socket) => {
+    const state = { inFlight: 0, lastData: Date.now() };
+    connections.set(socket, state);
+    socket.on('data', () => (state.lastData = Date.now()));
+    socket.once('close', () => connections.delete(socket));
+  });
+  server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
+    const state = connections.get(req.socket);
+    if (!state) return;
+    state.inFlight++;
+    res.once('close', () => {
+      state.inFlight--;
+      state.lastData = Date.now();
     });
-    server.closeIdleConnections();
+  });
+}
+
+/**
+ * Resolves when the server has closed; every request it has accepted is answered first
+ * (Knative sends SIGTERM and keeps routing in-flight requests to the pod). New connections
+ * are refused at once, responses from now on carry `Connection: close`, and a connection is
+ * ended only after it has carried no request and no data for `quietMs`.
+ */
+export function closeGracefully(server: Server, timeoutMs = 20_000, quietMs = 1000): Promise<void> {
+  return new Promise((resolve) => {
+    const connections = tracked.get(server);
+    server.prependListener('request', (_req, res: ServerResponse) => {
+      if (!res.headersSent) res.setHeader('Connection', 'close');
+    });
+    const sweep = setInterval(() => {
+      if (!connections) return server.closeIdleConnections();
+      const now = Date.now();
+      for (const [socket, state] of connections) if (state.inFlight === 0 && now - state.lastData >= quietMs) socket.destroy();
+    }, Math.min(250, quietMs));
+    const force = setTimeout(() => {
+      server.closeAllConnections();
+      finish();
+    }, timeoutMs);
+    force.unref();
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearInterval(sweep);
+      clearTimeout(force);
+      resolve();
+    };
+    // net.Server#close, not http.Server#close: the latter drops "idle" connections immediately.
+    net.Server.prototype.close.call(server, finish);
   });
 }

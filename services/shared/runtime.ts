@@ -1,12 +1,13 @@
 import type { Express } from 'express';
 import type { Server } from 'node:http';
 import type { Logger } from './log.js';
-import { closeGracefully } from './http-common.js';
+import { closeGracefully, trackConnections } from './http-common.js';
 
 /** Listens and wires SIGTERM/SIGINT to a graceful drain, as Knative expects of a revision's pods. */
 export function listen(app: Express, port: number, log: Logger, onClose: () => Promise<void> = async () => {}, handleSignals = true): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = app.listen(port, '0.0.0.0');
+    trackConnections(server);
     server.requestTimeout = 15 * 60_000;
     server.headersTimeout = 30_000;
     server.keepAliveTimeout = 65_000;

@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import type { Express, RequestHandler } from 'express';
 import type { Logger } from './log.js';
 import { errorHandler, notFoundHandler } from './http-errors.js';
+import { isConnectionError } from '../store/database.js';
 import { httpMetrics, mountMetrics, type Metrics } from './metrics.js';
 
 declare module 'express-serve-static-core' {
@@ -45,7 +46,7 @@ export function applyCommonMiddleware(app: Express, log: Logger, metrics: Metric
 
 export function applyErrorHandlers(app: Express, log: Logger): void {
   app.use(notFoundHandler);
-  app.use(errorHandler((err, req) => log.error('unhandled error', { err, method: req.method, path: req.path })));
+  app.use(errorHandler((err, req) => log.error('unhandled error', { err, method: req.method, path: req.path }), isConnectionError));
 }
 
 interface ConnectionState {

@@ -46,11 +46,19 @@ export function fromParserError(err: unknown): HttpError | undefined {
  * Last middleware of every app: known errors keep their status; anything else is logged
  * and becomes a 500 whose body never echoes internals.
  */
-export function errorHandler(log: (err: unknown, req: { method: string; path: string }) => void): ErrorRequestHandler {
+export function errorHandler(
+  log: (err: unknown, req: { method: string; path: string }) => void,
+  /** Recognises transient dependency outages (a restarting database), answered 503 + Retry-After. */
+  isTransient: (err: unknown) => boolean = () => false,
+): ErrorRequestHandler {
   return (err, req, res, _next) => {
     const known = err instanceof HttpError ? err : fromParserError(err);
     if (res.headersSent) return;
     if (known) return sendError(res, known);
+    if (isTransient(err)) {
+      log(err, req);
+      return sendError(res, new HttpError(503, 'unavailable', 'a dependency is unavailable; retry shortly', { 'Retry-After': '2' }));
+    }
     log(err, req);
     sendError(res, new HttpError(500, 'internal', 'internal error; see the service log'));
   };

@@ -195,6 +195,8 @@ export class Federation extends EventEmitter {
     const run = (await store.getRun(this.deps.pool, runId))!;
     const config = run.config as RunConfig;
     const strategy = createStrategy(config.strategy, config);
+    const savedState = strategy.loadState ? await store.getStrategyState(this.deps.pool, runId) : undefined;
+    if (savedState) strategy.loadState!(savedState);
     const history = (await store.listRounds(this.deps.pool, runId)).filter((r) => r.status === 'completed');
     let best = -1;
     let sinceBest = 0;
@@ -392,6 +394,7 @@ export class Federation extends EventEmitter {
       },
       summaryMetrics,
       best,
+      strategy.saveState?.(),
     );
     this.deps.metrics?.roundSeconds.observe(durationMs / 1000);
     this.deps.metrics?.roundParticipants.set(participants.length);

@@ -28,6 +28,10 @@ export interface Strategy {
   /** Extra fields for the trainers' round request (FedProx's mu). */
   trainerParams(): { proximalMu: number };
   begin(global: Float32Array): RoundAggregator;
+  /** Server-side state to persist after a round (FedAvgM's momentum); undefined for stateless strategies. */
+  saveState?(): Buffer | undefined;
+  /** Restores what saveState returned, when a run resumes in a new process. */
+  loadState?(state: Buffer): void;
 }
 
 export function createStrategy(name: StrategyName, params: StrategyParams = {}): Strategy {
@@ -81,6 +85,12 @@ function fedAvgM(beta: number, lr: number): Strategy {
   return {
     name: 'fedavgm',
     trainerParams: () => ({ proximalMu: 0 }),
+    saveState: () => (velocity ? Buffer.from(velocity.buffer, velocity.byteOffset, velocity.byteLength) : undefined),
+    loadState(state) {
+      if (state.byteLength % 4 !== 0) throw new Error('FedAvgM state is not a float32 vector');
+      // Copy: the Buffer may share a pooled ArrayBuffer at an unaligned offset.
+      velocity = new Float32Array(Uint8Array.from(state).buffer);
+    },
     begin(global) {
       const inner = weightedMean();
       return {

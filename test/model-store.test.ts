@@ -6,7 +6,7 @@ import { encodeWeights, sha256Hex } from '../services/shared/codec.js';
 import { referenceModelSpec, specSize } from '../services/shared/model.js';
 import { openDatabase } from '../services/store/database.js';
 import { listenForModels } from '../services/store/listen.js';
-import { migrate } from '../services/store/migrations.js';
+import { MIGRATIONS, migrate } from '../services/store/migrations.js';
 import * as store from '../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 
@@ -28,8 +28,8 @@ describe('migrations', () => {
   it('are idempotent and safe when several processes apply them at once', async () => {
     const results = await Promise.all([migrate(db.pool), migrate(db.pool), migrate(db.pool)]);
     expect(results.flat()).toEqual([]);
-    const rows = await db.pool.query('SELECT version FROM schema_migrations');
-    expect(rows.rowCount).toBe(1);
+    const rows = await db.pool.query('SELECT version FROM schema_migrations ORDER BY version');
+    expect(rows.rows.map((r) => r.version)).toEqual(MIGRATIONS.map((m) => m.version));
   });
 });
 
@@ -76,7 +76,9 @@ describe('runs, rounds and updates', () => {
     expect(second.created).toBe(false);
     expect(second.update.id).toBe(first.update.id);
     expect(second.update.metrics).toEqual({ loss: 1 });
-    const v = await store.completeRound(db.pool, 'run-a', 1, { ...weights(0.5), runId: 'run-a', round: 1, parentVersion: base }, { globalAccuracy: 0.9 }, 0.9);
+    const momentum = Buffer.from(new Float32Array([0.5, -0.25]).buffer);
+    const v = await store.completeRound(db.pool, 'run-a', 1, { ...weights(0.5), runId: 'run-a', round: 1, parentVersion: base }, { globalAccuracy: 0.9 }, 0.9, momentum);
+    expect(await store.getStrategyState(db.pool, 'run-a')).toEqual(momentum);
     const v2 = await store.completeRound(db.pool, 'run-a', 1, { ...weights(0.6), runId: 'run-a', round: 1, parentVersion: base }, { globalAccuracy: 0.95 }, 0.95);
     expect(v2).toBe(v);
     const run = await store.getRun(db.pool, 'run-a');

@@ -70,6 +70,27 @@ describe('FedAvgM', () => {
     close(r2.result(), [-1.5, 2.5]);
   });
 
+  it('carries its momentum across a resume through saveState/loadState', () => {
+    const first = createStrategy('fedavgm', { serverMomentum: 0.5, serverLearningRate: 1 });
+    const r1 = first.begin(f32(1, 1));
+    r1.add(f32(0, 2), 1);
+    r1.result();
+    const saved = first.saveState!()!;
+    // A new aggregator process: fresh strategy, state from the store. Round 2 as in the test above.
+    const resumed = createStrategy('fedavgm', { serverMomentum: 0.5, serverLearningRate: 1 });
+    resumed.loadState!(Buffer.from(saved));
+    const r2 = resumed.begin(f32(0, 2));
+    r2.add(f32(-2, 2), 1);
+    r2.add(f32(0, 2), 1);
+    close(r2.result(), [-1.5, 2.5]);
+    // Without the state the step would have been plain FedAvg: [−1, 2].
+    const fresh = createStrategy('fedavgm', { serverMomentum: 0.5, serverLearningRate: 1 }).begin(f32(0, 2));
+    fresh.add(f32(-2, 2), 1);
+    fresh.add(f32(0, 2), 1);
+    close(fresh.result(), [-1, 2]);
+    expect(createStrategy('fedavg').saveState).toBeUndefined();
+  });
+
   it('with a server learning rate scales the step', () => {
     const s = createStrategy('fedavgm', { serverMomentum: 0, serverLearningRate: 0.5 });
     const r = s.begin(f32(2, 2));

@@ -75,6 +75,11 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       CREATE INDEX model_versions_run ON model_versions (run_id, round);
     `,
   },
+  {
+    version: 2,
+    name: 'server-side strategy state (FedAvgM momentum) survives a resume',
+    sql: `ALTER TABLE runs ADD COLUMN strategy_state bytea;`,
+  },
 ];
 
 const LOCK_KEY = 0x6564_6766; // "edgf"

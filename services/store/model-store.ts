@@ -154,6 +154,11 @@ export async function runsInProgress(db: Queryable): Promise<RunRow[]> {
   return res.rows.map(toRun);
 }
 
+export async function getStrategyState(db: Queryable, runId: string): Promise<Buffer | undefined> {
+  const res = await db.query('SELECT strategy_state FROM runs WHERE id = $1', [runId]);
+  return res.rows[0]?.strategy_state ?? undefined;
+}
+
 export async function finishRun(db: Queryable, id: string, status: RunStatus, reason: string): Promise<void> {
   await db.query(`UPDATE runs SET status = $2, stop_reason = $3, updated_at = now() WHERE id = $1 AND status = 'running'`, [id, status, reason]);
 }
@@ -264,6 +269,8 @@ export async function completeRound(
   model: NewModelVersion,
   metrics: Record<string, unknown>,
   bestAccuracy: number,
+  /** The strategy's server-side state after this round (FedAvgM's momentum), saved with the model it produced. */
+  strategyState?: Buffer,
 ): Promise<number> {
   return inTransaction(pool, async (c) => {
     const current = await c.query(`SELECT status, global_version FROM rounds WHERE run_id = $1 AND round = $2 FOR UPDATE`, [runId, round]);
@@ -275,7 +282,12 @@ export async function completeRound(
       version,
       JSON.stringify(metrics),
     ]);
-    await c.query(`UPDATE runs SET latest_version = $2, best_accuracy = $3, updated_at = now() WHERE id = $1`, [runId, version, bestAccuracy]);
+    await c.query(`UPDATE runs SET latest_version = $2, best_accuracy = $3, strategy_state = COALESCE($4, strategy_state), updated_at = now() WHERE id = $1`, [
+      runId,
+      version,
+      bestAccuracy,
+      strategyState ?? null,
+    ]);
     return version;
   });
 }

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { decodeWeights, encodeWeights, sha256Hex, CodecError } from '../services/shared/codec.js';
+import { decodeStoredWeights, decodeWeights, encodeWeights, sha256Hex, CodecError } from '../services/shared/codec.js';
 import type { Logger } from '../services/shared/log.js';
 import type { Metrics } from '../services/shared/metrics.js';
 import { buildModel, evaluate, getFlatWeights, referenceModelSpec, setFlatWeights, type EvalResult } from '../services/shared/model.js';
@@ -321,9 +321,8 @@ export class Federation extends EventEmitter {
       let weights: Float32Array;
       try {
         if (!bytes) throw new Error('update bytes are missing');
-        if (sha256Hex(bytes) !== u.checksum) throw new Error('stored checksum does not match the update bytes');
         if (!(Number.isSafeInteger(u.sampleCount) && u.sampleCount > 0)) throw new Error(`invalid sample count ${u.sampleCount}`);
-        weights = decodeWeights(bytes, referenceModelSpec()).flat;
+        weights = decodeStoredWeights(bytes, u.checksum, referenceModelSpec()).flat;
       } catch (e) {
         Object.assign(node, { status: 'rejected_update', reason: e instanceof CodecError ? `${e.code}: ${e.message}` : String(e) });
         this.deps.metrics?.roundFailures.inc({ node: u.nodeId, reason: 'rejected_update' });

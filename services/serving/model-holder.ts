@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { decodeWeights, sha256Hex } from '../shared/codec.js';
+import { decodeStoredWeights } from '../shared/codec.js';
 import type { Logger } from '../shared/log.js';
 import type { Metrics } from '../shared/metrics.js';
 import { buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../shared/model.js';
@@ -80,9 +80,7 @@ export class ModelHolder {
     const t0 = performance.now();
     let flat: Float32Array;
     try {
-      // Both the stored column and the codec's own trailer must agree with the bytes.
-      if (sha256Hex(row.bytes) !== row.checksum) throw new Error('stored checksum does not match the stored bytes');
-      flat = decodeWeights(row.bytes, referenceModelSpec()).flat;
+      flat = decodeStoredWeights(row.bytes, row.checksum, referenceModelSpec()).flat;
     } catch (e) {
       this.refused.add(row.version);
       this.log.error('refusing model version: integrity check failed; keeping the previous one', { version: row.version, err: (e as Error).message, kept: this.current?.version ?? null });

@@ -111,6 +111,16 @@ export function decodeWeights(bytes: Uint8Array, expected?: readonly TensorSpec[
   return { specs, flat, dtype, checksum: sha256Hex(buf) };
 }
 
+/**
+ * Decodes weights read back from the store and insists they are exactly the bytes its
+ * checksum column names (the codec's own trailer only proves the bytes are self-consistent).
+ */
+export function decodeStoredWeights(bytes: Uint8Array, storedChecksum: string, expected?: readonly TensorSpec[]): DecodedWeights {
+  const decoded = decodeWeights(bytes, expected);
+  if (decoded.checksum !== storedChecksum) throw new CodecError('checksum_mismatch', 'stored checksum does not match the stored bytes');
+  return decoded;
+}
+
 function validateSpecs(tensors: unknown): TensorSpec[] {
   if (!Array.isArray(tensors) || tensors.length === 0) throw new CodecError('malformed', 'manifest has no tensors');
   return tensors.map((t, i) => {

@@ -66,20 +66,24 @@ export async function publishModel(pool: pg.Pool, m: NewModelVersion): Promise<n
   return inTransaction(pool, (c) => insertModelVersion(c, m));
 }
 
+function toModel(r: Record<string, any> | undefined): ModelVersion | undefined {
+  return r ? { ...toMeta(r), bytes: r.bytes } : undefined;
+}
+
 export async function getModel(db: Queryable, version: number): Promise<ModelVersion | undefined> {
   const res = await db.query(`SELECT ${META_COLUMNS}, bytes FROM model_versions WHERE version = $1`, [version]);
-  return res.rows[0] ? { ...toMeta(res.rows[0]), bytes: res.rows[0].bytes } : undefined;
+  return toModel(res.rows[0]);
 }
 
 export async function getLatestModel(db: Queryable): Promise<ModelVersion | undefined> {
   const res = await db.query(`SELECT ${META_COLUMNS}, bytes FROM model_versions ORDER BY version DESC LIMIT 1`);
-  return res.rows[0] ? { ...toMeta(res.rows[0]), bytes: res.rows[0].bytes } : undefined;
+  return toModel(res.rows[0]);
 }
 
 /** The newest version older than `version` (a fallback when that one cannot be used). */
 export async function getModelBefore(db: Queryable, version: number): Promise<ModelVersion | undefined> {
   const res = await db.query(`SELECT ${META_COLUMNS}, bytes FROM model_versions WHERE version < $1 ORDER BY version DESC LIMIT 1`, [version]);
-  return res.rows[0] ? { ...toMeta(res.rows[0]), bytes: res.rows[0].bytes } : undefined;
+  return toModel(res.rows[0]);
 }
 
 export async function getModelMeta(db: Queryable, version: number): Promise<ModelVersionMeta | undefined> {

@@ -49,12 +49,10 @@ export function applyErrorHandlers(app: Express, log: Logger): void {
   app.use(errorHandler((err, req) => log.error('unhandled error', { err, method: req.method, path: req.path }), isConnectionError));
 }
 
-interface ConnectionState {
+export interface ConnectionState {
   inFlight: number;
   lastData: number;
 }
-
-const tracked = new WeakMap<Server, Map<Socket, ConnectionState>>();
 
 /**
  * Follows every connection's in-flight requests and last received byte, from the moment the
@@ -62,9 +60,8 @@ const tracked = new WeakMap<Server, Map<Socket, ConnectionState>>();
  * whose request is still in the socket buffer. (http.Server#closeIdleConnections cannot:
  * an unread request looks idle to it.)
  */
-export function trackConnections(server: Server): void {
+export function trackConnections(server: Server): Map<Socket, ConnectionState> {
   const connections = new Map<Socket, ConnectionState>();
-  tracked.set(server, connections);
   server.on('connection', (socket: Socket) => {
     const state = { inFlight: 0, lastData: Date.now() };
     connections.set(socket, state);
@@ -80,6 +77,7 @@ export function trackConnections(server: Server): void {
       state.lastData = Date.now();
     });
   });
+  return connections;
 }
 
 /**
@@ -88,14 +86,12 @@ export function trackConnections(server: Server): void {
  * are refused at once, responses from now on carry `Connection: close`, and a connection is
  * ended only after it has carried no request and no data for `quietMs`.
  */
-export function closeGracefully(server: Server, timeoutMs = 20_000, quietMs = 1000): Promise<void> {
+export function closeGracefully(server: Server, connections: Map<Socket, ConnectionState>, timeoutMs = 20_000, quietMs = 1000): Promise<void> {
   return new Promise((resolve) => {
-    const connections = tracked.get(server);
     server.prependListener('request', (_req, res: ServerResponse) => {
       if (!res.headersSent) res.setHeader('Connection', 'close');
     });
     const sweep = setInterval(() => {
-      if (!connections) return server.closeIdleConnections();
       const now = Date.now();
       for (const [socket, state] of connections) if (state.inFlight === 0 && now - state.lastData >= quietMs) socket.destroy();
     }, Math.min(250, quietMs));

@@ -7,7 +7,7 @@ import { closeGracefully, trackConnections } from './http-common.js';
 export function listen(app: Express, port: number, log: Logger, onClose: () => Promise<void> = async () => {}, handleSignals = true): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = app.listen(port, '0.0.0.0');
-    trackConnections(server);
+    const connections = trackConnections(server);
     server.requestTimeout = 15 * 60_000;
     server.headersTimeout = 30_000;
     server.keepAliveTimeout = 65_000;
@@ -20,7 +20,7 @@ export function listen(app: Express, port: number, log: Logger, onClose: () => P
         if (stopping) return;
         stopping = true;
         log.info('shutting down', { signal });
-        await closeGracefully(server);
+        await closeGracefully(server, connections);
         await onClose().catch((e) => log.warn('error during shutdown', { err: e }));
         process.exit(0);
       };

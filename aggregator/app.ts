@@ -1,15 +1,15 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type pg from 'pg';
 import { bearerToken, constantTimeEqual } from '../services/shared/auth.js';
-import { HttpError, notFound } from '../services/shared/http-errors.js';
-import { applyCommonMiddleware, applyErrorHandlers } from '../services/shared/http-common.js';
+import { HttpError, notFound } from '../services/http/errors.js';
+import { applyCommonMiddleware, applyErrorHandlers } from '../services/http/common.js';
 import type { Logger } from '../services/shared/log.js';
 import { createMetrics, type Metrics } from '../services/shared/metrics.js';
 import * as store from '../services/store/model-store.js';
 import type { Federation, RoundSummary } from './federation.js';
 import type { TrainerTarget } from './invoke.js';
 import { parseRunConfig, type RunConfig } from './run-config.js';
-import { EVENT_TYPES, readEvent } from '../services/shared/events.js';
+import { EVENT_TYPES, readEvent } from '../services/http/cloudevents.js';
 
 export interface AggregatorDeps {
   pool: pg.Pool;

@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { decodeStoredWeights, decodeWeights, encodeWeights, sha256Hex, CodecError } from '../services/shared/codec.js';
+import { decodeStoredWeights, decodeWeights, encodeWeights, sha256Hex, CodecError } from '../services/core/codec.js';
 import type { Logger } from '../services/shared/log.js';
 import type { Metrics } from '../services/shared/metrics.js';
-import { buildModel, evaluate, getFlatWeights, referenceModelSpec, setFlatWeights, type EvalResult } from '../services/shared/model.js';
-import type { tfl } from '../services/shared/tf.js';
+import { buildModel, evaluate, getFlatWeights, referenceModelSpec, setFlatWeights, type EvalResult } from '../services/core/model.js';
+import type { tfl } from '../services/core/tf.js';
 import type { ImageSet } from '../datasets/types.js';
 import { createRng } from '../datasets/rng.js';
 import * as store from '../services/store/model-store.js';

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { signInvokeToken } from '../services/shared/auth.js';
-import { AUTH_EXTENSION, EVENT_TYPES, NODE_EXTENSION, encodeEvent, makeEvent } from '../services/shared/events.js';
+import { AUTH_EXTENSION, EVENT_TYPES, NODE_EXTENSION, encodeEvent, makeEvent } from '../services/http/cloudevents.js';
 
 export interface TrainerTarget {
   nodeId: string;

@@ -1,9 +1,9 @@
-import { initBackend } from '../services/shared/backend.js';
+import { initBackend } from '../services/core/backend.js';
 import type { Config } from '../services/shared/config.js';
 import { createLogger } from '../services/shared/log.js';
 import { createMetrics } from '../services/shared/metrics.js';
-import { loadHeldOut } from '../services/shared/node-data.js';
-import { listen } from '../services/shared/runtime.js';
+import { loadHeldOut } from '../services/core/node-data.js';
+import { listen } from '../services/http/runtime.js';
 import { openDatabase } from '../services/store/database.js';
 import { createAggregatorApp } from './app.js';
 import { Federation } from './federation.js';

@@ -1,5 +1,5 @@
-import { asObject, enumField, intField, numberField, stringListField } from '../services/shared/validate.js';
-import { badRequest } from '../services/shared/http-errors.js';
+import { asObject, enumField, intField, numberField, stringListField } from '../services/http/validate.js';
+import { badRequest } from '../services/http/errors.js';
 import { STRATEGIES, type StrategyName } from './strategies.js';
 
 /** Everything that defines a training run; stored with the run so a resumed run behaves the same. */

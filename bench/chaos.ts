@@ -24,10 +24,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import pg from 'pg';
-import { encodeWeights, sha256Hex, decodeWeights } from '../services/shared/codec.js';
-import { buildModel, getFlatWeights, referenceModelSpec, PIXELS } from '../services/shared/model.js';
-import { initBackend } from '../services/shared/backend.js';
-import { createPool, freePort } from '../services/store/database.js';
+import { encodeWeights, sha256Hex, decodeWeights } from '../services/core/codec.js';
+import { buildModel, getFlatWeights, referenceModelSpec, PIXELS } from '../services/core/model.js';
+import { initBackend } from '../services/core/backend.js';
+import { createPool } from '../services/store/database.js';
+import { freePort } from '../services/harness/ports.js';
 import { migrate } from '../services/store/migrations.js';
 import * as store from '../services/store/model-store.js';
 

@@ -277,8 +277,8 @@ function localOutput(p: ColdWarmParams, env: BenchEnv, ceiling: CeilingRow[], co
 
 async function runKnative(p: ColdWarmParams, ctx: BenchContext): Promise<BenchOutput> {
   const { loadDefaultKubeConfig, waitForScaleToZero } = await import('../services/kube/discovery.js');
-  const { initBackend } = await import('../services/shared/backend.js');
-  const { buildModel, getFlatWeights } = await import('../services/shared/model.js');
+  const { initBackend } = await import('../services/core/backend.js');
+  const { buildModel, getFlatWeights } = await import('../services/core/model.js');
   const backend = await initBackend(undefined, ctx.log);
   const model = buildModel(7);
   const ceiling = measureCeiling(getFlatWeights(model), [1]);

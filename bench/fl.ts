@@ -6,9 +6,9 @@
 import { existsSync, mkdtempSync, chmodSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { initBackend } from '../services/shared/backend.js';
-import { buildModel, getFlatWeights } from '../services/shared/model.js';
-import { freePort } from '../services/store/database.js';
+import { initBackend } from '../services/core/backend.js';
+import { buildModel, getFlatWeights } from '../services/core/model.js';
+import { freePort } from '../services/harness/ports.js';
 import { cliPath, spawnNode } from './lib/children.js';
 import { intFlag, numFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
 import { mdTable, type BenchOutput } from './lib/output.js';

@@ -5,7 +5,7 @@
  * request. Both cold (fresh process → first prediction) and warm (sequential requests).
  */
 import { startServingReady } from './cold-warm.js';
-import { freePort } from '../services/store/database.js';
+import { freePort } from '../services/harness/ports.js';
 import { distPath, spawnNode, type Spawned } from './lib/children.js';
 import { intFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
 import { mdTable, type BenchOutput } from './lib/output.js';

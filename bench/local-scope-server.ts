@@ -9,9 +9,9 @@
  * Env: DATABASE_URL, PORT. Logs one JSON line 'local-scope ready' on stderr.
  */
 import http from 'node:http';
-import { initBackend } from '../services/shared/backend.js';
-import { decodeWeights } from '../services/shared/codec.js';
-import { argmaxRows, buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../services/shared/model.js';
+import { initBackend } from '../services/core/backend.js';
+import { decodeWeights } from '../services/core/codec.js';
+import { argmaxRows, buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../services/core/model.js';
 import { createPool } from '../services/store/database.js';
 import { getLatestModel } from '../services/store/model-store.js';
 

@@ -3,7 +3,7 @@
  * and after N requests, and of a trainer function while it trains one epoch (sampled;
  * the peak is reported, VmHWM as a cross-check).
  */
-import { freePort } from '../services/store/database.js';
+import { freePort } from '../services/harness/ports.js';
 import { startServingReady } from './cold-warm.js';
 import { cliPath, readRss, spawnNode, waitHttpOk, type ServingChild, type Spawned } from './lib/children.js';
 import { intFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';

@@ -4,9 +4,9 @@
  * time goes. Optionally a few steps on the pure-JS cpu backend for a speed-up ratio.
  */
 import { pathToFileURL } from 'node:url';
-import { tf, tfl } from '../services/shared/tf.js';
-import { initBackend, type BackendName } from '../services/shared/backend.js';
-import { buildModel, NUM_CLASSES, PIXELS } from '../services/shared/model.js';
+import { tf, tfl } from '../services/core/tf.js';
+import { initBackend, type BackendName } from '../services/core/backend.js';
+import { buildModel, NUM_CLASSES, PIXELS } from '../services/core/model.js';
 import { loadBuiltinDigits } from '../datasets/builtin-mnist.js';
 
 export interface TrainThroughputOptions {

@@ -1,6 +1,6 @@
 /** train: wraps benchTrainThroughput (training samples/s on wasm vs the pure-JS cpu backend). */
-import { buildModel, getFlatWeights } from '../services/shared/model.js';
-import type { BackendName } from '../services/shared/backend.js';
+import { buildModel, getFlatWeights } from '../services/core/model.js';
+import type { BackendName } from '../services/core/backend.js';
 import { BenchUsageError, intFlag, strFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
 import { mdTable, type BenchOutput } from './lib/output.js';
 import { measureCeiling } from './lib/setup.js';

@@ -11,9 +11,9 @@ import {
   float32ToFloat16Bits,
   sha256Hex,
   type CodecErrorCode,
-} from '../services/shared/codec.js';
-import { buildModel, getFlatWeights, modelSpec, referenceModelSpec, setFlatWeights, specSize, type TensorSpec } from '../services/shared/model.js';
-import { tf } from '../services/shared/tf.js';
+} from '../services/core/codec.js';
+import { buildModel, getFlatWeights, modelSpec, referenceModelSpec, setFlatWeights, specSize, type TensorSpec } from '../services/core/model.js';
+import { tf } from '../services/core/tf.js';
 import { createRng } from '../datasets/rng.js';
 
 beforeAll(async () => {

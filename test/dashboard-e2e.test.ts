@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BrowserContext, Page } from 'playwright-core';
-import { freePort } from '../services/store/database.js';
+import { freePort } from '../services/harness/ports.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 
 /**

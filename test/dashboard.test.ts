@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express from 'express';
 import { connectSrcFromEnv, contentSecurityPolicy, findAssetsDir, mountDashboard } from '../aggregator/dashboard.js';
-import { applyCommonMiddleware, applyErrorHandlers } from '../services/shared/http-common.js';
+import { applyCommonMiddleware, applyErrorHandlers } from '../services/http/common.js';
 import { createLogger } from '../services/shared/log.js';
 import { createMetrics } from '../services/shared/metrics.js';
 

@@ -2,10 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { initBackend } from '../services/shared/backend.js';
-import { decodeWeights, encodeWeights, sha256Hex } from '../services/shared/codec.js';
-import { buildModel, getFlatWeights, referenceModelSpec } from '../services/shared/model.js';
-import { freePort } from '../services/store/database.js';
+import { initBackend } from '../services/core/backend.js';
+import { decodeWeights, encodeWeights, sha256Hex } from '../services/core/codec.js';
+import { buildModel, getFlatWeights, referenceModelSpec } from '../services/core/model.js';
+import { freePort } from '../services/harness/ports.js';
 import * as store from '../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 

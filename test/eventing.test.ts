@@ -1,9 +1,9 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../services/shared/backend.js';
-import { encodeWeights, sha256Hex } from '../services/shared/codec.js';
+import { initBackend } from '../services/core/backend.js';
+import { encodeWeights, sha256Hex } from '../services/core/codec.js';
 import { createLogger } from '../services/shared/log.js';
-import { buildModel, getFlatWeights, referenceModelSpec } from '../services/shared/model.js';
+import { buildModel, getFlatWeights, referenceModelSpec } from '../services/core/model.js';
 import * as store from '../services/store/model-store.js';
 import { createTrainerApp } from '../services/trainer/app.js';
 import { invokeTrainer } from '../aggregator/invoke.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
-import { HttpError } from '../services/shared/http-errors.js';
+import { HttpError } from '../services/http/errors.js';
 import { MAX_IMAGE_SIDE, decodeImage, resizeArea, sniffImageType, toModelInput, type RawImage } from '../services/serving/images.js';
 import { imagesFromNested, imagesFromV2 } from '../services/serving/tensor-input.js';
 

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { tf } from '../services/shared/tf.js';
+import { tf } from '../services/core/tf.js';
 import {
   INPUT_SHAPE,
   NUM_CLASSES,
@@ -15,7 +15,7 @@ import {
   setFlatWeights,
   specSize,
   toInputTensor,
-} from '../services/shared/model.js';
+} from '../services/core/model.js';
 import { builtinMnistSplit } from '../datasets/builtin-mnist.js';
 
 const PARAMS = 317_066;

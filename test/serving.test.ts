@@ -4,11 +4,11 @@ import type { AddressInfo } from 'node:net';
 import autocannon from 'autocannon';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
-import { initBackend } from '../services/shared/backend.js';
-import { encodeWeights, sha256Hex } from '../services/shared/codec.js';
+import { initBackend } from '../services/core/backend.js';
+import { encodeWeights, sha256Hex } from '../services/core/codec.js';
 import { createLogger } from '../services/shared/log.js';
-import { PIXELS, argmaxRows, buildModel, getFlatWeights, predictProbabilities, referenceModelSpec } from '../services/shared/model.js';
-import { trainLocal } from '../services/shared/train.js';
+import { PIXELS, argmaxRows, buildModel, getFlatWeights, predictProbabilities, referenceModelSpec } from '../services/core/model.js';
+import { trainLocal } from '../services/core/train.js';
 import { createServingApp } from '../services/serving/app.js';
 import { ModelHolder } from '../services/serving/model-holder.js';
 import { listenForModels } from '../services/store/listen.js';
@@ -42,7 +42,7 @@ let v1: number;
 function listenOn(app: ReturnType<typeof createServingApp>): Promise<string> {
   return new Promise((resolve) => {
     const server = app.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
-    // As services/shared/runtime.ts sets it: idle keep-alive sockets outlive the client's.
+    // As services/http/runtime.ts sets it: idle keep-alive sockets outlive the client's.
     server.keepAliveTimeout = 65_000;
     servers.push(server);
   });

@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server } from 'node:http';
-import { initBackend } from '../services/shared/backend.js';
+import { initBackend } from '../services/core/backend.js';
 import { createLogger } from '../services/shared/log.js';
-import { buildModel } from '../services/shared/model.js';
-import { createPool, freePort } from '../services/store/database.js';
+import { buildModel } from '../services/core/model.js';
+import { createPool } from '../services/store/database.js';
+import { freePort } from '../services/harness/ports.js';
 import { createTrainerApp } from '../services/trainer/app.js';
 import { builtinMnistSplit } from '../datasets/builtin-mnist.js';
 import { subset } from '../datasets/types.js';

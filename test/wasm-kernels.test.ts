@@ -2,12 +2,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import '@tensorflow/tfjs-backend-wasm';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { backend_util, getKernel, type TensorInfo } from '@tensorflow/tfjs-core';
-import { tf } from '../services/shared/tf.js';
-import { buildModel, getFlatWeights, setFlatWeights } from '../services/shared/model.js';
-import { convGradForm, isEdgeflKernel, registerWasmTrainingKernels, WASM_TRAINING_KERNEL_NAMES, type ConvGradForm } from '../services/shared/wasm-kernels.js';
-import { filterGradientGemm, inputGradientGemm } from '../services/shared/wasm-im2col.js';
-import { filterGradient, geometryOf, inputGradient, type ConvGeometry } from '../services/shared/wasm-conv-grad.js';
-import { Scratch } from '../services/shared/wasm-ops.js';
+import { tf } from '../services/core/tf.js';
+import { buildModel, getFlatWeights, setFlatWeights } from '../services/core/model.js';
+import { convGradForm, isEdgeflKernel, registerWasmTrainingKernels, WASM_TRAINING_KERNEL_NAMES, type ConvGradForm } from '../services/core/wasm/kernels.js';
+import { filterGradientGemm, inputGradientGemm } from '../services/core/wasm/im2col.js';
+import { filterGradient, geometryOf, inputGradient, type ConvGeometry } from '../services/core/wasm/conv-grad.js';
+import { Scratch } from '../services/core/wasm/ops.js';
 import { createRng, type Rng } from '../datasets/rng.js';
 
 type Shape4 = [number, number, number, number];

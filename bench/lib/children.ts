@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../../services/store/database.js';
+import { freePort } from '../../services/harness/ports.js';
 
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;

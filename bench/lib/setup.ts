@@ -6,9 +6,9 @@
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { initBackend, type BackendInfo } from '../../services/shared/backend.js';
-import { encodeWeights, sha256Hex } from '../../services/shared/codec.js';
-import { buildModel, getFlatWeights, modelSpec, predictProbabilities, setFlatWeights, PIXELS } from '../../services/shared/model.js';
+import { initBackend, type BackendInfo } from '../../services/core/backend.js';
+import { encodeWeights, sha256Hex } from '../../services/core/codec.js';
+import { buildModel, getFlatWeights, modelSpec, predictProbabilities, setFlatWeights, PIXELS } from '../../services/core/model.js';
 import { openDatabase, type Database } from '../../services/store/database.js';
 import { publishModel } from '../../services/store/model-store.js';
 import { loadBuiltinDigits } from '../../datasets/builtin-mnist.js';

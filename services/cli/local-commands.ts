@@ -1,8 +1,8 @@
-import { initBackend } from '../shared/backend.js';
-import { encodeWeights } from '../shared/codec.js';
+import { initBackend } from '../core/backend.js';
+import { encodeWeights } from '../core/codec.js';
 import { loadConfig } from '../shared/config.js';
-import { buildModel, countParams, evaluate, getFlatWeights, modelSpec } from '../shared/model.js';
-import { trainLocal } from '../shared/train.js';
+import { buildModel, countParams, evaluate, getFlatWeights, modelSpec } from '../core/model.js';
+import { trainLocal } from '../core/train.js';
 import { loadDataset, partition } from '../../datasets/index.js';
 import { subset } from '../../datasets/types.js';
 import { envFromFlags, num, parse, serviceOptions } from './args.js';

@@ -1,11 +1,11 @@
 import express, { type Request, type Response, type NextFunction } from 'express';
 import type busboy from 'busboy';
 import { bearerToken, constantTimeEqual } from '../shared/auth.js';
-import { HttpError, badRequest, errorBody, fromParserError, tooLarge } from '../shared/http-errors.js';
-import { applyCommonMiddleware, applyErrorHandlers } from '../shared/http-common.js';
+import { HttpError, badRequest, errorBody, fromParserError, tooLarge } from '../http/errors.js';
+import { applyCommonMiddleware, applyErrorHandlers } from '../http/common.js';
 import type { Logger } from '../shared/log.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
-import { MODEL_NAME, NUM_CLASSES, PIXELS, argmaxRows } from '../shared/model.js';
+import { MODEL_NAME, NUM_CLASSES, PIXELS, argmaxRows } from '../core/model.js';
 import type { InvertMode, Preprocess } from './images.js';
 import type { ModelHolder, LoadedModel } from './model-holder.js';
 import { imagesFromNested, imagesFromV2, type Batch } from './tensor-input.js';

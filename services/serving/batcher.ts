@@ -1,4 +1,4 @@
-import { NUM_CLASSES, PIXELS, predictProbabilities } from '../shared/model.js';
+import { NUM_CLASSES, PIXELS, predictProbabilities } from '../core/model.js';
 import type { LoadedModel } from './model-holder.js';
 
 export interface BatchedPrediction {

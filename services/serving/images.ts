@@ -1,7 +1,7 @@
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
-import { HttpError, badRequest } from '../shared/http-errors.js';
-import { PIXELS } from '../shared/model.js';
+import { HttpError, badRequest } from '../http/errors.js';
+import { PIXELS } from '../core/model.js';
 
 const SIDE = 28;
 /** Refused before decoding: a tiny file can declare a huge canvas (decompression bombs). */

@@ -1,8 +1,8 @@
-import { initBackend } from '../shared/backend.js';
+import { initBackend } from '../core/backend.js';
 import type { Config } from '../shared/config.js';
 import { createLogger } from '../shared/log.js';
 import { createMetrics } from '../shared/metrics.js';
-import { listen } from '../shared/runtime.js';
+import { listen } from '../http/runtime.js';
 import { openDatabase } from '../store/database.js';
 import { listenForModels } from '../store/listen.js';
 import { createServingApp } from './app.js';

@@ -1,9 +1,9 @@
 import type pg from 'pg';
-import { decodeStoredWeights } from '../shared/codec.js';
+import { decodeStoredWeights } from '../core/codec.js';
 import type { Logger } from '../shared/log.js';
 import type { Metrics } from '../shared/metrics.js';
-import { buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../shared/model.js';
-import type { tfl } from '../shared/tf.js';
+import { buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../core/model.js';
+import type { tfl } from '../core/tf.js';
 import { getLatestModel, getModel, getModelBefore, latestVersion, type ModelVersion } from '../store/model-store.js';
 
 export interface LoadedModel {

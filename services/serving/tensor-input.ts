@@ -1,5 +1,5 @@
-import { HttpError, badRequest } from '../shared/http-errors.js';
-import { PIXELS } from '../shared/model.js';
+import { HttpError, badRequest } from '../http/errors.js';
+import { PIXELS } from '../core/model.js';
 
 export interface Batch {
   pixels: Float32Array;

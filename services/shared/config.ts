@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { parseBackendName, type BackendName } from './backend.js';
+import { parseBackendName, type BackendName } from '../core/backend.js';
 import { PARTITION_KINDS, type PartitionKind } from '../../datasets/partition.js';
 
 /**

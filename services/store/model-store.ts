@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { CODEC_MAGIC, type Manifest } from '../shared/codec.js';
+import { CODEC_MAGIC, type Manifest } from '../core/codec.js';
 
 /** The only module that writes SQL for models, runs, rounds, updates and nodes. Parameterised queries only. */
 export const MODEL_CHANNEL = 'edgefl_model_published';

@@ -1,9 +1,9 @@
-import { initBackend } from '../shared/backend.js';
+import { initBackend } from '../core/backend.js';
 import type { Config } from '../shared/config.js';
 import { createLogger } from '../shared/log.js';
-import { buildModel } from '../shared/model.js';
-import { listen } from '../shared/runtime.js';
-import { loadNodeShard } from '../shared/node-data.js';
+import { buildModel } from '../core/model.js';
+import { listen } from '../http/runtime.js';
+import { loadNodeShard } from '../core/node-data.js';
 import { openDatabase } from '../store/database.js';
 import { upsertNode } from '../store/model-store.js';
 import { createTrainerApp } from './app.js';

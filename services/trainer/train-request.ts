@@ -1,5 +1,5 @@
-import { asObject, enumField, intField, numberField, stringField, timeField } from '../shared/validate.js';
-import type { OptimizerName } from '../shared/train.js';
+import { asObject, enumField, intField, numberField, stringField, timeField } from '../http/validate.js';
+import type { OptimizerName } from '../core/train.js';
 
 /** What the aggregator asks a node to do for one round (the data of a dev.edgefl.round.train event). */
 export interface TrainRequest {

@@ -5,8 +5,8 @@
  * with few input channels), this form does only the useful multiply-adds.
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
-import type { ConvGeometry } from './wasm-conv-grad.js';
-import { type Scratch, view } from './wasm-ops.js';
+import type { ConvGeometry } from './conv-grad.js';
+import { type Scratch, view } from './ops.js';
 
 function heap(s: Scratch, t: TensorInfo): Float32Array {
   return s.backend.typedArrayFromHeap(t) as Float32Array;

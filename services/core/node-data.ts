@@ -1,4 +1,4 @@
-import type { Config } from './config.js';
+import type { Config } from '../shared/config.js';
 import { loadDataset, nodeShard } from '../../datasets/index.js';
 import { labelHistogram, subset, type ImageSet } from '../../datasets/types.js';
 

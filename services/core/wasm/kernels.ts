@@ -24,11 +24,11 @@ import {
   type TensorInfo,
 } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { filterGradient, geometryOf, inputGradient, type ConvGeometry } from './wasm-conv-grad.js';
-import { filterGradientGemm, inputGradientGemm } from './wasm-im2col.js';
-import { Scratch } from './wasm-ops.js';
-import { maxPoolGrad } from './wasm-pool-grad.js';
-import { sumVia } from './wasm-reduce.js';
+import { filterGradient, geometryOf, inputGradient, type ConvGeometry } from './conv-grad.js';
+import { filterGradientGemm, inputGradientGemm } from './im2col.js';
+import { Scratch } from './ops.js';
+import { maxPoolGrad } from './pool-grad.js';
+import { sumVia } from './reduce.js';
 
 type Layout = 'channelsFirst' | 'channelsLast';
 

@@ -4,7 +4,7 @@
  * (transpose, reverse, pad, slice) surround each convolution; all take NHWC tensors.
  */
 import { backend_util, type TensorInfo } from '@tensorflow/tfjs-core';
-import { type Pair, type Scratch, view } from './wasm-ops.js';
+import { type Pair, type Scratch, view } from './ops.js';
 
 /** The forward convolution the gradient belongs to. */
 export interface ConvGeometry {

@@ -1,6 +1,6 @@
 import { CloudEvent, HTTP, ValidationError } from 'cloudevents';
 import type { IncomingHttpHeaders } from 'node:http';
-import { HttpError, badRequest } from './http-errors.js';
+import { HttpError, badRequest } from './errors.js';
 
 /** CloudEvent types of the federation protocol. */
 export const EVENT_TYPES = {

@@ -1,4 +1,4 @@
-import { badRequest } from './http-errors.js';
+import { badRequest } from './errors.js';
 
 /** Field readers for JSON request bodies: each one either returns a well-typed value or throws a 400 naming the field. */
 export type Fields = Record<string, unknown>;

@@ -3,10 +3,10 @@ import net from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Express, RequestHandler } from 'express';
-import type { Logger } from './log.js';
-import { errorHandler, notFoundHandler } from './http-errors.js';
+import type { Logger } from '../shared/log.js';
+import { errorHandler, notFoundHandler } from './errors.js';
 import { isConnectionError } from '../store/database.js';
-import { httpMetrics, mountMetrics, type Metrics } from './metrics.js';
+import { httpMetrics, mountMetrics, type Metrics } from '../shared/metrics.js';
 
 declare module 'express-serve-static-core' {
   interface Request {

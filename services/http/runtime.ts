@@ -1,7 +1,7 @@
 import type { Express } from 'express';
 import type { Server } from 'node:http';
-import type { Logger } from './log.js';
-import { closeGracefully, trackConnections } from './http-common.js';
+import type { Logger } from '../shared/log.js';
+import { closeGracefully, trackConnections } from './common.js';
 
 /** Listens and wires SIGTERM/SIGINT to a graceful drain, as Knative expects of a revision's pods. */
 export function listen(app: Express, port: number, log: Logger, onClose: () => Promise<void> = async () => {}, handleSignals = true): Promise<Server> {

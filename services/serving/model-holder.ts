@@ -13,6 +13,8 @@ export interface LoadedModel {
   metrics: Record<string, unknown>;
   createdAt: string;
   loadedAt: string;
+  /** True while this node serves a canary: a version promoted to named nodes ahead of the fleet. */
+  canary?: boolean;
 }
 
 export interface LoadTimings {

@@ -10,6 +10,7 @@ import type { Federation, RoundSummary } from './federation.js';
 import type { TrainerTarget } from './invoke.js';
 import { parseRunConfig, type RunConfig } from './run-config.js';
 import { EVENT_TYPES, readEvent } from '../services/http/cloudevents.js';
+import { mountModelRoutes } from './model-routes.js';
 
 export interface AggregatorDeps {
   pool: pg.Pool;
@@ -106,9 +107,7 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     res.status(202).end();
   });
 
-  app.get('/models', async (_req, res) => {
-    res.json({ models: await store.listModels(deps.pool) });
-  });
+  mountModelRoutes(app, { pool: deps.pool, requireAdmin, metrics, nodeIds: async () => (await deps.trainers()).map((t) => t.nodeId) });
   app.get('/models/:version', async (req, res) => {
     const version = Number(req.params.version);
     if (!Number.isSafeInteger(version) || version < 1) throw new HttpError(400, 'invalid_version', 'version must be a positive integer');

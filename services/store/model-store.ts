@@ -16,6 +16,8 @@ export interface ModelVersionMeta {
   sizeBytes: number;
   metrics: Record<string, unknown>;
   createdAt: string;
+  /** Set when retention dropped the weights of this candidate (the row stays for lineage). */
+  prunedAt: string | null;
 }
 
 export interface ModelVersion extends ModelVersionMeta {
@@ -33,7 +35,7 @@ export interface NewModelVersion {
   metrics?: Record<string, unknown>;
 }
 
-const META_COLUMNS = `version, parent_version, run_id, round, checksum, dtype, octet_length(bytes) AS size_bytes, metrics, created_at`;
+const META_COLUMNS = `version, parent_version, run_id, round, checksum, dtype, octet_length(bytes) AS size_bytes, metrics, created_at, pruned_at`;
 
 function toMeta(r: Record<string, any>): ModelVersionMeta {
   return {
@@ -46,6 +48,7 @@ function toMeta(r: Record<string, any>): ModelVersionMeta {
     sizeBytes: Number(r.size_bytes),
     metrics: r.metrics ?? {},
     createdAt: new Date(r.created_at).toISOString(),
+    prunedAt: r.pruned_at ? new Date(r.pruned_at).toISOString() : null,
   };
 }
 

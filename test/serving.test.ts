@@ -11,8 +11,8 @@ import { PIXELS, argmaxRows, buildModel, getFlatWeights, predictProbabilities, r
 import { trainLocal } from '../services/core/train.js';
 import { createServingApp } from '../services/serving/app.js';
 import { ModelHolder } from '../services/serving/model-holder.js';
-import { listenForModels } from '../services/store/listen.js';
-import * as store from '../services/store/model-store.js';
+import { listenForPromotions } from '../services/store/listen.js';
+import { publishPromoted } from './helpers/promote.js';
 import { builtinMnistSplit } from '../datasets/builtin-mnist.js';
 import { subset, type ImageSet } from '../datasets/types.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
@@ -66,9 +66,9 @@ beforeAll(async () => {
   db = await createTestDatabase();
   holder = new ModelHolder(db.pool, log);
   // Wired exactly as services/serving/main.ts does.
-  listener = listenForModels(
+  listener = listenForPromotions(
     db.url,
-    (v) => void holder.onPublished(v).catch((e) => log.warn('reload failed', { err: e })),
+    () => void holder.onPromotion().catch((e) => log.warn('reload failed', { err: e })),
     () => void holder.refresh().catch((e) => log.warn('refresh failed', { err: e })),
     (m) => log.warn(m),
   );
@@ -157,7 +157,7 @@ function toJpeg(i: number, invert = false, scale = 2): Buffer {
   return out;
 }
 
-describe('serving before any model is published', () => {
+describe('serving before any model is promoted', () => {
   it('is live but not ready, and prediction routes answer 503 in each protocol’s error shape', async () => {
     expect((await fetch(`${base}/v2/health/live`)).status).toBe(200);
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
@@ -173,8 +173,8 @@ describe('serving before any model is published', () => {
     await expectV2Error(await fetch(`${base}/v2/models/mnist`), 503);
   });
 
-  it('loads the first version published, through NOTIFY', async () => {
-    v1 = await store.publishModel(db.pool, { ...weightsRow(trainedFlat), metrics: { accuracy: 0.96 } });
+  it('loads the first version promoted, through NOTIFY', async () => {
+    v1 = await publishPromoted(db.pool, { ...weightsRow(trainedFlat), metrics: { accuracy: 0.96 } });
     await until(() => holder.current?.version === v1, 'version 1 to load');
     const ready = await fetch(`${base}/v2/health/ready`);
     expect(ready.status).toBe(200);
@@ -453,7 +453,7 @@ describe('bad input is a 4xx, never a 5xx', () => {
 describe('model versions', () => {
   let v2: number;
 
-  it('hot-swaps to a newly published version under load without a single failed request', async () => {
+  it('hot-swaps to a newly promoted version under load without a single failed request', async () => {
     const flat2 = trainedFlat.map((v, i) => (i % 7 === 0 ? v * 0.999 : v));
     const body = JSON.stringify({ instances: [flatImage(1), flatImage(2)] });
     const seen: number[] = [];
@@ -471,7 +471,7 @@ describe('model versions', () => {
     const observer = observe();
     const load = autocannon({ url: `${base}/v1/models/mnist:predict`, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections: 4, duration: 3 });
     await new Promise((r) => setTimeout(r, 800));
-    v2 = await store.publishModel(db.pool, { ...weightsRow(flat2), parentVersion: v1 });
+    v2 = await publishPromoted(db.pool, { ...weightsRow(flat2), parentVersion: v1 });
     await until(() => seen.at(-1) === v2, 'responses from version 2');
     const result = await load;
     observing = false;
@@ -491,7 +491,7 @@ describe('model versions', () => {
 
   it('refuses a version whose stored checksum does not match its bytes; the previous one keeps serving', async () => {
     const row = weightsRow(trainedFlat.map((v) => v * 0.5));
-    const bad = await store.publishModel(db.pool, { ...row, checksum: 'ab'.repeat(32) });
+    const bad = await publishPromoted(db.pool, { ...row, checksum: 'ab'.repeat(32) });
     await until(() => logLines.some((l) => l.includes('refusing model version') && l.includes(`"version":${bad}`)), 'the refusal');
     expect(holder.current?.version).toBe(v2);
     const res = await post(`${base}/v1/models/mnist:predict`, { instances: [flatImage(0)] });
@@ -502,7 +502,7 @@ describe('model versions', () => {
     const { bytes } = weightsRow(trainedFlat.map((v) => v * 0.25));
     const damaged = Buffer.from(bytes);
     damaged[Math.floor(damaged.length / 2)]! ^= 0xff;
-    const bad = await store.publishModel(db.pool, { bytes: damaged, checksum: sha256Hex(damaged), manifest: { tensors: referenceModelSpec() } });
+    const bad = await publishPromoted(db.pool, { bytes: damaged, checksum: sha256Hex(damaged), manifest: { tensors: referenceModelSpec() } });
     await until(() => logLines.some((l) => l.includes('refusing model version') && l.includes(`"version":${bad}`)), 'the refusal');
     expect(holder.current?.version).toBe(v2);
     expect((await holder.refresh())?.version).toBe(v2);
@@ -511,7 +511,7 @@ describe('model versions', () => {
     expect(res.headers.get('x-model-version')).toBe(String(v2));
   });
 
-  it('a cold start after a corrupt publish serves the newest good version, not nothing', async () => {
+  it('a cold start after a corrupt promotion serves the newest good promoted version, not nothing', async () => {
     const cold = new ModelHolder(db.pool, log);
     const loaded = await cold.refresh();
     expect(loaded?.version).toBe(v2);
@@ -524,7 +524,7 @@ describe('model versions', () => {
   });
 
   it('moves on to the next good version after the corrupt ones', async () => {
-    const v5 = await store.publishModel(db.pool, weightsRow(trainedFlat));
+    const v5 = await publishPromoted(db.pool, weightsRow(trainedFlat));
     await until(() => holder.current?.version === v5, 'the next good version');
     const res = await post(`${base}/v1/models/mnist:predict`, { instances: [flatImage(0)] });
     expect(res.headers.get('x-model-version')).toBe(String(v5));

@@ -107,7 +107,14 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     res.status(202).end();
   });
 
-  mountModelRoutes(app, { pool: deps.pool, requireAdmin, metrics, nodeIds: async () => (await deps.trainers()).map((t) => t.nodeId) });
+  mountModelRoutes(app, {
+    pool: deps.pool,
+    requireAdmin,
+    metrics,
+    nodeIds: async () => (await deps.trainers()).map((t) => t.nodeId),
+    // Serving URLs are listed in the trainers' order (as GET /nodes pairs them).
+    servingUrls: async () => (await deps.trainers()).flatMap((t, i) => (deps.servingUrls()[i] ? [{ nodeId: t.nodeId, url: deps.servingUrls()[i]! }] : [])),
+  });
   app.get('/models/:version', async (req, res) => {
     const version = Number(req.params.version);
     if (!Number.isSafeInteger(version) || version < 1) throw new HttpError(400, 'invalid_version', 'version must be a positive integer');

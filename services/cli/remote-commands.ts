@@ -87,7 +87,7 @@ export function printRun(run: Record<string, any>): void {
 
 const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(2)}%` : '-');
 
-function aggregatorUrl(v: unknown): string {
+export function aggregatorUrl(v: unknown): string {
   const url = (v as string | undefined) ?? process.env.EDGEFL_AGGREGATOR_URL;
   if (!url) throw new UsageError('--aggregator URL is required (or set EDGEFL_AGGREGATOR_URL)');
   return url.replace(/\/$/, '');

@@ -9,6 +9,7 @@ import { startAggregator } from '../../aggregator/main.js';
 import type { RoundSummary } from '../../aggregator/federation.js';
 import { parseRunConfig } from '../../aggregator/run-config.js';
 import { getRun } from '../store/model-store.js';
+import { promotedFor, type Promotion } from '../store/promotion.js';
 import { UsageError, num, parse } from './args.js';
 
 const CLI = fileURLToPath(new URL('./edgefl.js', import.meta.url));
@@ -175,8 +176,9 @@ export async function up(argv: string[]): Promise<number> {
     });
     await agg.federation.idle();
     const final = await getRun(db.pool, run.id);
-    say(`edgefl: run ${run.id} ${final?.status}: ${final?.stopReason}; best accuracy ${((final?.bestAccuracy ?? 0) * 100).toFixed(2)}%, model v${final?.latestVersion}`);
-    await new Promise((r) => setTimeout(r, 500)); // serving functions pick the new version up via NOTIFY
+    say(`edgefl: run ${run.id} ${final?.status}: ${final?.stopReason}; best accuracy ${((final?.bestAccuracy ?? 0) * 100).toFixed(2)}%, latest model v${final?.latestVersion}`);
+    say(promotedLine(await promotedFor(db.pool)));
+    await new Promise((r) => setTimeout(r, 500)); // serving functions pick a promotion up via NOTIFY
     say('\nServing functions (TensorFlow Serving REST, KServe V2, image upload):');
     servingUrls.forEach((u, i) => say(`  node-${i}: ${u}/v1/models/mnist:predict`));
     say(`\nTry one (a blank 28x28 image):\n  curl -s -X POST ${servingUrls[0]}/v1/models/mnist:predict -H 'content-type: application/json' \\\n    -d "{\\"instances\\": [$(node -e 'console.log(JSON.stringify(Array(784).fill(0)))')]}"`);
@@ -191,6 +193,14 @@ export async function up(argv: string[]): Promise<number> {
     await shutdown(1);
     return 1;
   }
+}
+
+/** What the serving functions now serve; its test accuracy (data that decided nothing) when the round reported one. */
+export function promotedLine(p: Promotion | undefined): string {
+  if (!p) return 'edgefl: no version promoted: serving functions are not ready (edgefl models promote V)';
+  const f = p.figures as Record<string, number | undefined>;
+  const acc = f.testAccuracy ?? f.accuracy;
+  return `edgefl: promoted version v${p.version}${acc !== undefined ? `, accuracy ${(acc * 100).toFixed(2)}%` : ''} (${p.by}: ${p.reason})`;
 }
 
 function say(line: string): void {

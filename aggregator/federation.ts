@@ -13,6 +13,8 @@ import { isConnectionError } from '../services/store/database.js';
 import { invokeTrainer, type InvokeOutcome, type TrainerTarget } from './invoke.js';
 import { clipToNorm, createStrategy, l2Distance, type Strategy } from './strategies.js';
 import type { RunConfig } from './run-config.js';
+import { PolicyPromoter, splitHeldOut, type PromotePolicy } from './promotion.js';
+import { insertPromotion } from '../services/store/promotion.js';
 
 export interface NodeRoundResult {
   nodeId: string;
@@ -43,6 +45,13 @@ export interface RoundSummary {
   aggregationMs: number;
   evaluationMs: number;
   overheadShare: number;
+  /** The deciding figure (globalAccuracy is the same number, kept for older readers) and the reported test score. */
+  validationAccuracy?: number | null;
+  testAccuracy?: number | null;
+  testLoss?: number | null;
+  /** Whether the run's promotion policy promoted this round's model, and why (not). */
+  promoted?: boolean;
+  promotionReason?: string;
 }
 
 export interface FederationDeps {
@@ -68,9 +77,14 @@ export interface FederationDeps {
 export class Federation extends EventEmitter {
   private readonly active = new Map<string, AbortController>();
   private readonly evalModel: tfl.LayersModel = buildModel(1);
+  /** Validation digits decide (target, patience, promotion); test digits are only reported. */
+  private readonly heldOut;
+  private readonly promoter: PolicyPromoter;
 
   constructor(private readonly deps: FederationDeps) {
     super();
+    this.heldOut = splitHeldOut(deps.heldOut);
+    this.promoter = new PolicyPromoter({ pool: deps.pool, validate: (flat) => this.evaluateFlat(flat) });
   }
 
   async startRun(config: RunConfig): Promise<store.RunRow> {
@@ -360,7 +374,16 @@ export class Federation extends EventEmitter {
     const aggregationMs = Date.now() - aggStart;
     const evalStart = Date.now();
     const evalResult = this.evaluateFlat(next);
+    const testResult = this.evaluateFlat(next, this.heldOut.test);
     const evaluationMs = Date.now() - evalStart;
+    const policy = ((config as { promote?: PromotePolicy }).promote ?? 'best') as PromotePolicy;
+    const { decision, promotion } = await this.promoter.decide({
+      round,
+      policy,
+      minImprovement: (config as { minImprovement?: number }).minImprovement ?? 0,
+      validationAccuracy: evalResult.accuracy,
+      testAccuracy: testResult.accuracy,
+    });
     const bytes = encodeWeights(referenceModelSpec(), next);
     const trainingMs = Math.max(0, ...nodes.filter((n) => n.status === 'ok').map((n) => n.durationMs ?? 0));
     const durationMs = Date.now() - started;
@@ -368,6 +391,12 @@ export class Federation extends EventEmitter {
       globalAccuracy: evalResult.accuracy,
       globalLoss: evalResult.loss,
       evaluatedOn: evalResult.samples,
+      validationAccuracy: evalResult.accuracy,
+      testAccuracy: testResult.accuracy,
+      testLoss: testResult.loss,
+      testedOn: testResult.samples,
+      promoted: decision.promote,
+      promotionReason: decision.reason,
       participants,
       stragglers,
       nodes,
@@ -389,12 +418,18 @@ export class Federation extends EventEmitter {
         parentVersion: baseVersion,
         runId: run.id,
         round,
-        metrics: { accuracy: evalResult.accuracy, loss: evalResult.loss, samples: evalResult.samples, participants: participants.length },
+        metrics: { accuracy: evalResult.accuracy, loss: evalResult.loss, samples: evalResult.samples, participants: participants.length, validationAccuracy: evalResult.accuracy, testAccuracy: testResult.accuracy },
       },
       summaryMetrics,
       best,
       strategy.saveState?.(),
+      promotion && { record: (c, v) => insertPromotion(c, { ...promotion, version: v, runId: run.id }) },
     );
+    this.promoter.scoredAs(version, evalResult.accuracy);
+    if (promotion) {
+      this.deps.metrics?.promotedVersion.set(version);
+      log.info('model promoted', { model_version: version, reason: decision.reason });
+    }
     this.deps.metrics?.roundSeconds.observe(durationMs / 1000);
     this.deps.metrics?.roundParticipants.set(participants.length);
     this.deps.metrics?.roundFailedNodes.set(selected.length - accepted);
@@ -427,9 +462,10 @@ export class Federation extends EventEmitter {
     };
   }
 
-  evaluateFlat(flat: Float32Array): EvalResult {
+  /** Accuracy on the validation digits (the deciding figure), or on `on`. */
+  evaluateFlat(flat: Float32Array, on: ImageSet = this.heldOut.validation): EvalResult {
     setFlatWeights(this.evalModel, flat);
-    return evaluate(this.evalModel, this.deps.heldOut.images, this.deps.heldOut.labels);
+    return evaluate(this.evalModel, on.images, on.labels);
   }
 }
 

@@ -278,6 +278,8 @@ export async function completeRound(
   bestAccuracy: number,
   /** The strategy's server-side state after this round (FedAvgM's momentum), saved with the model it produced. */
   strategyState?: Buffer,
+  /** The promotion the run's policy gives this round's model, recorded atomically with it. */
+  promotion?: PolicyPromotion,
 ): Promise<number> {
   return inTransaction(pool, async (c) => {
     const current = await c.query(`SELECT status, global_version FROM rounds WHERE run_id = $1 AND round = $2 FOR UPDATE`, [runId, round]);
@@ -295,8 +297,14 @@ export async function completeRound(
       bestAccuracy,
       strategyState ?? null,
     ]);
+    if (promotion) await promotion.record(c, version);
     return version;
   });
+}
+
+/** Writes a promotion of `version` on the transaction's client (promotion.ts owns the SQL; this keeps the modules acyclic). */
+export interface PolicyPromotion {
+  record(c: pg.PoolClient, version: number): Promise<unknown>;
 }
 
 // ---- client updates -----------------------------------------------------

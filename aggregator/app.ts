@@ -11,6 +11,7 @@ import type { TrainerTarget } from './invoke.js';
 import { parseRunConfig, type RunConfig } from './run-config.js';
 import { EVENT_TYPES, readEvent } from '../services/http/cloudevents.js';
 import { mountModelRoutes } from './model-routes.js';
+import { applyRetention, retentionFromEnv, type RetentionPolicy } from '../services/store/retention.js';
 
 export interface AggregatorDeps {
   pool: pg.Pool;
@@ -23,6 +24,8 @@ export interface AggregatorDeps {
   metrics?: Metrics;
   /** Extra routes (the dashboard) mounted before the 404 handler. */
   mount?: (app: express.Express) => void;
+  /** Retention applied after every finished run (default: EDGEFL_RETENTION; unset: only on POST /models/prune). */
+  retention?: RetentionPolicy;
 }
 
 /** Run ids are generated here; anything else (a NUL byte PostgreSQL rejects with an error, a 10 kB path) is simply not a run. */
@@ -107,6 +110,16 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     res.status(202).end();
   });
 
+  const retention = deps.retention ?? retentionFromEnv(process.env.EDGEFL_RETENTION);
+  if (retention) {
+    deps.federation.on('run', (run: store.RunRow) => {
+      if (run.status === 'running') return;
+      applyRetention(deps.pool, retention, false).then(
+        (r) => deps.log.info('retention applied', { run_id: run.id, pruned_versions: r.prunedVersions, pruned_updates: r.prunedUpdates, freed_bytes: r.prunedModelBytes + r.prunedUpdateBytes }),
+        (e) => deps.log.warn('retention failed', { err: e }),
+      );
+    });
+  }
   mountModelRoutes(app, {
     pool: deps.pool,
     requireAdmin,

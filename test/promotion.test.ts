@@ -7,8 +7,9 @@ import { listenForPromotions, type PromotionNotice } from '../services/store/lis
 import { MIGRATIONS, migrate } from '../services/store/migrations.js';
 import * as store from '../services/store/model-store.js';
 import { PromotionError, promote, promotedFor, promotionHistory } from '../services/store/promotion.js';
-import { RetentionPolicy, applyRetention, bestOfRuns } from '../services/store/retention.js';
-import { verifyWeights } from '../aggregator/model-routes.js';
+import { DEFAULT_RETENTION, RetentionPolicy, applyRetention, bestOfRuns, retentionFromEnv } from '../services/store/retention.js';
+import { servedFromMetrics, servingPlan, verifyWeights } from '../aggregator/model-routes.js';
+import { decideByPolicy, splitHeldOut } from '../aggregator/promotion.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { quietLog } from './helpers/federation.js';
 
@@ -33,6 +34,41 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await db.close();
+});
+
+describe('promotion policy (pure)', () => {
+  const base = { round: 3, candidate: 0.9, minImprovement: 0 };
+  it('best: only a model that beats the promoted one on validation, by minImprovement; latest: every round; manual: none; round 0: never', () => {
+    expect(decideByPolicy({ ...base, policy: 'best', promoted: 0.89 }).promote).toBe(true);
+    expect(decideByPolicy({ ...base, policy: 'best', promoted: 0.9 }).promote).toBe(false);
+    expect(decideByPolicy({ ...base, policy: 'best', promoted: 0.95 }).reason).toMatch(/does not beat the promoted 95.00%/);
+    expect(decideByPolicy({ ...base, policy: 'best', promoted: 0.89, minImprovement: 0.02 }).promote).toBe(false);
+    expect(decideByPolicy({ ...base, policy: 'best', promoted: undefined }).promote).toBe(true);
+    expect(decideByPolicy({ ...base, policy: 'latest', promoted: 0.99 }).promote).toBe(true);
+    expect(decideByPolicy({ ...base, policy: 'manual', promoted: undefined }).promote).toBe(false);
+    for (const policy of ['best', 'latest', 'manual'] as const) expect(decideByPolicy({ ...base, round: 0, policy }).promote).toBe(false);
+  });
+
+  it('splits the held-out digits into disjoint validation and test halves with the same label mix', () => {
+    const set = { images: new Float32Array(10 * 4).map((_, i) => i), labels: Uint8Array.from([0, 0, 1, 1, 2, 2, 3, 3, 4, 4]), count: 10, rows: 2, cols: 2, numClasses: 5 };
+    const { validation, test } = splitHeldOut(set);
+    expect([validation.count, test.count]).toEqual([5, 5]);
+    expect([...validation.labels]).toEqual([0, 1, 2, 3, 4]);
+    expect([...test.labels]).toEqual([0, 1, 2, 3, 4]);
+    expect(validation.images[4]).toBe(8); // image 2's first pixel
+    expect(test.images[0]).toBe(4); // image 1's first pixel
+  });
+
+  it('reads what a serving function runs from its metrics, and plans what each node serves', () => {
+    const text = '# HELP edgefl_model_version x\nedgefl_model_version{service="serving"} 12\nedgefl_serving_canary{service="serving"} 1\n';
+    expect(servedFromMetrics(text)).toEqual({ version: 12, canary: true });
+    expect(servedFromMetrics('edgefl_model_version{service="serving"} 0\n')).toEqual({ version: null, canary: false });
+    const p = (id: number, version: number, nodes: string[] | null) => ({ id, version, nodes, by: 't', reason: 'r', figures: {}, runId: null, at: '' });
+    expect(servingPlan(['node-0', 'node-1'], [p(3, 7, ['node-1']), p(2, 5, null)])).toEqual([
+      { nodeId: 'node-0', version: 5, canary: false, promotionId: 2 },
+      { nodeId: 'node-1', version: 7, canary: true, promotionId: 3 },
+    ]);
+  });
 });
 
 describe('migration 3 on an existing database', () => {
@@ -130,6 +166,16 @@ describe('a serving function (ModelHolder) follows promotions only', () => {
 });
 
 describe('retention', () => {
+  it('is configured by EDGEFL_RETENTION: off by default, on, or a validated JSON policy', () => {
+    expect(retentionFromEnv(undefined)).toBeUndefined();
+    expect(retentionFromEnv('off')).toBeUndefined();
+    expect(retentionFromEnv('on')).toEqual(DEFAULT_RETENTION);
+    expect(retentionFromEnv('{"keepCandidates":3}')).toEqual({ ...DEFAULT_RETENTION, keepCandidates: 3 });
+    expect(() => retentionFromEnv('{"keepCandidates":0}')).toThrow(/keepCandidates/);
+    expect(() => retentionFromEnv('{"keep":3}')).toThrow(/EDGEFL_RETENTION/);
+    expect(() => retentionFromEnv('yes')).toThrow(/'on', 'off' or a JSON policy/);
+  });
+
   it('picks each run’s best by the deciding figure', () => {
     const best = bestOfRuns([
       { runId: 'a', version: 1, metrics: { globalAccuracy: 0.5 } },

@@ -77,10 +77,11 @@ async function watch(base: string, id: string): Promise<number> {
 
 export function printRun(run: Record<string, any>): void {
   console.log(`run ${run.id}: ${run.status}${run.stopReason ? ` (${run.stopReason})` : ''}; best accuracy ${pct(run.bestAccuracy)}; latest model v${run.latestVersion}`);
-  console.log('round  status     version  accuracy   loss    participants  duration');
+  // accuracy: the validation digits (they decide target, patience, promotion); test: digits no decision looked at.
+  console.log('round  status     version  accuracy   loss    test acc.  participants  duration  promoted');
   for (const r of run.rounds ?? []) {
     console.log(
-      `${String(r.round).padStart(5)}  ${String(r.status).padEnd(9)}  ${String(r.modelVersion ?? '-').padStart(7)}  ${pct(r.globalAccuracy).padStart(8)}  ${r.globalLoss === undefined ? '   -  ' : Number(r.globalLoss).toFixed(4)}  ${String((r.participants ?? []).length).padStart(12)}  ${r.durationMs ? (r.durationMs / 1000).toFixed(1) + ' s' : '-'}`,
+      `${String(r.round).padStart(5)}  ${String(r.status).padEnd(9)}  ${String(r.modelVersion ?? '-').padStart(7)}  ${pct(r.globalAccuracy).padStart(8)}  ${r.globalLoss === undefined ? '   -  ' : Number(r.globalLoss).toFixed(4)}  ${pct(r.testAccuracy).padStart(9)}  ${String((r.participants ?? []).length).padStart(12)}  ${(r.durationMs ? (r.durationMs / 1000).toFixed(1) + ' s' : '-').padStart(8)}  ${r.promoted === undefined ? '-' : r.promoted ? 'yes' : 'no'}`,
     );
   }
 }

@@ -112,3 +112,18 @@ export async function applyRetention(pool: pg.Pool, policy: RetentionPolicy, dry
     return result;
   });
 }
+
+/** EDGEFL_RETENTION: unset or 'off' (default): prune only on request; 'on': the default policy after every finished run; or a JSON policy. */
+export function retentionFromEnv(value: string | undefined): RetentionPolicy | undefined {
+  if (value === undefined || value === '' || value === 'off') return undefined;
+  if (value === 'on') return DEFAULT_RETENTION;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    throw new Error(`EDGEFL_RETENTION must be 'on', 'off' or a JSON policy such as {"keepCandidates":20}; got '${value}'`);
+  }
+  const r = RetentionPolicy.safeParse(parsed);
+  if (!r.success) throw new Error(`EDGEFL_RETENTION: ${r.error.issues.map((i) => `${i.path.join('.') || 'policy'}: ${i.message}`).join('; ')}`);
+  return r.data;
+}

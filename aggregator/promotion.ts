@@ -36,13 +36,13 @@ export interface PolicyDecision {
 export function decideByPolicy(p: { policy: PromotePolicy; round: number; candidate: number; promoted?: number; minImprovement: number }): PolicyDecision {
   const f = (x: number) => `${(x * 100).toFixed(2)}%`;
   if (p.round < 1) return { promote: false, reason: 'an initial model is never promoted by a policy' };
-  if (p.policy === 'manual') return { promote: false, reason: 'policy manual: promotion is left to an admin' };
-  if (p.policy === 'latest') return { promote: true, reason: `policy latest: round ${p.round}'s model (validation ${f(p.candidate)})` };
-  if (p.promoted === undefined) return { promote: true, reason: `policy best: first promoted model (validation ${f(p.candidate)})` };
+  if (p.policy === 'manual') return { promote: false, reason: 'promotion is left to an admin (policy manual)' };
+  if (p.policy === 'latest') return { promote: true, reason: `the latest round's model (validation ${f(p.candidate)})` };
+  if (p.promoted === undefined) return { promote: true, reason: `nothing promoted yet (validation ${f(p.candidate)})` };
   if (p.candidate >= p.promoted + p.minImprovement && p.candidate > p.promoted) {
-    return { promote: true, reason: `policy best: validation ${f(p.candidate)} beats the promoted ${f(p.promoted)}` };
+    return { promote: true, reason: `validation ${f(p.candidate)} beats the promoted ${f(p.promoted)}` };
   }
-  return { promote: false, reason: `policy best: validation ${f(p.candidate)} does not beat the promoted ${f(p.promoted)} by ${f(p.minImprovement)}` };
+  return { promote: false, reason: `validation ${f(p.candidate)} does not beat the promoted ${f(p.promoted)}${p.minImprovement > 0 ? ` by ${f(p.minImprovement)}` : ''}` };
 }
 
 /**

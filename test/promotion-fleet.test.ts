@@ -224,7 +224,7 @@ describe.skipIf(!built)('promotion on a live federation (real serving processes)
     expect(list.stdout).toMatch(new RegExp(`^\\s+${converged}\\s+promoted\\s`, 'm'));
     const promoted = await cli(['promoted']);
     expect(promoted.stdout).toContain(`promoted to the fleet: v${converged} (fleet) by admin`);
-    expect(promoted.stdout).toMatch(/node-1: v\d+$/m);
+    expect(promoted.stdout).toMatch(new RegExp(`^  node-1: v${converged}; serving v${converged}, held-out \\d+\\.\\d\\d%$`, "m"));
     const prune = await cli(['prune', '--dry-run', '--keep-candidates', '1', '--keep-rollback-targets', '1']);
     expect(prune.status).toBe(0);
     expect(prune.stdout).toMatch(/^would prune the weights of [1-9]\d* candidate version\(s\)/m);

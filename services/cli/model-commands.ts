@@ -70,13 +70,21 @@ export function describePromotion(p: Record<string, any>): string {
   return `v${p.version} (${scope}) by ${p.by} at ${p.at}${acc !== undefined ? `, accuracy ${pct(acc)}` : ''}: ${p.reason}`;
 }
 
+/** What the node's serving function reports it runs (absent when the aggregator does not know its URL). */
+function servedText(s: Record<string, any> | null | undefined): string {
+  if (s === undefined) return '';
+  if (s === null) return '; serving function not reachable';
+  if (s.version === null) return '; serving nothing (not ready)';
+  return `; serving v${s.version}${s.canary ? ' (canary)' : ''}, held-out ${pct(s.figures?.validationAccuracy ?? s.figures?.accuracy)}`;
+}
+
 async function promoted(argv: string[]): Promise<number> {
   const c = call(parse(argv, COMMON));
   const out = await request(c, 'GET', '/models/promoted');
   if (!out) return 1;
   if (c.json) return void console.log(JSON.stringify(out, null, 2)), 0;
   console.log(out.fleet ? `promoted to the fleet: ${describePromotion(out.fleet)}` : 'nothing promoted yet: serving functions are not ready');
-  for (const n of out.nodes as Record<string, any>[]) console.log(`  ${n.nodeId}: ${n.version === null ? 'nothing' : `v${n.version}`}${n.canary ? ' (canary)' : ''}`);
+  for (const n of out.nodes as Record<string, any>[]) console.log(`  ${n.nodeId}: ${n.version === null ? 'nothing' : `v${n.version}`}${n.canary ? ' (canary)' : ''}${servedText(n.served)}`);
   console.log('history (newest first):');
   for (const p of out.history as Record<string, any>[]) console.log(`  ${describePromotion(p)}`);
   return 0;

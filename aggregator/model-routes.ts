@@ -133,7 +133,8 @@ export function mountModelRoutes(app: express.Express, deps: ModelRouteDeps): vo
   app.post('/models/rollback', deps.requireAdmin, json, async (req, res) => {
     const body = parseBody(RollbackBody, req.body);
     const scope = body.nodes?.[0];
-    const history = await promotionHistory(deps.pool, { nodeId: scope, limit: 200 });
+    // A fleet rollback follows the fleet's own history; a canary rollback what the named node ran.
+    const history = (await promotionHistory(deps.pool, { nodeId: scope, limit: 200 })).filter((p) => scope !== undefined || p.nodes === null);
     const current = history[0]?.version;
     for (const p of history) {
       if (p.version === current) continue;

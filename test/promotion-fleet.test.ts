@@ -195,6 +195,11 @@ describe.skipIf(!built)('promotion on a live federation (real serving processes)
     ]);
     expect((await adminPost(`/models/${converged}/promote`, {})).status).toBe(201);
     await allServe(converged, 2000);
+    // A fleet rollback follows the fleet's history: the canary in between is not a rollback target.
+    expect(await (await adminPost('/models/rollback', {})).json()).toMatchObject({ version: earlier, nodes: null });
+    await allServe(earlier, 2000);
+    expect((await adminPost(`/models/${converged}/promote`, {})).status).toBe(201);
+    await allServe(converged, 2000);
   });
 
   it('a restarted serving function comes back with the promoted version, not the newest', async () => {

@@ -195,7 +195,8 @@ describe.skipIf(!built)('promotion on a live federation (real serving processes)
     ]);
     expect((await adminPost(`/models/${converged}/promote`, {})).status).toBe(201);
     await allServe(converged, 2000);
-    // A fleet rollback follows the fleet's history: the canary in between is not a rollback target.
+    // A fleet rollback follows the fleet's history: a canary since then is neither "current" nor a target.
+    expect((await adminPost(`/models/${earlier}/promote`, { nodes: ['node-0'] })).status).toBe(201);
     expect(await (await adminPost('/models/rollback', {})).json()).toMatchObject({ version: earlier, nodes: null });
     await allServe(earlier, 2000);
     expect((await adminPost(`/models/${converged}/promote`, {})).status).toBe(201);

@@ -168,6 +168,7 @@ function renderRounds(run) {
         h('td', { class: 'num' }, r.round, r.attempt > 1 ? h('span', { class: 'muted', title: 'attempt' }, ` (#${r.attempt})`) : null),
         h('td', {}, h('span', { class: `badge ${r.status}`, title: r.reason ?? '' }, r.status)),
         h('td', { class: 'num' }, pct(r.globalAccuracy)),
+        h('td', { class: 'num' }, pct(r.testAccuracy)),
         h('td', { class: 'num' }, num(r.globalLoss)),
         h('td', {}, r.participants ? `${r.participants.length}/${r.selected.length}` : `–/${r.selected.length}`, r.participants?.length ? h('span', { class: 'muted' }, ` ${r.participants.join(', ')}`) : null),
         h('td', {}, r.stragglers?.length ? r.stragglers.join(', ') : '–'),
@@ -175,7 +176,12 @@ function renderRounds(run) {
         h('td', { class: 'num' }, secs(r.trainingMs)),
         h('td', { class: 'num' }, secs(r.aggregationMs)),
         h('td', { class: 'num' }, secs(r.evaluationMs)),
-        h('td', { class: 'num' }, r.modelVersion ? h('a', { href: `/models/${r.modelVersion}` }, `v${r.modelVersion}`) : '–'),
+        h(
+          'td',
+          { class: 'num' },
+          r.modelVersion ? h('a', { href: `/models/${r.modelVersion}` }, `v${r.modelVersion}`) : '–',
+          r.promoted ? [' ', h('span', { class: 'badge promoted', title: r.promotionReason ?? '' }, 'promoted')] : null,
+        ),
       ),
     ),
   );
@@ -255,7 +261,7 @@ function renderLegend(nodeIds) {
     return h('span', {}, sw, label);
   };
   $('#chart-legend').replaceChildren(
-    item('#2563eb', 'global accuracy (held-out)'),
+    item('#2563eb', 'global accuracy (validation)'),
     item('currentColor', 'global loss', true),
     ...nodeIds.map((id) => item(nodeColor(id), `${id} local accuracy`)),
   );
@@ -343,7 +349,7 @@ function servesText(nodeId) {
   if (s === undefined) return '–';
   if (s === null) return 'not reachable';
   if (s.version === null) return 'nothing (not ready)';
-  return [`v${s.version}`, s.canary ? h('span', { class: 'badge canary' }, 'canary') : null, ` ${heldOut(s.figures)}`];
+  return [`v${s.version} `, s.canary ? h('span', { class: 'badge canary' }, 'canary') : null, ` held-out ${heldOut(s.figures)}`];
 }
 
 function promotedText(nodeId) {

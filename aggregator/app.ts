@@ -134,6 +134,7 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     if (req.query.format === 'bin') {
       const model = await store.getModel(deps.pool, version);
       if (!model) throw notFound('model_not_found', `no model version ${version}`);
+      if (model.prunedAt) throw new HttpError(410, 'model_pruned', `model version ${version} was pruned by retention; its weights are gone`);
       res.setHeader('Content-Type', 'application/octet-stream');
       res.setHeader('Content-Disposition', `attachment; filename="edgefl-mnist-v${version}.eflw"`);
       res.setHeader('X-Checksum-SHA256', model.checksum);

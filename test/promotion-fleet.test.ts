@@ -240,4 +240,17 @@ describe.skipIf(!built)('promotion on a live federation (real serving processes)
     expect(noToken.status).toBe(1);
     expect(noToken.stderr).toContain('401 unauthorized');
   });
+
+  it('pruning for real keeps every protected version loadable; a pruned one answers 410 and cannot be promoted', async () => {
+    const res = await adminPost('/models/prune', { keepCandidates: 1, keepRollbackTargets: 1 });
+    const plan = (await res.json()) as { prunedVersions: number[]; kept: { version: number; why: string[] }[] };
+    expect(plan.prunedVersions.length).toBeGreaterThan(0);
+    expect(plan.prunedVersions).not.toContain(converged);
+    for (const k of plan.kept) expect((await fetch(`${admin.url}/models/${k.version}?format=bin`)).status).toBe(200);
+    const gone = plan.prunedVersions[0]!;
+    const bin = await fetch(`${admin.url}/models/${gone}?format=bin`);
+    expect([bin.status, ((await bin.json()) as { error: { code: string } }).error.code]).toEqual([410, 'model_pruned']);
+    expect((await adminPost(`/models/${gone}/promote`, {})).status).toBe(409);
+    for (const n of NODES) expect(await served(n)).toEqual({ version: converged, canary: false });
+  });
 });

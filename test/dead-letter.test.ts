@@ -40,7 +40,7 @@ let brokerUrl: string;
 let sink: { url: string; metrics: ReturnType<typeof createMetrics> };
 
 beforeAll(async () => {
-  brokerUrl = await listen((req, res) => {
+  brokerUrl = await listen((req: http.IncomingMessage, res: http.ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -71,7 +71,8 @@ function deadLetter(opts: { node?: string; signedFor?: string; deadlineMs?: numb
   };
   if (opts.redelivery !== undefined) ext[REDELIVERY_EXTENSION] = String(opts.redelivery);
   const msg = encodeEvent(makeEvent(opts.type ?? EVENT_TYPES.roundTrain, '/edgefl/aggregator', data, ext), 'binary');
-  return { headers: { ...msg.headers, 'content-type': 'application/json' }, body: msg.body, data };
+  const headers: Record<string, string> = { ...msg.headers, 'content-type': 'application/json' };
+  return { headers, body: msg.body, data };
 }
 
 const post = (e: { headers: Record<string, string>; body: string }) => fetch(`${sink.url}/events/dead-letter`, { method: 'POST', headers: e.headers, body: e.body });
@@ -120,7 +121,7 @@ describe('dead-letter sink', () => {
     expect(res.status).toBe(401);
     expect((await res.json()).error.code).toBe('unauthorized');
     const unsigned = deadLetter();
-    delete (unsigned.headers as Record<string, string>)[`ce-${AUTH_EXTENSION}`];
+    delete unsigned.headers[`ce-${AUTH_EXTENSION}`];
     expect((await post(unsigned)).status).toBe(401);
     expect(received).toHaveLength(0);
   });

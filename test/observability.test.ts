@@ -3,10 +3,14 @@
  * well-formed importable JSON, and, the drift guard, every metric name and label its queries
  * use is exposed on /metrics by the running services (or added by the PodMonitors' relabelings).
  */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import * as yaml from 'js-yaml';
 import { createAggregatorApp } from '../aggregator/app.js';
 import { Federation } from '../aggregator/federation.js';
@@ -33,6 +37,23 @@ const TARGET_LABELS = new Set([
   'namespace', 'pod', 'container', 'endpoint', 'job', 'instance',
   ...monitors.flatMap((m) => (m.spec.podMetricsEndpoints as Obj[]).flatMap((e) => (e.relabelings as Obj[]).map((r) => r.targetLabel as string))),
 ]);
+
+let prometheusBin: string | undefined;
+try {
+  await promisify(execFile)('prometheus', ['--version']);
+  prometheusBin = 'prometheus';
+} catch {
+  prometheusBin = undefined; // Debian package `prometheus`; the live-query test is skipped without it
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
 
 function selects(selector: Obj, labels: Record<string, string>): boolean {
   const byLabel = Object.entries(selector.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
@@ -113,6 +134,9 @@ describe('dashboard queries against live /metrics', () => {
   const running: Running[] = [];
   let federation: Federation;
   const samples: PromSample[] = [];
+  const byRole: Record<string, string> = {};
+  let prometheus: ChildProcess | undefined;
+  let promDir: string | undefined;
 
   beforeAll(async () => {
     db = await createTestDatabase();
@@ -149,9 +173,12 @@ describe('dashboard queries against live /metrics', () => {
     expect((await post('/v1/models/mnist:predict', {})).status).toBe(400);
 
     for (const r of [agg, trainer, serving]) samples.push(...parsePrometheus(await (await fetch(`${r.url}/metrics`)).text()));
+    Object.assign(byRole, { aggregator: agg.url, trainer: trainer.url, serving: serving.url });
   });
 
   afterAll(async () => {
+    prometheus?.kill('SIGKILL');
+    if (promDir) await fs.rm(promDir, { recursive: true, force: true });
     await federation?.shutdown();
     for (const r of running) await r.close();
     await db?.close();
@@ -194,4 +221,38 @@ describe('dashboard queries against live /metrics', () => {
       grouping: new Set(['le', 'edgefl_node']),
     });
   });
+
+  it.skipIf(!prometheusBin)('a real Prometheus scraping the services answers every dashboard query with data', async () => {
+    promDir = await fs.mkdtemp(path.join(os.tmpdir(), 'edgefl-prom-'));
+    const port = await freePort();
+    // Static targets carrying the labels the PodMonitors' relabelings would add in a cluster.
+    const target = (role: string, labels: Record<string, string>) => ({ targets: [new URL(byRole[role]!).host], labels: { namespace: 'edgefl', edgefl_role: role, ...labels } });
+    const config = {
+      global: { scrape_interval: '1s', evaluation_interval: '1s' },
+      scrape_configs: [
+        {
+          job_name: 'edgefl',
+          static_configs: [
+            target('aggregator', { pod: 'edgefl-aggregator-0' }),
+            target('trainer', { pod: 'edgefl-trainer-0-00001-a', edgefl_node: '0', knative_service: 'edgefl-trainer-0' }),
+            target('serving', { pod: 'edgefl-serving-0-00001-a', edgefl_node: '0', knative_service: 'edgefl-serving-0' }),
+          ],
+        },
+      ],
+    };
+    await fs.writeFile(path.join(promDir, 'prometheus.yml'), yaml.dump(config));
+    prometheus = spawn(prometheusBin!, [`--config.file=${path.join(promDir, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(promDir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`], { stdio: 'ignore' });
+    const query = async (expr: string) => {
+      const res = await fetch(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(expr)}`);
+      const body = (await res.json()) as { status: string; error?: string; data?: { result: unknown[] } };
+      if (body.status !== 'success') throw new Error(`${expr}: ${body.error}`);
+      return body.data!.result;
+    };
+    // Grafana fills these in; a window that holds a few 1 s scrapes.
+    const grafana = (expr: string) => expr.replaceAll('$__rate_interval', '30s').replaceAll('$__range', '5m');
+    await vi.waitFor(async () => expect((await query('up == 1')).length).toBe(3), { timeout: 30_000, interval: 500 });
+    for (const t of targets) {
+      await vi.waitFor(async () => expect((await query(grafana(t.expr))).length, t.expr).toBeGreaterThan(0), { timeout: 20_000, interval: 500 });
+    }
+  }, 90_000);
 });

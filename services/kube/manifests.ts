@@ -24,7 +24,8 @@ import { brokerObjects, sinkBindingObjects, triggerObjects } from './eventing.js
 import { dashboardConfigMapObjects, podMonitorObjects } from './observability.js';
 import { resolveOptions, type ManifestOptions } from './options.js';
 import { secretsInitObjects } from './secrets-job.js';
-import { aggregatorObjects, edgeNodeObjects, namespaceObjects, postgresObjects } from './workloads.js';
+import { postgresObjects } from './postgres.js';
+import { aggregatorObjects, edgeNodeObjects, namespaceObjects } from './workloads.js';
 
 export * from './constants.js';
 export * from './options.js';

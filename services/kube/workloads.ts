@@ -1,10 +1,10 @@
 /**
- * The base workloads: edge trainer/serving Knative Services, the aggregator Deployment and the
- * bundled PostgreSQL. Every pod runs non-root with the `restricted` Pod Security Standard's
+ * The base workloads: edge trainer/serving Knative Services and the aggregator Deployment (the
+ * bundled PostgreSQL is in ./postgres.ts), plus the env and security helpers they share. Every pod runs non-root with the `restricted` Pod Security Standard's
  * securityContext, and only the aggregator mounts a service-account token.
  */
 import { Namespace, Service as CoreService, ServiceAccount } from 'kubernetes-models/v1';
-import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
+import { Deployment } from 'kubernetes-models/apps/v1';
 import { Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { Service as KnativeService } from '@kubernetes-models/knative/serving.knative.dev/v1';
 import { ENV } from '../shared/config.js';
@@ -20,8 +20,6 @@ import {
   NODE_UID,
   PART_OF,
   PARTITION_DEFAULTS,
-  POSTGRES_IMAGE,
-  POSTGRES_UID,
   RESOURCES,
   SECRET_KEYS,
   type ManifestRole,
@@ -39,10 +37,10 @@ export function labels(role: ManifestRole | 'secrets-init', node?: number): Reco
   return out;
 }
 
-type EnvVar = { name: string; value?: string; valueFrom?: Record<string, unknown> };
+export type EnvVar = { name: string; value?: string; valueFrom?: Record<string, unknown> };
 
-const envValue = (name: string, value: string | number): EnvVar => ({ name, value: String(value) });
-const envSecret = (name: string, secret: string, key: string, optional = false): EnvVar => ({
+export const envValue = (name: string, value: string | number): EnvVar => ({ name, value: String(value) });
+export const envSecret = (name: string, secret: string, key: string, optional = false): EnvVar => ({
   name,
   valueFrom: { secretKeyRef: { name: secret, key, ...(optional ? { optional: true } : {}) } },
 });
@@ -55,6 +53,16 @@ const envSecret = (name: string, secret: string, key: string, optional = false):
 const databaseEnv = (): EnvVar[] => [
   envSecret(ENV.databaseUrl, NAMES.databaseSecret, SECRET_KEYS.databaseUrl),
   envSecret('PGPASSWORD', NAMES.postgresSecret, SECRET_KEYS.postgresPassword),
+];
+
+/** What trainers and the aggregator share: the same data partition, the store and the invoke secret. */
+const federationEnv = (): EnvVar[] => [
+  envValue(ENV.partition, PARTITION_DEFAULTS.partition),
+  envValue(ENV.alpha, PARTITION_DEFAULTS.alpha),
+  envValue(ENV.seed, PARTITION_DEFAULTS.seed),
+  envValue(ENV.dataDir, DATA_DIR),
+  ...databaseEnv(),
+  envSecret(ENV.invokeSecret, NAMES.appSecret, SECRET_KEYS.invokeSecret),
 ];
 
 /**
@@ -88,48 +96,47 @@ function edgePlacement(node: number) {
   };
 }
 
-function trainerService(opts: ResolvedOptions, node: number): KnativeService {
-  const podLabels = labels('trainer', node);
+interface EdgeServiceSpec {
+  role: 'trainer' | 'serving';
+  name: string;
+  /** Extra labels on the Knative Service only (not its pods), e.g. visibility. */
+  serviceLabels?: Record<string, string>;
+  minScale: number;
+  maxScale: number;
+  containerConcurrency: number;
+  /** timeoutSeconds plus, where set, responseStartTimeoutSeconds. */
+  timeouts: { timeoutSeconds: number; responseStartTimeoutSeconds?: number };
+  env: EnvVar[];
+}
+
+/** One edge node's Knative Service: pinned to its machine, no API token, Knative-style probes. */
+function edgeService(opts: ResolvedOptions, node: number, s: EdgeServiceSpec): KnativeService {
+  const podLabels = labels(s.role, node);
   return new KnativeService({
-    metadata: {
-      name: NAMES.trainer(node),
-      namespace: opts.namespace,
-      labels: { ...podLabels, [LABELS.visibility]: 'cluster-local' },
-    },
+    metadata: { name: s.name, namespace: opts.namespace, labels: { ...podLabels, ...s.serviceLabels } },
     spec: {
       template: {
         metadata: {
           labels: podLabels,
-          annotations: { [ANNOTATIONS.minScale]: '0', [ANNOTATIONS.maxScale]: String(KNATIVE_TUNING.trainerMaxScale) },
+          annotations: { [ANNOTATIONS.minScale]: String(s.minScale), [ANNOTATIONS.maxScale]: String(s.maxScale) },
         },
         spec: {
-          containerConcurrency: KNATIVE_TUNING.trainerContainerConcurrency,
-          timeoutSeconds: opts.trainerTimeoutSeconds,
-          // The trainer answers only when training is done: without this Knative defaults it to 300 s.
-          responseStartTimeoutSeconds: opts.trainerTimeoutSeconds,
+          containerConcurrency: s.containerConcurrency,
+          ...s.timeouts,
           // Edge machines are the least trusted: nothing here talks to the Kubernetes API.
           automountServiceAccountToken: false,
           ...edgePlacement(node),
           containers: [
             {
-              name: 'trainer',
+              name: s.role,
               image: opts.image,
-              args: [CLI_ROLE.trainer],
+              args: [CLI_ROLE[s.role]],
               ports: [{ name: 'http1', containerPort: CONTAINER_PORT }],
               // PORT is reserved in Knative (it injects it), so it is deliberately absent here.
-              env: [
-                envValue(ENV.nodeId, node),
-                envValue(ENV.nodes, opts.nodes),
-                envValue(ENV.partition, PARTITION_DEFAULTS.partition),
-                envValue(ENV.alpha, PARTITION_DEFAULTS.alpha),
-                envValue(ENV.seed, PARTITION_DEFAULTS.seed),
-                envValue(ENV.dataDir, DATA_DIR),
-                ...databaseEnv(),
-                envSecret(ENV.invokeSecret, NAMES.appSecret, SECRET_KEYS.invokeSecret),
-              ],
-              resources: RESOURCES.trainer,
-              livenessProbe: periodicProbe(HEALTH_ROUTES.trainer.live),
-              readinessProbe: knativeReadinessProbe(HEALTH_ROUTES.trainer.ready),
+              env: [envValue(ENV.nodeId, node), envValue(ENV.nodes, opts.nodes), ...s.env],
+              resources: RESOURCES[s.role],
+              livenessProbe: periodicProbe(HEALTH_ROUTES[s.role].live),
+              readinessProbe: knativeReadinessProbe(HEALTH_ROUTES[s.role].ready),
               securityContext: nodeSecurity,
             },
           ],
@@ -139,49 +146,38 @@ function trainerService(opts: ResolvedOptions, node: number): KnativeService {
   });
 }
 
+function trainerService(opts: ResolvedOptions, node: number): KnativeService {
+  return edgeService(opts, node, {
+    role: 'trainer',
+    name: NAMES.trainer(node),
+    // Only the aggregator and the broker call trainers.
+    serviceLabels: { [LABELS.visibility]: 'cluster-local' },
+    minScale: 0,
+    maxScale: KNATIVE_TUNING.trainerMaxScale,
+    containerConcurrency: KNATIVE_TUNING.trainerContainerConcurrency,
+    // The trainer answers only when training is done: without responseStartTimeoutSeconds
+    // Knative defaults it to 300 s and cuts longer rounds.
+    timeouts: { timeoutSeconds: opts.trainerTimeoutSeconds, responseStartTimeoutSeconds: opts.trainerTimeoutSeconds },
+    env: federationEnv(),
+  });
+}
+
 function servingService(opts: ResolvedOptions, node: number): KnativeService {
-  const podLabels = labels('serving', node);
-  return new KnativeService({
-    // Public by choice (edge clients call it); README shows cluster-local and API keys.
-    metadata: { name: NAMES.serving(node), namespace: opts.namespace, labels: podLabels },
-    spec: {
-      template: {
-        metadata: {
-          labels: podLabels,
-          annotations: {
-            // 0 = scale to zero (cold start on first request); the keep-warm component sets 1.
-            [ANNOTATIONS.minScale]: String(opts.servingMinScale),
-            [ANNOTATIONS.maxScale]: String(KNATIVE_TUNING.servingMaxScale),
-          },
-        },
-        spec: {
-          containerConcurrency: KNATIVE_TUNING.servingContainerConcurrency,
-          timeoutSeconds: KNATIVE_TUNING.servingTimeoutSeconds,
-          automountServiceAccountToken: false,
-          ...edgePlacement(node),
-          containers: [
-            {
-              name: 'serving',
-              image: opts.image,
-              args: [CLI_ROLE.serving],
-              ports: [{ name: 'http1', containerPort: CONTAINER_PORT }],
-              env: [
-                envValue(ENV.nodeId, node),
-                envValue(ENV.nodes, opts.nodes),
-                envValue(ENV.dataDir, DATA_DIR),
-                ...databaseEnv(),
-                // Optional: an empty/missing key list leaves the predict API open (the documented default).
-                envSecret(ENV.apiKeys, NAMES.appSecret, SECRET_KEYS.apiKeys, true),
-              ],
-              resources: RESOURCES.serving,
-              livenessProbe: periodicProbe(HEALTH_ROUTES.serving.live),
-              readinessProbe: knativeReadinessProbe(HEALTH_ROUTES.serving.ready),
-              securityContext: nodeSecurity,
-            },
-          ],
-        },
-      },
-    },
+  return edgeService(opts, node, {
+    role: 'serving',
+    // Public by choice (edge clients call it); knative/README.md shows cluster-local and API keys.
+    name: NAMES.serving(node),
+    // 0 = scale to zero (cold start on first request); the keep-warm component sets 1.
+    minScale: opts.servingMinScale,
+    maxScale: KNATIVE_TUNING.servingMaxScale,
+    containerConcurrency: KNATIVE_TUNING.servingContainerConcurrency,
+    timeouts: { timeoutSeconds: KNATIVE_TUNING.servingTimeoutSeconds },
+    env: [
+      envValue(ENV.dataDir, DATA_DIR),
+      ...databaseEnv(),
+      // Optional: an empty/missing key list leaves the predict API open (the documented default).
+      envSecret(ENV.apiKeys, NAMES.appSecret, SECRET_KEYS.apiKeys, true),
+    ],
   });
 }
 
@@ -200,67 +196,6 @@ export function namespaceObjects(opts: ResolvedOptions) {
           // SinkBinding webhook in inclusion mode; inert otherwise.
           'bindings.knative.dev/include': 'true',
         },
-      },
-    }),
-  ];
-}
-
-const pgIsReady = { exec: { command: ['sh', '-c', 'pg_isready -U "$POSTGRES_USER" -d "$POSTGRES_DB" -h 127.0.0.1'] }, timeoutSeconds: 5 };
-
-export function postgresObjects(opts: ResolvedOptions) {
-  const podLabels = labels('postgres');
-  const selector = { [LABELS.partOf]: PART_OF, [LABELS.role]: 'postgres' };
-  return [
-    new CoreService({
-      metadata: { name: NAMES.postgres, namespace: opts.namespace, labels: podLabels },
-      spec: {
-        // Headless: the StatefulSet's stable pod DNS, and the short name still resolves to it.
-        clusterIP: 'None',
-        selector,
-        ports: [{ name: 'postgres', port: 5432, targetPort: 'postgres' }],
-      },
-    }),
-    new StatefulSet({
-      metadata: { name: NAMES.postgres, namespace: opts.namespace, labels: podLabels },
-      spec: {
-        serviceName: NAMES.postgres,
-        replicas: 1,
-        selector: { matchLabels: selector },
-        template: {
-          metadata: { labels: podLabels },
-          spec: {
-            automountServiceAccountToken: false,
-            // The image's entrypoint runs initdb as whichever uid it gets; fsGroup makes the PVC writable for it.
-            securityContext: { runAsNonRoot: true, runAsUser: POSTGRES_UID, runAsGroup: POSTGRES_UID, fsGroup: POSTGRES_UID, seccompProfile: { type: 'RuntimeDefault' } },
-            containers: [
-              {
-                name: 'postgres',
-                image: POSTGRES_IMAGE,
-                ports: [{ name: 'postgres', containerPort: 5432 }],
-                env: [
-                  envSecret('POSTGRES_USER', NAMES.postgresSecret, SECRET_KEYS.postgresUser),
-                  envSecret('POSTGRES_PASSWORD', NAMES.postgresSecret, SECRET_KEYS.postgresPassword),
-                  envSecret('POSTGRES_DB', NAMES.postgresSecret, SECRET_KEYS.postgresDb),
-                  // A fresh volume has lost+found at its root, which initdb refuses; use a subdir.
-                  envValue('PGDATA', '/var/lib/postgresql/data/pgdata'),
-                ],
-                resources: RESOURCES.postgres,
-                // Crash recovery of a large WAL can take minutes: liveness only starts once this passed.
-                startupProbe: { ...pgIsReady, periodSeconds: 5, failureThreshold: 120 },
-                readinessProbe: { ...pgIsReady, periodSeconds: 10 },
-                livenessProbe: { ...pgIsReady, periodSeconds: 20, failureThreshold: 3 },
-                securityContext: { ...containerSecurity, runAsUser: POSTGRES_UID },
-                volumeMounts: [{ name: 'data', mountPath: '/var/lib/postgresql/data' }],
-              },
-            ],
-          },
-        },
-        volumeClaimTemplates: [
-          {
-            metadata: { name: 'data', labels: { [LABELS.partOf]: PART_OF } },
-            spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-          },
-        ],
       },
     }),
   ];
@@ -314,12 +249,7 @@ export function aggregatorObjects(opts: ResolvedOptions) {
                   envValue(ENV.nodes, opts.nodes),
                   envValue(ENV.discovery, 'kube'),
                   { name: ENV.namespace, valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
-                  envValue(ENV.partition, PARTITION_DEFAULTS.partition),
-                  envValue(ENV.alpha, PARTITION_DEFAULTS.alpha),
-                  envValue(ENV.seed, PARTITION_DEFAULTS.seed),
-                  envValue(ENV.dataDir, DATA_DIR),
-                  ...databaseEnv(),
-                  envSecret(ENV.invokeSecret, NAMES.appSecret, SECRET_KEYS.invokeSecret),
+                  ...federationEnv(),
                   envSecret(ENV.adminToken, NAMES.appSecret, SECRET_KEYS.adminToken),
                 ],
                 resources: RESOURCES.aggregator,

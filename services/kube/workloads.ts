@@ -1,7 +1,8 @@
 /**
  * The base workloads: edge trainer/serving Knative Services and the aggregator Deployment (the
- * bundled PostgreSQL is in ./postgres.ts), plus the env and security helpers they share. Every pod runs non-root with the `restricted` Pod Security Standard's
- * securityContext, and only the aggregator mounts a service-account token.
+ * bundled PostgreSQL is in ./postgres.ts), plus the env and security helpers they share. Every
+ * pod runs non-root with the `restricted` Pod Security Standard's securityContext, and only the
+ * aggregator mounts a service-account token.
  */
 import { Namespace, Service as CoreService, ServiceAccount } from 'kubernetes-models/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';

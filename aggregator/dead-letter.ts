@@ -81,10 +81,13 @@ export function deadLetterHandlers(opts: DeadLetterOptions): RequestHandler[] {
     const data = (event.data ?? {}) as { runId?: unknown; round?: unknown; deadline?: unknown };
     const nodeAttr = typeof attrs[NODE_EXTENSION] === 'string' ? (attrs[NODE_EXTENSION] as string) : '';
     const nodeId = `node-${nodeAttr}`;
+    // An expired token (it lives until shortly after the round's deadline) means the round is
+    // over: record it, never republish it. Any other failure: not an event the aggregator sent.
+    let tokenExpired = false;
     if (opts.invokeSecret) {
       const check = verifyInvokeToken(opts.invokeSecret, event.auth, nodeId, now());
-      // An expired token means the round is long over; anything else is not our event.
       if (!check.ok && check.reason !== 'expired') throw new HttpError(401, 'unauthorized', `dead letter is not signed for ${nodeId} (${check.reason})`);
+      tokenExpired = !check.ok;
     }
     const key = `${String(data.runId)}/${String(data.round)}/${nodeId}`;
     const deadline = typeof data.deadline === 'string' ? Date.parse(data.deadline) : NaN;
@@ -92,7 +95,7 @@ export function deadLetterHandlers(opts: DeadLetterOptions): RequestHandler[] {
     const done = Math.max(Number.isSafeInteger(fromEvent) ? fromEvent : 0, republished.get(key) ?? 0);
 
     let outcome: DeadLetterOutcome;
-    if (!(deadline > now())) outcome = 'expired';
+    if (tokenExpired || !(deadline > now())) outcome = 'expired';
     else if (!opts.brokerUrl) outcome = 'no_broker';
     else if (done >= maxRedeliveries) outcome = 'gave_up';
     else outcome = await republish(done + 1);

@@ -60,12 +60,12 @@ afterAll(async () => {
 
 let round = 0;
 /** A round.train event as the aggregator publishes it, after Knative added its error attributes. */
-function deadLetter(opts: { node?: string; signedFor?: string; deadlineMs?: number; redelivery?: number; round?: number; type?: string } = {}) {
+function deadLetter(opts: { node?: string; signedFor?: string; tokenTtlMs?: number; deadlineMs?: number; redelivery?: number; round?: number; type?: string } = {}) {
   const node = opts.node ?? '1';
   const data = { runId: 'run-dl', round: opts.round ?? ++round, modelVersion: 1, deadline: new Date(Date.now() + (opts.deadlineMs ?? 60_000)).toISOString() };
   const ext: Record<string, string> = {
     [NODE_EXTENSION]: node,
-    [AUTH_EXTENSION]: signInvokeToken(SECRET, opts.signedFor ?? `node-${node}`, 120_000),
+    [AUTH_EXTENSION]: signInvokeToken(SECRET, opts.signedFor ?? `node-${node}`, opts.tokenTtlMs ?? 120_000),
     knativeerrorcode: '503',
     knativeerrordest: `http://edgefl-trainer-${node}.edgefl.svc.cluster.local`,
   };
@@ -112,6 +112,13 @@ describe('dead-letter sink', () => {
 
   it('records but does not republish once the round deadline passed', async () => {
     expect((await post(deadLetter({ deadlineMs: -1000 }))).status).toBe(200);
+    expect(received).toHaveLength(0);
+    expect(await outcomes()).toEqual({ expired: 1 });
+  });
+
+  it('an old token cannot be replayed with a forged future deadline', async () => {
+    const e = deadLetter({ tokenTtlMs: -1000 });
+    expect((await post(e)).status).toBe(200);
     expect(received).toHaveLength(0);
     expect(await outcomes()).toEqual({ expired: 1 });
   });

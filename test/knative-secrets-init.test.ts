@@ -4,7 +4,8 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { createPool } from '../services/store/database.js';
 import { NAMES, SECRET_KEYS } from '../services/kube/constants.js';
 import { SECRET_NAMES } from '../services/kube/secrets-job.js';
 import { PLACEHOLDER_MARK, desiredSecrets, ensureSecrets, kubeSecretsApi, main, reportFailed, type ApiConnection } from '../services/kube/secrets-init.js';
@@ -122,5 +123,36 @@ describe('secrets-init', () => {
   it('API refusals surface as errors naming the Secret and the Role', async () => {
     await expect(ensureSecrets(kubeSecretsApi({ ...conn, token: 'wrong' }))).rejects.toThrow(/cannot get Secret edgefl-secrets: HTTP 401/);
     await expect(ensureSecrets(kubeSecretsApi(conn), [{ name: 'other', stringData: {} }])).rejects.toThrow(/HTTP 403 .*edgefl-secrets-init Role/);
+  });
+});
+
+describe('the database credentials the workloads get', () => {
+  /** Sets PGPASSWORD for the duration of `fn`, as the manifests' secretKeyRef does for the container. */
+  async function withPgPassword<T>(value: string | undefined, fn: () => Promise<T>): Promise<T> {
+    const before = process.env.PGPASSWORD;
+    if (value === undefined) delete process.env.PGPASSWORD;
+    else process.env.PGPASSWORD = value;
+    try {
+      return await fn();
+    } finally {
+      if (before === undefined) delete process.env.PGPASSWORD;
+      else process.env.PGPASSWORD = before;
+    }
+  }
+
+  it('a passwordless DATABASE_URL connects with PGPASSWORD, and only with the right one', async () => {
+    const url = new URL(inject('databaseUrl'));
+    const password = decodeURIComponent(url.password);
+    url.password = '';
+    const tryQuery = async () => {
+      const pool = createPool(url.toString(), 1);
+      try {
+        return (await pool.query('SELECT 1 AS ok')).rows[0].ok as number;
+      } finally {
+        await pool.end();
+      }
+    };
+    expect(await withPgPassword(password, tryQuery)).toBe(1);
+    await expect(withPgPassword('not-the-password', tryQuery)).rejects.toThrow(/password authentication failed/);
   });
 });

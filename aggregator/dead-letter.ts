@@ -79,7 +79,10 @@ export function deadLetterHandlers(opts: DeadLetterOptions): RequestHandler[] {
     const event = readEvent(req.headers, body, EVENT_TYPES.roundTrain);
     const attrs = attributesOf(req.headers, body!.toString('utf8'));
     const data = (event.data ?? {}) as { runId?: unknown; round?: unknown; deadline?: unknown };
-    const nodeAttr = typeof attrs[NODE_EXTENSION] === 'string' ? (attrs[NODE_EXTENSION] as string) : '';
+    const nodeAttr = attrs[NODE_EXTENSION];
+    // The Triggers filter on a bare node number; anything else was never routed to a trainer
+    // (and would otherwise become an unbounded metric label).
+    if (typeof nodeAttr !== 'string' || !/^\d{1,6}$/.test(nodeAttr)) throw new HttpError(400, 'invalid_node', `${NODE_EXTENSION} must be a node number`);
     const nodeId = `node-${nodeAttr}`;
     // An expired token (it lives until shortly after the round's deadline) means the round is
     // over: record it, never republish it. Any other failure: not an event the aggregator sent.

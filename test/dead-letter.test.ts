@@ -133,8 +133,11 @@ describe('dead-letter sink', () => {
     expect(received).toHaveLength(0);
   });
 
-  it('rejects other event types and non-events with 4xx', async () => {
+  it('rejects other event types, non-events and events routed to no node with 4xx', async () => {
     expect((await post(deadLetter({ type: EVENT_TYPES.updateReady }))).status).toBe(400);
+    const noNode = await post(deadLetter({ node: 'x'.repeat(40) }));
+    expect(noNode.status).toBe(400);
+    expect((await noNode.json()).error.code).toBe('invalid_node');
     const res = await fetch(`${sink.url}/events/dead-letter`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'x' });
     expect(res.status).toBe(415);
   });

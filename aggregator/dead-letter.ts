@@ -79,11 +79,12 @@ export function deadLetterHandlers(opts: DeadLetterOptions): RequestHandler[] {
     const event = readEvent(req.headers, body, EVENT_TYPES.roundTrain);
     const attrs = attributesOf(req.headers, body!.toString('utf8'));
     const data = (event.data ?? {}) as { runId?: unknown; round?: unknown; deadline?: unknown };
-    const nodeAttr = attrs[NODE_EXTENSION];
+    const nodeAttr: unknown = attrs[NODE_EXTENSION];
     // The Triggers filter on a bare node number; anything else was never routed to a trainer
     // (and would otherwise become an unbounded metric label).
     if (typeof nodeAttr !== 'string' || !/^\d{1,6}$/.test(nodeAttr)) throw new HttpError(400, 'invalid_node', `${NODE_EXTENSION} must be a node number`);
-    const nodeId = `node-${nodeAttr}`;
+    const nodeNumber: string = nodeAttr;
+    const nodeId = `node-${nodeNumber}`;
     // An expired token (it lives until shortly after the round's deadline) means the round is
     // over: record it, never republish it. Any other failure: not an event the aggregator sent.
     let tokenExpired = false;
@@ -110,7 +111,7 @@ export function deadLetterHandlers(opts: DeadLetterOptions): RequestHandler[] {
     res.status(outcome === 'publish_failed' ? 502 : 200).end();
 
     async function republish(attempt: number): Promise<DeadLetterOutcome> {
-      const extensions: Record<string, string> = { [NODE_EXTENSION]: nodeAttr, [REDELIVERY_EXTENSION]: String(attempt) };
+      const extensions: Record<string, string> = { [NODE_EXTENSION]: nodeNumber, [REDELIVERY_EXTENSION]: String(attempt) };
       if (event.auth) extensions[AUTH_EXTENSION] = event.auth;
       const fresh = makeEvent(EVENT_TYPES.roundTrain, event.source ?? '/edgefl/aggregator', data as Record<string, unknown>, extensions);
       const msg = encodeEvent(fresh, 'binary');

@@ -12,6 +12,8 @@ import { parseRunConfig, type RunConfig } from './run-config.js';
 import { EVENT_TYPES, readEvent } from '../services/http/cloudevents.js';
 import { mountModelRoutes } from './model-routes.js';
 import { applyRetention, retentionFromEnv, type RetentionPolicy } from '../services/store/retention.js';
+import { EVENTING } from '../services/kube/constants.js';
+import { deadLetterHandlers, type DeadLetterOptions } from './dead-letter.js';
 
 export interface AggregatorDeps {
   pool: pg.Pool;
@@ -22,6 +24,8 @@ export interface AggregatorDeps {
   servingUrls: () => string[];
   runDefaults?: Partial<RunConfig>;
   metrics?: Metrics;
+  /** Dead-letter sink settings (broker URL, invoke secret) for undeliverable round events. */
+  deadLetter?: Omit<DeadLetterOptions, 'metrics' | 'log'>;
   /** Extra routes (the dashboard) mounted before the 404 handler. */
   mount?: (app: express.Express) => void;
   /** Retention applied after every finished run (default: EDGEFL_RETENTION; unset: only on POST /models/prune). */
@@ -109,6 +113,9 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     req.log.info('update event received', { event_id: event.id, source: event.source, run_id: data.runId, round: data.round, node: data.nodeId, update_id: data.updateId });
     res.status(202).end();
   });
+
+  /** Knative Triggers dead-letter undeliverable round.train events here (aggregator/dead-letter.ts). */
+  app.post(EVENTING.deadLetterPath, ...deadLetterHandlers({ ...deps.deadLetter, metrics, log: deps.log }));
 
   const retention = deps.retention ?? retentionFromEnv(process.env.EDGEFL_RETENTION);
   if (retention) {

@@ -31,6 +31,7 @@ import { createPool } from '../services/store/database.js';
 import { freePort } from '../services/harness/ports.js';
 import { migrate } from '../services/store/migrations.js';
 import * as store from '../services/store/model-store.js';
+import { promote } from '../services/store/promotion.js';
 
 // Works from bench/ (vitest, TypeScript) and from dist/bench/ (compiled).
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -419,13 +420,16 @@ export async function servingSigterm(serving: ServiceProcess, concurrency = 24, 
   return { accepted: results.length, ok, errors, failed: results.length - ok, refusedAfter: after.status === 0, exitCode };
 }
 
-/** Publishes an initial model so a serving function has something to serve. */
+/** Publishes and promotes an initial model so a serving function has something to serve. */
 export async function publishInitialModel(pool: pg.Pool): Promise<number> {
   await initBackend();
   const model = buildModel(7);
   const bytes = encodeWeights(referenceModelSpec(), getFlatWeights(model));
   model.dispose();
-  return store.publishModel(pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() }, metrics: { chaos: true } });
+  const version = await store.publishModel(pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() }, metrics: { chaos: true } });
+  // Serving loads only promoted versions.
+  await promote(pool, { version, by: 'bench', reason: 'chaos bench initial model' });
+  return version;
 }
 
 // ---- the bench ------------------------------------------------------------------

@@ -83,12 +83,6 @@ export async function getLatestModel(db: Queryable): Promise<ModelVersion | unde
   return toModel(res.rows[0]);
 }
 
-/** The newest version older than `version` (a fallback when that one cannot be used). */
-export async function getModelBefore(db: Queryable, version: number): Promise<ModelVersion | undefined> {
-  const res = await db.query(`SELECT ${META_COLUMNS}, bytes FROM model_versions WHERE version < $1 ORDER BY version DESC LIMIT 1`, [version]);
-  return toModel(res.rows[0]);
-}
-
 export async function getModelMeta(db: Queryable, version: number): Promise<ModelVersionMeta | undefined> {
   const res = await db.query(`SELECT ${META_COLUMNS} FROM model_versions WHERE version = $1`, [version]);
   return res.rows[0] ? toMeta(res.rows[0]) : undefined;

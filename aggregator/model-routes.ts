@@ -6,7 +6,7 @@ import { referenceModelSpec } from '../services/core/model.js';
 import { HttpError, badRequest } from '../services/http/errors.js';
 import type { Metrics } from '../services/shared/metrics.js';
 import * as store from '../services/store/model-store.js';
-import { PromotionError, effectivePromotion, promote, promotionHistory, promotionsInForce, type Promotion } from '../services/store/promotion.js';
+import { PromotionError, effectivePromotion, promote, promotedFor, promotionHistory, promotionsInForce, type Promotion } from '../services/store/promotion.js';
 import { RetentionPolicy, applyRetention } from '../services/store/retention.js';
 
 /** The codec's integrity check: weights that fail it can never be promoted. */
@@ -78,6 +78,8 @@ export function servingPlan(nodeIds: readonly string[], inForce: readonly Promot
 /** Admin API of the model lifecycle: list, promote (fleet or canary), roll back, what is promoted, retention. */
 export function mountModelRoutes(app: express.Express, deps: ModelRouteDeps): void {
   const json = express.json({ limit: '64kb' });
+  // The gauge follows promotions from here and from run policies; start it from what is promoted already.
+  void promotedFor(deps.pool).then((p) => p && deps.metrics?.promotedVersion.set(p.version), () => {});
 
   const doPromote = async (version: number, nodes: string[] | null | undefined, by: string, reason: string) => {
     if (nodes) {

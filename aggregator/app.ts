@@ -68,12 +68,23 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     if (!view) throw notFound('run_not_found', `no run '${req.params.id}'`);
     res.json(view);
   });
-  app.post('/runs/:id/stop', requireAdmin, async (req, res) => {
-    const run = RUN_ID.test(String(req.params.id)) ? await store.getRun(deps.pool, String(req.params.id)) : undefined;
-    if (!run) throw notFound('run_not_found', `no run '${req.params.id}'`);
+  const runningRun = async (id: string) => {
+    const run = RUN_ID.test(id) ? await store.getRun(deps.pool, id) : undefined;
+    if (!run) throw notFound('run_not_found', `no run '${id}'`);
     if (run.status !== 'running') throw new HttpError(409, 'run_not_running', `run is already ${run.status}`);
+    return run;
+  };
+  /** Stops after the current round: that round still completes (or fails) and publishes as usual. */
+  app.post('/runs/:id/stop', requireAdmin, async (req, res) => {
+    const run = await runningRun(String(req.params.id));
     await deps.federation.stop(run.id);
     res.status(202).json({ id: run.id, stopRequested: true });
+  });
+  /** Stops now: the round in progress is closed as failed and publishes nothing. */
+  app.post('/runs/:id/abort', requireAdmin, async (req, res) => {
+    const run = await runningRun(String(req.params.id));
+    await deps.federation.abort(run.id);
+    res.status(202).json({ id: run.id, aborted: true });
   });
   /** Server-sent events: every round summary and run status change, for the dashboard. */
   app.get('/events', (req, res) => {

@@ -6,13 +6,17 @@ import { encodeStoredWeights } from '../services/core/codec.js';
 import { referenceModelSpec, specSize } from '../services/core/model.js';
 import * as store from '../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
-import { FAST, createFederation, hangingTrainer, shards, startTrainer, statusTrainer, testData, waitFor, waitRunDone, type Running } from './helpers/federation.js';
+import { FAST, createFederation, hangingTrainer, serve, shards, startTrainer, statusTrainer, testData, waitFor, waitRunDone, type Running } from './helpers/federation.js';
 
 /** Stop, abort, resume: a run's rounds never outlive it, and what a restart must not forget. */
 let db: TestDatabase;
 let trainer: Running;
 let hang: Running;
 let err400: Running;
+/** Holds each request until the test opens it, then passes it to the real trainer. */
+let gated: Running;
+let openGate: () => void = () => {};
+let gate: Promise<void> = Promise.resolve();
 let federation: Federation;
 let targets: TrainerTarget[] = [];
 
@@ -21,8 +25,16 @@ beforeAll(async () => {
   const data = await testData();
   trainer = await startTrainer(db.pool, 'node-0', shards(data.train, 1, 100)[0]!);
   [hang, err400] = await Promise.all([hangingTrainer(), statusTrainer(400)]);
+  gated = await serve(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    await gate;
+    const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => k.startsWith('ce-') || ['content-type', 'authorization', 'x-request-id'].includes(k))) as Record<string, string>;
+    const out = await fetch(trainer.url + req.url, { method: req.method, headers, body: Buffer.concat(chunks) });
+    res.writeHead(out.status, { 'content-type': out.headers.get('content-type') ?? 'application/json' }).end(Buffer.from(await out.arrayBuffer()));
+  });
   targets = [
-    { nodeId: 'node-0', url: trainer.url },
+    { nodeId: 'node-0', url: gated.url },
     { nodeId: 'hang', url: hang.url },
     { nodeId: 'err400', url: err400.url },
   ];
@@ -31,7 +43,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await federation?.shutdown();
-  await Promise.all([trainer, hang, err400].filter(Boolean).map((r) => r.close()));
+  await Promise.all([trainer, gated, hang, err400].filter(Boolean).map((r) => r.close()));
   await db?.close();
 });
 
@@ -46,10 +58,18 @@ async function runInStore(id: string, body: Record<string, unknown>, checksum?: 
 }
 
 describe('stop and abort', () => {
-  it('stop means after the current round: the round in progress still completes and publishes; no further round starts', async () => {
-    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 50, roundTimeoutS: 3, nodes: ['node-0', 'hang'] }));
+  /** A run whose first round is open and whose node trains only once the gate opens. */
+  async function inRoundOne(nodes: string[]) {
+    gate = new Promise((resolve) => (openGate = resolve));
+    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 50, roundTimeoutS: 120, nodes }));
     await waitFor('round 1 to start', async () => (await store.getRound(db.pool, run.id, 1)) !== undefined);
+    return run;
+  }
+
+  it('stop means after the current round: the round in progress still completes and publishes; no further round starts', async () => {
+    const run = await inRoundOne(['node-0']);
     expect(await federation.stop(run.id)).toBe(true);
+    openGate();
     const done = await waitRunDone(db.pool, run.id, 60_000);
     expect(done).toMatchObject({ status: 'stopped', stopReason: 'stop requested' });
     const rows = await store.listRounds(db.pool, run.id);
@@ -59,9 +79,9 @@ describe('stop and abort', () => {
   });
 
   it('abort stops now: the round in progress is closed as failed and publishes nothing', async () => {
-    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 50, roundTimeoutS: 120, nodes: ['node-0', 'hang'] }));
-    await waitFor('round 1 to start', async () => (await store.getRound(db.pool, run.id, 1)) !== undefined);
+    const run = await inRoundOne(['node-0', 'hang']);
     expect(await federation.abort(run.id)).toBe(true);
+    openGate();
     // well before the 120 s deadline the hanging node would hold the round open for
     const done = await waitRunDone(db.pool, run.id, 30_000);
     expect(done).toMatchObject({ status: 'stopped', stopReason: 'aborted by request' });

@@ -1,3 +1,9 @@
+import type pg from 'pg';
+import type { EvalResult } from '../../services/core/model.js';
+import type { Logger } from '../../services/shared/log.js';
+import type { Metrics } from '../../services/shared/metrics.js';
+import type { TrainerTarget } from '../invoke.js';
+
 /** What a round reports: stored in the rounds table, emitted to the dashboard and `edgefl up`. */
 export interface NodeRoundResult {
   nodeId: string;
@@ -32,11 +38,11 @@ export interface RoundSummary {
 
 /** What the round steps that touch the world share: the store, the trainers, the evaluator and the observers. */
 export interface RoundContext {
-  pool: import('pg').Pool;
-  log: import('../../services/shared/log.js').Logger;
-  metrics?: import('../../services/shared/metrics.js').Metrics;
-  trainers: () => Promise<import('../invoke.js').TrainerTarget[]>;
-  evaluate: (flat: Float32Array) => import('../../services/core/model.js').EvalResult;
+  pool: pg.Pool;
+  log: Logger;
+  metrics?: Metrics;
+  trainers: () => Promise<TrainerTarget[]>;
+  evaluate: (flat: Float32Array) => EvalResult;
   invoke: { secret?: string; backoffMs?: number; brokerUrl?: string };
   emit: (event: 'round' | 'round-start', data: unknown) => void;
 }

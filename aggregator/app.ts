@@ -8,7 +8,7 @@ import { createMetrics, type Metrics } from '../services/shared/metrics.js';
 import * as store from '../services/store/model-store.js';
 import type { Federation, RoundSummary } from './federation.js';
 import type { TrainerTarget } from './invoke.js';
-import { parseRunConfig, type RunConfig } from './run-config.js';
+import { parseRunConfig, unreachableQuorum, type RunConfig } from './run-config.js';
 import { EVENT_TYPES, readEvent } from '../services/http/cloudevents.js';
 
 export interface AggregatorDeps {
@@ -55,7 +55,8 @@ export function createAggregatorApp(deps: AggregatorDeps) {
       if (unknown.length) throw new HttpError(422, 'unknown_nodes', `no trainer known for: ${unknown.join(', ')}`);
     }
     if (usable.length === 0) throw new HttpError(409, 'no_trainers', 'no trainer endpoints are known (EDGEFL_TRAINER_URLS or cluster discovery)');
-    if (config.minQuorum > usable.length) throw new HttpError(422, 'quorum_unreachable', `minQuorum ${config.minQuorum} exceeds the ${usable.length} available nodes`);
+    const unreachable = unreachableQuorum(config, usable.length);
+    if (unreachable) throw new HttpError(422, 'quorum_unreachable', unreachable);
     const run = await deps.federation.startRun(config);
     res.status(201).location(`/runs/${run.id}`).json(await runView(run.id));
   });

@@ -73,3 +73,15 @@ function describeIssue(issue: z.core.$ZodIssue): [code: string, message: string]
   const field = issue.path.length ? issue.path.map(String).join('.') : 'body';
   return ['invalid_field', `'${field}': ${issue.message}`];
 }
+
+/**
+ * Why this config cannot run on `nodes` trainers, or undefined: its quorum exceeds them, or a
+ * round's sample (⌈fraction·nodes⌉) is smaller than the strategy needs to stay robust.
+ */
+export function unreachableQuorum(config: RunConfig, nodes: number): string | undefined {
+  if (config.minQuorum > nodes) return `minQuorum ${config.minQuorum} exceeds the ${nodes} available nodes`;
+  const perRound = Math.max(1, Math.ceil(config.fraction * nodes));
+  const needed = createStrategy(config.strategy, config).minUpdates;
+  if (needed > perRound) return `${config.strategy} needs ${needed} updates per round, but fraction ${config.fraction} of ${nodes} nodes chooses ${perRound}`;
+  return undefined;
+}

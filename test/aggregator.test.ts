@@ -183,6 +183,7 @@ describe('aggregator HTTP API', () => {
       [{ strategy: 'median', minQuorum: 2 }, 400, 'invalid_field'],
       [{ strategy: 'trimmed-mean', trimFraction: 0 }, 400, 'invalid_field'],
       [{ strategy: 'median', nodes: ['node-0', 'node-1'] }, 422, 'quorum_unreachable'],
+      [{ strategy: 'median', fraction: 0.3 }, 422, 'quorum_unreachable'],
     ];
     for (const [body, status, code] of cases) {
       const res = await call('POST', '/runs', body, admin);

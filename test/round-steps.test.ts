@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { decodeStoredWeights, encodeStoredWeights, encodeWeights, sha256Hex } from '../services/core/codec.js';
 import type { TensorSpec } from '../services/core/model.js';
-import { DEFAULT_RUN, parseRunConfig } from '../aggregator/run-config.js';
+import { DEFAULT_RUN, parseRunConfig, unreachableQuorum } from '../aggregator/run-config.js';
 import { createStrategy, type FitInstruction } from '../aggregator/strategies.js';
 import { planRound, type PlanInput } from '../aggregator/round/plan.js';
 import { applyVerdict, nodeResults, screenUpdate, shortfall, updatesInTime, type ScreenPolicy } from '../aggregator/round/screen.js';
@@ -191,6 +191,15 @@ describe('run config: one schema, one set of defaults', () => {
     expect(parseRunConfig({ strategy: 'fedavg' }, { minQuorum: 2 }).minQuorum).toBe(2);
     expect(refused({ strategy: 'median', minQuorum: 2 })).toMatchObject({ status: 400, code: 'invalid_field', message: expect.stringMatching(/^'minQuorum' must be >= 3 for median/) });
     expect(refused({ strategy: 'trimmed-mean', trimFraction: 0 })).toMatchObject({ status: 400, message: expect.stringMatching(/'trimFraction' must be > 0/) });
+  });
+});
+
+describe('run config against the nodes there are', () => {
+  it('refuses a quorum above the nodes, and a robust strategy whose rounds choose fewer nodes than it needs', () => {
+    expect(unreachableQuorum(parseRunConfig({ minQuorum: 4 }), 3)).toBe('minQuorum 4 exceeds the 3 available nodes');
+    expect(unreachableQuorum(parseRunConfig({ strategy: 'median', fraction: 0.5 }), 4)).toBe('median needs 3 updates per round, but fraction 0.5 of 4 nodes chooses 2');
+    expect(unreachableQuorum(parseRunConfig({ strategy: 'median', fraction: 0.5 }), 6)).toBeUndefined();
+    expect(unreachableQuorum(parseRunConfig({ fraction: 0.1 }), 3)).toBeUndefined();
   });
 });
 

@@ -100,7 +100,7 @@ describe('Federation against real trainers', () => {
   });
 
   it('completes a round with the quorum when some nodes hang, fail or refuse; records them', async () => {
-    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 1, roundTimeoutS: 3, minQuorum: 2, nodes: ['node-0', 'node-1', 'hang', 'err500', 'err400'] }));
+    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 1, roundTimeoutS: 6, minQuorum: 2, nodes: ['node-0', 'node-1', 'hang', 'err500', 'err400'] }));
     const started = Date.now();
     const done = await waitRunDone(db.pool, run.id);
     expect(done.status).toBe('completed');

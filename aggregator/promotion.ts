@@ -4,6 +4,7 @@ import { referenceModelSpec, type EvalResult } from '../services/core/model.js';
 import * as store from '../services/store/model-store.js';
 import { promotedFor, type NewPromotion } from '../services/store/promotion.js';
 import { subset, type ImageSet } from '../datasets/types.js';
+import { decidePromotion, type PromotionInput } from './round/decide.js';
 
 /**
  * The aggregator's held-out digits, split in two: the validation part decides (target,
@@ -21,28 +22,24 @@ export function splitHeldOut(heldOut: ImageSet): HeldOutSplit {
   return { validation: subset(heldOut, idx.filter((i) => i % 2 === 0)), test: subset(heldOut, idx.filter((i) => i % 2 === 1)) };
 }
 
-export type PromotePolicy = 'best' | 'latest' | 'manual';
+export type PromotePolicy = PromotionInput['policy'];
 
 export interface PolicyDecision {
   promote: boolean;
   reason: string;
 }
 
-/**
- * Pure: should a round's model replace the promoted one? Round 0 (a run's initial model)
- * never is; `best` needs the candidate to beat the promoted version on the validation
- * digits by at least `minImprovement`.
- */
-export function decideByPolicy(p: { policy: PromotePolicy; round: number; candidate: number; promoted?: number; minImprovement: number }): PolicyDecision {
+/** Pure: the round driver's decision (decidePromotion) with the reason the promotions history records. */
+export function decideByPolicy(p: PromotionInput): PolicyDecision {
+  const promote = decidePromotion(p);
   const f = (x: number) => `${(x * 100).toFixed(2)}%`;
-  if (p.round < 1) return { promote: false, reason: 'an initial model is never promoted by a policy' };
-  if (p.policy === 'manual') return { promote: false, reason: 'promotion is left to an admin (policy manual)' };
-  if (p.policy === 'latest') return { promote: true, reason: `the latest round's model (validation ${f(p.candidate)})` };
-  if (p.promoted === undefined) return { promote: true, reason: `nothing promoted yet (validation ${f(p.candidate)})` };
-  if (p.candidate >= p.promoted + p.minImprovement && p.candidate > p.promoted) {
-    return { promote: true, reason: `validation ${f(p.candidate)} beats the promoted ${f(p.promoted)}` };
-  }
-  return { promote: false, reason: `validation ${f(p.candidate)} does not beat the promoted ${f(p.promoted)}${p.minImprovement > 0 ? ` by ${f(p.minImprovement)}` : ''}` };
+  const score = `validation ${f(p.candidateAccuracy)}`;
+  if (p.round < 1) return { promote, reason: 'an initial model is never promoted by a policy' };
+  if (p.policy === 'manual') return { promote, reason: 'promotion is left to an admin (policy manual)' };
+  if (p.policy === 'latest') return { promote, reason: `the latest round's model (${score})` };
+  if (p.promotedAccuracy === undefined) return { promote, reason: `nothing promoted yet (${score})` };
+  const by = p.minImprovement > 0 ? ` by ${f(p.minImprovement)}` : '';
+  return { promote, reason: promote ? `${score} beats the promoted ${f(p.promotedAccuracy)}${by}` : `${score} does not beat the promoted ${f(p.promotedAccuracy)}${by}` };
 }
 
 /**
@@ -85,7 +82,7 @@ export class PolicyPromoter {
     promotion?: Omit<NewPromotion, 'version'>;
   }> {
     const promoted = r.policy === 'best' ? await this.promotedScore() : undefined;
-    const decision = decideByPolicy({ policy: r.policy, round: r.round, candidate: r.validationAccuracy, promoted: promoted?.accuracy, minImprovement: r.minImprovement });
+    const decision = decideByPolicy({ policy: r.policy, round: r.round, candidateAccuracy: r.validationAccuracy, promotedAccuracy: promoted?.accuracy, minImprovement: r.minImprovement });
     if (!decision.promote) return { decision };
     return {
       decision,

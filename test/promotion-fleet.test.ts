@@ -114,6 +114,13 @@ describe.skipIf(!built)('promotion on a live federation (real serving processes)
     const rounds = await store.listRounds(db.pool, run.id);
     const best = Math.max(...rounds.map((r) => r.metrics.validationAccuracy));
     expect(rounds.find((r) => r.globalVersion === promoted.version)!.metrics.validationAccuracy).toBe(best);
+    // Both figures are reported: validation (decided) and test (no decision looked at it), also over HTTP.
+    const view = (await (await fetch(`${admin.url}/runs/${run.id}`)).json()) as { rounds: Record<string, unknown>[] };
+    for (const r of view.rounds) {
+      expect(r).toMatchObject({ validationAccuracy: expect.any(Number), testAccuracy: expect.any(Number), promoted: expect.any(Boolean) });
+      expect(r.globalAccuracy).toBe(r.validationAccuracy);
+    }
+    expect(view.rounds.filter((r) => r.promoted).map((r) => r.modelVersion)).toContain(promoted.version);
     // the initial (round 0) model was never promoted
     expect((await promotionHistory(db.pool)).some((p) => p.version === run.initialVersion)).toBe(false);
     converged = promoted.version;

@@ -37,16 +37,15 @@ afterAll(async () => {
 });
 
 describe('promotion policy (pure)', () => {
-  const base = { round: 3, candidate: 0.9, minImprovement: 0 };
-  it('best: only a model that beats the promoted one on validation, by minImprovement; latest: every round; manual: none; round 0: never', () => {
-    expect(decideByPolicy({ ...base, policy: 'best', promoted: 0.89 }).promote).toBe(true);
-    expect(decideByPolicy({ ...base, policy: 'best', promoted: 0.9 }).promote).toBe(false);
-    expect(decideByPolicy({ ...base, policy: 'best', promoted: 0.95 }).reason).toMatch(/does not beat the promoted 95.00%/);
-    expect(decideByPolicy({ ...base, policy: 'best', promoted: 0.89, minImprovement: 0.02 }).promote).toBe(false);
-    expect(decideByPolicy({ ...base, policy: 'best', promoted: undefined }).promote).toBe(true);
-    expect(decideByPolicy({ ...base, policy: 'latest', promoted: 0.99 }).promote).toBe(true);
-    expect(decideByPolicy({ ...base, policy: 'manual', promoted: undefined }).promote).toBe(false);
-    for (const policy of ['best', 'latest', 'manual'] as const) expect(decideByPolicy({ ...base, round: 0, policy }).promote).toBe(false);
+  const base = { round: 3, candidateAccuracy: 0.9, minImprovement: 0 };
+  it('gives the reason the history records with the round driver’s decision (decidePromotion)', () => {
+    expect(decideByPolicy({ ...base, policy: 'best', promotedAccuracy: 0.89 })).toEqual({ promote: true, reason: 'validation 90.00% beats the promoted 89.00%' });
+    expect(decideByPolicy({ ...base, policy: 'best', promotedAccuracy: 0.9 })).toEqual({ promote: false, reason: 'validation 90.00% does not beat the promoted 90.00%' });
+    expect(decideByPolicy({ ...base, policy: 'best', promotedAccuracy: 0.89, minImprovement: 0.02 })).toEqual({ promote: false, reason: 'validation 90.00% does not beat the promoted 89.00% by 2.00%' });
+    expect(decideByPolicy({ ...base, policy: 'best', promotedAccuracy: undefined })).toEqual({ promote: true, reason: 'nothing promoted yet (validation 90.00%)' });
+    expect(decideByPolicy({ ...base, policy: 'latest', promotedAccuracy: 0.99 }).promote).toBe(true);
+    expect(decideByPolicy({ ...base, policy: 'manual', promotedAccuracy: undefined }).promote).toBe(false);
+    for (const policy of ['best', 'latest', 'manual'] as const) expect(decideByPolicy({ ...base, round: 0, policy, promotedAccuracy: undefined }).promote).toBe(false);
   });
 
   it('splits the held-out digits into disjoint validation and test halves with the same label mix', () => {

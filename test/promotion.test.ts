@@ -141,6 +141,8 @@ describe('a serving function (ModelHolder) follows promotions only', () => {
       await promote(fresh.pool, { version: v2, nodes: ['node-1'], by: 'test', reason: 'canary' });
       expect(await holder.refresh()).toMatchObject({ version: v2, canary: true });
       expect(await other.refresh()).toMatchObject({ version: v1, canary: false });
+      const anonymous = new ModelHolder(fresh.pool, quietLog); // no node id: fleet promotions only
+      expect(await anonymous.refresh()).toMatchObject({ version: v1, canary: false });
       // The same version promoted to the fleet: no reload, the canary flag clears.
       const loadedAt = holder.current!.loadedAt;
       await promote(fresh.pool, { version: v2, by: 'test', reason: 'fleet' });

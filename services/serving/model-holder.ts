@@ -54,7 +54,7 @@ export class ModelHolder {
    */
   refresh(backendReady?: Promise<unknown>): Promise<LoadedModel | undefined> {
     return this.serialised(async () => {
-      const history = await promotionHistory(this.pool, { nodeId: this.nodeId, limit: 20 });
+      const history = (await promotionHistory(this.pool, { nodeId: this.nodeId, limit: 20 })).filter((p) => p.nodes === null || this.nodeId !== undefined);
       const promoted = history[0];
       if (!promoted) return this.current;
       const canary = promoted.nodes !== null;

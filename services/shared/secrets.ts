@@ -87,7 +87,7 @@ export function resolveAuth(cfg: Config, role: Role): ServiceAuth {
   }
   const names = missing.map((k) => ENV[k]).join(' and ');
   throw new ConfigError(
-    `${names} ${missing.length > 1 ? 'are' : 'is'} not set: a ${role} refuses to start unauthenticated. ` +
+    `${names} ${missing.length > 1 ? 'are' : 'is'} not set: this ${role} refuses to start unauthenticated. ` +
       `Set ${missing.length > 1 ? 'them' : 'it'} (e.g. \`openssl rand -base64 32\`), or opt out explicitly with --insecure (${ENV.insecure}=1)`,
   );
 }

@@ -1,5 +1,5 @@
 import { tf, type tfl } from './tf.js';
-import { INPUT_SHAPE, NUM_CLASSES, PIXELS } from './model.js';
+import { INPUT_SHAPE, NUM_CLASSES, PIXELS, dropoutStepSeed, seedDropout } from './model.js';
 import { createRng } from '../../datasets/rng.js';
 import type { ImageSet } from '../../datasets/types.js';
 
@@ -13,6 +13,8 @@ export interface TrainOptions {
   /** FedProx: adds mu/2·‖w − w_global‖² to the loss so local models cannot drift far on skewed shards. */
   proximalMu?: number;
   seed?: number;
+  /** Whose dropout masks these are: each step's masks are drawn from (run seed, node, round, step). */
+  dropout?: { runSeed: number; node: string; round: number };
   /** Checked between batches; training stops early (and the caller discards the result). */
   shouldStop?: () => boolean;
   onEpoch?: (epoch: number, loss: number, accuracy: number, samplesPerSecond: number) => void;
@@ -44,6 +46,7 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
   if (data.count === 0) throw new Error('cannot train on an empty shard');
   const started = performance.now();
   const rng = createRng(opts.seed ?? 1);
+  const dropout = opts.dropout ?? { runSeed: opts.seed ?? 1, node: '', round: 0 };
   const optimizer = makeOptimizer(opts.optimizer ?? 'adam', opts.learningRate);
   const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
   const mu = opts.proximalMu ?? 0;
@@ -74,6 +77,7 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
           batchPixels.set(data.images.subarray(src * PIXELS, (src + 1) * PIXELS), i * PIXELS);
           batchLabels[i] = data.labels[src]!;
         }
+        seedDropout(model, dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, steps));
         const stats = trainStep(model, optimizer, variables, anchors, mu, batchPixels.subarray(0, n * PIXELS), batchLabels.subarray(0, n));
         lossSum += stats.loss * n;
         correct += stats.correct;

@@ -121,6 +121,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       optimizer: request.optimizer,
       proximalMu: request.proximalMu,
       seed: request.seed * 7919 + request.round,
+      dropout: { runSeed: request.seed, node: deps.nodeId, round: request.round },
       shouldStop: () => Date.now() > request.deadline.getTime(),
     });
     if (result.stopped) {

@@ -322,10 +322,11 @@ describe('fuzzing every route', () => {
     for (const base of [trainer.url, serving.url, aggregator.url]) expect((await send(base, 'GET', '/healthz', {})).status).toBe(200);
     // Measured after GC over five runs of 6,000 cases: heap +1.4 to +2.1 MiB, array buffers +0 to +1.2 MiB,
     // RSS +27 to +48 MiB (allocator arenas and V8 pages, not the wasm heap, which stayed at 16 MiB).
-    // The bounds leave about twice that: retaining ~1.4 KiB of objects or buffers per request, or
-    // ~8 KiB of native memory per request, fails the test.
-    expect(after.heap - before.heap).toBeLessThan(8 * MiB);
-    expect(after.buffers - before.buffers).toBeLessThan(8 * MiB);
+    // The bounds leave about twice that: a service retaining 2 KiB of buffers per request (4 MiB over
+    // its 2,000), ~1 KiB of objects per request, or ~8 KiB of native memory per request fails the test
+    // (a 4 KiB Buffer kept per trainer request was seen to: buffers +7.4 MiB).
+    expect(after.heap - before.heap).toBeLessThan(5 * MiB);
+    expect(after.buffers - before.buffers).toBeLessThan(4 * MiB);
     expect(after.rss - before.rss).toBeLessThan(96 * MiB);
   });
 });

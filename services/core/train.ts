@@ -111,6 +111,12 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
   };
 }
 
+/** FedProx's term mu/2·Σ‖w − w_global‖²; its gradient pulls each weight back by mu·(w − w_global). */
+export function proximalTerm(variables: tf.Tensor[], anchors: tf.Tensor[], mu: number): tf.Scalar {
+  const squared = variables.reduce<tf.Scalar>((acc, v, i) => tf.add(acc, tf.sum(tf.square(tf.sub(v, anchors[i]!)))) as tf.Scalar, tf.scalar(0));
+  return tf.mul(mu / 2, squared) as tf.Scalar;
+}
+
 function trainStep(
   model: tfl.LayersModel,
   optimizer: tf.Optimizer,
@@ -130,9 +136,7 @@ function trainStep(
         const probs = model.apply(xs, { training: true }) as tf.Tensor2D;
         correctT = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, 1), tf.argMax(ys, 1)), 'int32')));
         const ce = tf.neg(tf.mean(tf.sum(tf.mul(ys, tf.log(tf.clipByValue(probs, 1e-7, 1))), 1))) as tf.Scalar;
-        if (mu === 0) return ce;
-        const prox = variables.reduce<tf.Scalar>((acc, v, i) => tf.add(acc, tf.sum(tf.square(tf.sub(v, anchors[i]!)))) as tf.Scalar, tf.scalar(0));
-        return tf.add(ce, tf.mul(mu / 2, prox)) as tf.Scalar;
+        return mu === 0 ? ce : (tf.add(ce, proximalTerm(variables, anchors, mu)) as tf.Scalar);
       },
       true,
       variables,

@@ -90,83 +90,61 @@ const flag = raw.transform((s, ctx) => {
 
 const list = raw.transform((s) => (s ?? '').split(',').map((x) => x.trim()).filter(Boolean));
 
-/** The environment as edgefl reads it: one entry per variable, keyed by the variable's name. */
-const EnvSchema = z
-  .object({
-  [ENV.databaseUrl]: raw,
-  [ENV.dataDir]: raw.transform((s) => path.resolve(s ?? '.edgefl')),
-  [ENV.port]: optionalInt(0), // its default depends on the role
-  [ENV.backend]: oneOf(['auto', ...BACKENDS] as const, 'auto').transform((b): BackendName | undefined => (b === 'auto' ? undefined : b)),
-  [ENV.nodeId]: int(0),
-  [ENV.nodes]: int(3, 1),
-  [ENV.partition]: oneOf(PARTITION_KINDS, 'dirichlet'),
-  [ENV.alpha]: positive(0.5),
-  [ENV.shardsPerNode]: int(2, 1),
-  [ENV.seed]: int(42),
-  [ENV.dataset]: oneOf(['mnist', 'idx'] as const, 'mnist'),
-  [ENV.idxDir]: raw,
-  [ENV.testSize]: int(2000, 1),
-  [ENV.maxTrainSamples]: int(0),
-  [ENV.maxBatch]: int(10_000, 1),
-  [ENV.maxBodyBytes]: int(64 * 1024 * 1024, 1024),
-  [ENV.memoryLimitMiB]: optionalInt(64),
-  [ENV.invokeSecret]: raw,
-  [ENV.adminToken]: raw,
-  [ENV.insecure]: flag,
-  [ENV.apiKeys]: list,
-  [ENV.trainerUrls]: list,
-  [ENV.servingUrls]: list,
-  [ENV.discovery]: oneOf(['static', 'kube'] as const, 'static'),
-  [ENV.namespace]: raw.transform((s) => s ?? 'edgefl'),
-  [ENV.logLevel]: oneOf(['debug', 'info', 'warn', 'error'] as const, 'info'),
-  [ENV.eventSink]: raw,
-  })
-  .superRefine((e, ctx) => {
-    if (e[ENV.nodeId] >= e[ENV.nodes]) reject(ctx, `${ENV.nodeId}=${e[ENV.nodeId]} must be below ${ENV.nodes}=${e[ENV.nodes]}`);
-    if (e[ENV.dataset] === 'idx' && !e[ENV.idxDir]) reject(ctx, `${ENV.dataset}=idx needs ${ENV.idxDir}`);
-  });
-
-type ParsedEnv = z.output<typeof EnvSchema>;
-
-function toConfig(e: ParsedEnv, role?: Role) {
-  const seed = e[ENV.seed];
-  return {
-    databaseUrl: e[ENV.databaseUrl],
-    dataDir: e[ENV.dataDir],
-    port: e[ENV.port] ?? (role ? DEFAULT_PORTS[role] : 8080),
-    backend: e[ENV.backend],
-    nodeId: e[ENV.nodeId],
-    partition: { kind: e[ENV.partition], nodes: e[ENV.nodes], alpha: e[ENV.alpha], shardsPerNode: e[ENV.shardsPerNode], seed },
-    data: { dataset: e[ENV.dataset], idxDir: e[ENV.idxDir], testSize: e[ENV.testSize], seed, maxTrainSamples: e[ENV.maxTrainSamples] },
-    maxBatch: e[ENV.maxBatch],
-    maxBodyBytes: e[ENV.maxBodyBytes],
-    memoryLimitMiB: e[ENV.memoryLimitMiB],
-    invokeSecret: e[ENV.invokeSecret],
-    adminToken: e[ENV.adminToken],
-    insecure: e[ENV.insecure],
-    apiKeys: e[ENV.apiKeys],
-    trainerUrls: e[ENV.trainerUrls],
-    servingUrls: e[ENV.servingUrls],
-    discovery: e[ENV.discovery],
-    namespace: e[ENV.namespace],
-    logLevel: e[ENV.logLevel],
-    eventSink: e[ENV.eventSink],
-  };
+/** Every variable edgefl reads, keyed by its ENV name (the issue path names the variable in errors). */
+function envSchema(role?: Role) {
+  return z
+    .object({
+      databaseUrl: raw,
+      dataDir: raw.transform((s) => path.resolve(s ?? '.edgefl')),
+      port: int(role ? DEFAULT_PORTS[role] : 8080),
+      backend: oneOf(['auto', ...BACKENDS] as const, 'auto').transform((b): BackendName | undefined => (b === 'auto' ? undefined : b)),
+      nodeId: int(0),
+      nodes: int(3, 1),
+      partition: oneOf(PARTITION_KINDS, 'dirichlet'),
+      alpha: positive(0.5),
+      shardsPerNode: int(2, 1),
+      seed: int(42),
+      dataset: oneOf(['mnist', 'idx'] as const, 'mnist'),
+      idxDir: raw,
+      testSize: int(2000, 1),
+      maxTrainSamples: int(0),
+      maxBatch: int(10_000, 1),
+      maxBodyBytes: int(64 * 1024 * 1024, 1024),
+      memoryLimitMiB: optionalInt(64),
+      invokeSecret: raw,
+      adminToken: raw,
+      insecure: flag,
+      apiKeys: list,
+      trainerUrls: list,
+      servingUrls: list,
+      discovery: oneOf(['static', 'kube'] as const, 'static'),
+      namespace: raw.transform((s) => s ?? 'edgefl'),
+      logLevel: oneOf(['debug', 'info', 'warn', 'error'] as const, 'info'),
+      eventSink: raw,
+    } satisfies Partial<Record<keyof typeof ENV, z.ZodType>>)
+    .superRefine((e, ctx) => {
+      if (e.nodeId >= e.nodes) reject(ctx, `${ENV.nodeId}=${e.nodeId} must be below ${ENV.nodes}=${e.nodes}`);
+      if (e.dataset === 'idx' && !e.idxDir) reject(ctx, `${ENV.dataset}=idx needs ${ENV.idxDir}`);
+    })
+    .transform(({ partition, nodes, alpha, shardsPerNode, seed, dataset, idxDir, testSize, maxTrainSamples, ...rest }) => ({
+      ...rest,
+      partition: { kind: partition, nodes, alpha, shardsPerNode, seed },
+      data: { dataset, idxDir, testSize, seed, maxTrainSamples },
+    }));
 }
 
-export type Config = ReturnType<typeof toConfig>;
+export type Config = z.output<ReturnType<typeof envSchema>>;
 export type DataConfig = Config['data'];
 export type PartitionConfig = Config['partition'];
 
 /** Parses the environment; every bad value becomes a ConfigError whose one line names the variable. */
 export function loadConfig(env: Env = process.env, role?: Role): Config {
   // Empty strings mean unset, as in a shell's `VAR= cmd`.
-  const present = Object.fromEntries(Object.values(ENV).map((name) => [name, env[name] === '' ? undefined : env[name]]));
-  const parsed = EnvSchema.safeParse(present);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    // Field issues name their variable through the path; cross-field ones name theirs in the message.
-    throw new ConfigError(issue.path.length ? `${issue.path.join('.')} ${issue.message}` : issue.message);
-  }
-  return toConfig(parsed.data, role);
+  const present = Object.fromEntries(Object.entries(ENV).map(([key, name]) => [key, env[name] === '' ? undefined : env[name]]));
+  const parsed = envSchema(role).safeParse(present);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  // Field issues name their variable through the path; cross-field ones name theirs in the message.
+  const key = issue.path[0] as keyof typeof ENV | undefined;
+  throw new ConfigError(key ? `${ENV[key]} ${issue.message}` : issue.message);
 }

@@ -120,7 +120,8 @@ describe('Federation against real trainers', () => {
   });
 
   it('fails a round without the quorum, retries it, then fails the run after maxRoundAttempts', async () => {
-    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 3, roundTimeoutS: 2, minQuorum: 2, maxRoundAttempts: 2, nodes: ['node-0', 'hang', 'err400'] }));
+    // 6 s, not 2: node-0 really trains and must deliver before the deadline even on a loaded 2-core CI.
+    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 3, roundTimeoutS: 6, minQuorum: 2, maxRoundAttempts: 2, nodes: ['node-0', 'hang', 'err400'] }));
     const done = await waitRunDone(db.pool, run.id);
     expect(done.status).toBe('failed');
     expect(done.stopReason).toMatch(/round 1 failed 2 times/);

@@ -79,7 +79,7 @@ export function resolveAuth(cfg: Config, role: Role): ServiceAuth {
   const auth: ServiceAuth = { invokeSecret: cfg.invokeSecret, adminToken: cfg.adminToken, insecure: false, source: 'environment' };
   const missing = NEEDS[role].filter((key) => !auth[key]);
   if (missing.length === 0) return auth;
-  if (cfg.insecure) return { ...auth, insecure: true, source: 'none' };
+  if (cfg.insecure) return { ...auth, insecure: true, source: NEEDS[role].some((key) => auth[key]) ? 'environment' : 'none' };
   if (!cfg.databaseUrl) {
     const local = localSecrets(cfg.dataDir);
     for (const key of missing) auth[key] = local[key];

@@ -50,6 +50,7 @@ export async function startAggregator(cfg: Config, opts: AggregatorOptions = {})
     servingUrls: () => cfg.servingUrls,
     runDefaults: opts.runDefaults,
     metrics,
+    deadLetter: { brokerUrl: cfg.eventSink, invokeSecret: auth.invokeSecret },
     mount: (app) => {
       mountStatus(app, auth);
       opts.mount?.(app);

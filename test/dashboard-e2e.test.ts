@@ -188,7 +188,7 @@ describe('dashboard end to end', () => {
 
       const headers: string[] = await page.evaluate(() => (window as any).__headers);
       expect(headers.filter((h) => h.split('=')[0] !== h.split('=')[1])).toEqual([]);
-      if (doneAtOpen < ROUNDS - 1) expect(headers.length).toBeGreaterThan(0);
+      expect(headers.length).toBeGreaterThan(0); // the page is open before the run starts, so it saw rounds in progress
 
       // What is promoted, and what each node's serving function reports it serves.
       const promoted = (await getJSON(`${base}/models/promoted`)).fleet;

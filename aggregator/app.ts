@@ -144,8 +144,6 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     requireAdmin,
     metrics,
     nodeIds: async () => (await deps.trainers()).map((t) => t.nodeId),
-    // Serving URLs are listed in the trainers' order (as GET /nodes pairs them).
-    servingUrls: async () => (await deps.trainers()).flatMap((t, i) => (deps.servingUrls()[i] ? [{ nodeId: t.nodeId, url: deps.servingUrls()[i]! }] : [])),
   });
   app.get('/models/:version', async (req, res) => {
     const version = Number(req.params.version);

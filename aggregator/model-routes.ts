@@ -6,7 +6,7 @@ import { referenceModelSpec } from '../services/core/model.js';
 import { HttpError, badRequest } from '../services/http/errors.js';
 import type { Metrics } from '../services/shared/metrics.js';
 import * as store from '../services/store/model-store.js';
-import { PromotionError, effectivePromotion, promote, promotedFor, promotionHistory, promotionsInForce, type Promotion } from '../services/store/promotion.js';
+import { PromotionError, effectivePromotion, listServing, promote, promotedFor, promotionHistory, promotionsInForce, type Promotion } from '../services/store/promotion.js';
 import { RetentionPolicy, applyRetention } from '../services/store/retention.js';
 
 /** The codec's integrity check: weights that fail it can never be promoted. */
@@ -37,33 +37,7 @@ export interface ModelRouteDeps {
   requireAdmin: RequestHandler;
   /** The edge nodes the fleet has (trainers known to the aggregator). */
   nodeIds: () => Promise<string[]>;
-  /** Each node's serving function, when known (asked what it actually serves). */
-  servingUrls?: () => Promise<{ nodeId: string; url: string }[]>;
   metrics?: Metrics;
-}
-
-export interface ServedModel {
-  version: number | null;
-  canary: boolean;
-}
-
-/** Pure: the served version and canary flag from a serving function's Prometheus text (gauges set by ModelHolder). */
-export function servedFromMetrics(text: string): ServedModel {
-  const gauge = (name: string) => {
-    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
-    return m ? Number(m[1]) : undefined;
-  };
-  const version = gauge('edgefl_model_version');
-  return { version: version && Number.isFinite(version) && version > 0 ? version : null, canary: gauge('edgefl_serving_canary') === 1 };
-}
-
-async function askServing(url: string): Promise<ServedModel | null> {
-  try {
-    const res = await fetch(`${url.replace(/\/$/, '')}/metrics`, { signal: AbortSignal.timeout(1500) });
-    return res.ok ? servedFromMetrics(await res.text()) : null;
-  } catch {
-    return null; // scaled to zero, or down: the dashboard says "not reachable"
-  }
 }
 
 /** What each node serves according to the promotions in force (a canary naming a node wins over an older fleet promotion). */
@@ -108,18 +82,13 @@ export function mountModelRoutes(app: express.Express, deps: ModelRouteDeps): vo
   });
 
   app.get('/models/promoted', async (_req, res) => {
-    const [inForce, history, nodeIds, serving] = await Promise.all([
-      promotionsInForce(deps.pool),
-      promotionHistory(deps.pool, { limit: 50 }),
-      deps.nodeIds(),
-      deps.servingUrls?.() ?? [],
-    ]);
-    const served = new Map(await Promise.all(serving.map(async (s) => [s.nodeId, await askServing(s.url)] as const)));
-    const versions = [...new Set([...served.values()].map((s) => s?.version).filter((v): v is number => typeof v === 'number'))];
+    const [inForce, history, nodeIds, reports] = await Promise.all([promotionsInForce(deps.pool), promotionHistory(deps.pool, { limit: 50 }), deps.nodeIds(), listServing(deps.pool)]);
+    // What each node's serving function last reported it serves (it reports on every load), with that version's figures.
+    const versions = [...new Set(reports.map((r) => r.version).filter((v): v is number => v !== null))];
     const figures = new Map(await Promise.all(versions.map(async (v) => [v, figuresOf(await store.getModelMeta(deps.pool, v))] as const)));
-    const nodes = servingPlan(nodeIds, inForce).map((n) => {
-      const s = served.get(n.nodeId);
-      return { ...n, served: s === undefined ? undefined : s && { ...s, figures: s.version ? figures.get(s.version) ?? {} : {} } };
+    const nodes = servingPlan([...nodeIds, ...reports.map((r) => r.nodeId)], inForce).map((n) => {
+      const r = reports.find((x) => x.nodeId === n.nodeId);
+      return { ...n, served: r ? { version: r.version, canary: r.canary, reportedAt: r.reportedAt, figures: r.version === null ? {} : figures.get(r.version) ?? {} } : null };
     });
     res.json({ fleet: inForce.find((p) => p.nodes === null) ?? null, nodes, history });
   });

@@ -6,7 +6,6 @@ import { fileURLToPath } from 'node:url';
 import { createAggregatorApp } from '../aggregator/app.js';
 import type { Federation } from '../aggregator/federation.js';
 import { parseRunConfig } from '../aggregator/run-config.js';
-import { servedFromMetrics } from '../aggregator/model-routes.js';
 import { encodeWeights, sha256Hex } from '../services/core/codec.js';
 import { PIXELS, referenceModelSpec, specSize } from '../services/core/model.js';
 import { freePort } from '../services/harness/ports.js';
@@ -61,6 +60,13 @@ async function startServing(nodeIndex: number): Promise<ServingProc> {
   return s;
 }
 
+/** The served version and canary flag from a serving function's Prometheus text (the gauges its ModelHolder sets). */
+function servedFromMetrics(text: string): { version: number | null; canary: boolean } {
+  const gauge = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const version = gauge('edgefl_model_version');
+  return { version: version > 0 ? version : null, canary: gauge('edgefl_serving_canary') === 1 };
+}
+
 /** What a serving function says it runs (the gauges its ModelHolder sets). */
 async function served(nodeId: string): Promise<{ version: number | null; canary: boolean }> {
   return servedFromMetrics(await (await fetch(`${serving.get(nodeId)!.url}/metrics`)).text());
@@ -91,7 +97,7 @@ describe.skipIf(!built)('promotion on a live federation (real serving processes)
     trainers = await Promise.all(shards(data.train, 3, 400).map((s, i) => startTrainer(db.pool, `node-${i}`, s)));
     const targets = trainers.map((t, i) => ({ nodeId: `node-${i}`, url: t.url }));
     federation = await createFederation(db.pool, data.test, () => targets);
-    admin = await serve(createAggregatorApp({ pool: db.pool, federation, log: quietLog, adminToken: TOKEN, trainers: async () => targets, servingUrls: () => NODES.map((n) => serving.get(n)?.url ?? '') }));
+    admin = await serve(createAggregatorApp({ pool: db.pool, federation, log: quietLog, adminToken: TOKEN, trainers: async () => targets, servingUrls: () => [] }));
     for (let i = 0; i < 3; i++) await startServing(i);
   }, 180_000);
 
@@ -194,12 +200,15 @@ describe.skipIf(!built)('promotion on a live federation (real serving processes)
     await vi.waitFor(async () => expect(await served('node-1')).toEqual({ version: converged, canary: true }), { timeout: 2000, interval: 50 });
     expect(await served('node-0')).toEqual({ version: earlier, canary: false });
     expect(await served('node-2')).toEqual({ version: earlier, canary: false });
-    const view = (await (await fetch(`${admin.url}/models/promoted`)).json()) as { nodes: { nodeId: string; version: number; canary: boolean; served: { version: number; canary: boolean } }[] };
-    expect(view.nodes.map((n) => [n.nodeId, n.version, n.canary, n.served.version])).toEqual([
-      ['node-0', earlier, false, earlier],
-      ['node-1', converged, true, converged],
-      ['node-2', earlier, false, earlier],
-    ]);
+    // The aggregator's view: what is promoted per node, and what each serving function reported it serves.
+    await vi.waitFor(async () => {
+      const view = (await (await fetch(`${admin.url}/models/promoted`)).json()) as { nodes: { nodeId: string; version: number; canary: boolean; served: { version: number; canary: boolean } }[] };
+      expect(view.nodes.map((n) => [n.nodeId, n.version, n.canary, n.served.version, n.served.canary])).toEqual([
+        ['node-0', earlier, false, earlier, false],
+        ['node-1', converged, true, converged, true],
+        ['node-2', earlier, false, earlier, false],
+      ]);
+    }, { timeout: 2000, interval: 50 });
     expect((await adminPost(`/models/${converged}/promote`, {})).status).toBe(201);
     await allServe(converged, 2000);
     // A fleet rollback follows the fleet's history: a canary since then is neither "current" nor a target.

@@ -6,9 +6,9 @@ import { ModelHolder } from '../services/serving/model-holder.js';
 import { listenForPromotions, type PromotionNotice } from '../services/store/listen.js';
 import { MIGRATIONS, migrate } from '../services/store/migrations.js';
 import * as store from '../services/store/model-store.js';
-import { PromotionError, promote, promotedFor, promotionHistory } from '../services/store/promotion.js';
+import { PromotionError, listServing, promote, promotedFor, promotionHistory } from '../services/store/promotion.js';
 import { DEFAULT_RETENTION, RetentionPolicy, applyRetention, bestOfRuns, retentionFromEnv } from '../services/store/retention.js';
-import { servedFromMetrics, servingPlan, verifyWeights } from '../aggregator/model-routes.js';
+import { servingPlan, verifyWeights } from '../aggregator/model-routes.js';
 import { decideByPolicy, splitHeldOut } from '../aggregator/promotion.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { quietLog } from './helpers/federation.js';
@@ -58,10 +58,7 @@ describe('promotion policy (pure)', () => {
     expect(test.images[0]).toBe(4); // image 1's first pixel
   });
 
-  it('reads what a serving function runs from its metrics, and plans what each node serves', () => {
-    const text = '# HELP edgefl_model_version x\nedgefl_model_version{service="serving"} 12\nedgefl_serving_canary{service="serving"} 1\n';
-    expect(servedFromMetrics(text)).toEqual({ version: 12, canary: true });
-    expect(servedFromMetrics('edgefl_model_version{service="serving"} 0\n')).toEqual({ version: null, canary: false });
+  it('plans what each node serves from the promotions in force', () => {
     const p = (id: number, version: number, nodes: string[] | null) => ({ id, version, nodes, by: 't', reason: 'r', figures: {}, runId: null, at: '' });
     expect(servingPlan(['node-0', 'node-1'], [p(3, 7, ['node-1']), p(2, 5, null)])).toEqual([
       { nodeId: 'node-0', version: 5, canary: false, promotionId: 2 },
@@ -75,7 +72,7 @@ describe('migration 3 on an existing database', () => {
     const old = await createTestDatabase();
     try {
       // Back to the schema of migration 2, with two published versions.
-      await old.pool.query('DROP TABLE promotions; ALTER TABLE model_versions DROP COLUMN pruned_at; DELETE FROM schema_migrations WHERE version >= 3');
+      await old.pool.query('DROP TABLE promotions; DROP TABLE serving_status; ALTER TABLE model_versions DROP COLUMN pruned_at; DELETE FROM schema_migrations WHERE version >= 3');
       const a = await store.publishModel(old.pool, weights(0.1));
       const b = await store.publishModel(old.pool, weights(0.2));
       expect(await migrate(old.pool)).toEqual(MIGRATIONS.filter((m) => m.version >= 3).map((m) => m.version));
@@ -141,6 +138,8 @@ describe('a serving function (ModelHolder) follows promotions only', () => {
       await promote(fresh.pool, { version: v2, nodes: ['node-1'], by: 'test', reason: 'canary' });
       expect(await holder.refresh()).toMatchObject({ version: v2, canary: true });
       expect(await other.refresh()).toMatchObject({ version: v1, canary: false });
+      // Each one reported what it serves (the aggregator reads this; it never wakes a function to ask).
+      await vi.waitFor(async () => expect((await listServing(fresh.pool)).map((r) => [r.nodeId, r.version, r.canary])).toEqual([['node-0', v1, false], ['node-1', v2, true]]));
       const anonymous = new ModelHolder(fresh.pool, quietLog); // no node id: fleet promotions only
       expect(await anonymous.refresh()).toMatchObject({ version: v1, canary: false });
       // The same version promoted to the fleet: no reload, the canary flag clears.

@@ -343,11 +343,10 @@ function histogram(hist) {
 const planOf = (nodeId) => state.promoted?.nodes?.find((n) => n.nodeId === nodeId);
 const heldOut = (f) => pct(f?.validationAccuracy ?? f?.accuracy);
 
-/** What the node's serving function reports it runs (its /metrics), with that version's held-out accuracy. */
+/** What the node's serving function last reported it runs (it reports on every load), with that version's held-out accuracy. */
 function servesText(nodeId) {
   const s = planOf(nodeId)?.served;
-  if (s === undefined) return '–';
-  if (s === null) return 'not reachable';
+  if (!s) return 'not reported yet';
   if (s.version === null) return 'nothing (not ready)';
   return [`v${s.version} `, s.canary ? h('span', { class: 'badge canary' }, 'canary') : null, ` held-out ${heldOut(s.figures)}`];
 }

@@ -70,10 +70,9 @@ export function describePromotion(p: Record<string, any>): string {
   return `v${p.version} (${scope}) by ${p.by} at ${p.at}${acc !== undefined ? `, accuracy ${pct(acc)}` : ''}: ${p.reason}`;
 }
 
-/** What the node's serving function reports it runs (absent when the aggregator does not know its URL). */
+/** What the node's serving function last reported it runs (it reports on every load). */
 function servedText(s: Record<string, any> | null | undefined): string {
-  if (s === undefined) return '';
-  if (s === null) return '; serving function not reachable';
+  if (!s) return '; its serving function has not reported yet';
   if (s.version === null) return '; serving nothing (not ready)';
   return `; serving v${s.version}${s.canary ? ' (canary)' : ''}, held-out ${pct(s.figures?.validationAccuracy ?? s.figures?.accuracy)}`;
 }

@@ -5,7 +5,7 @@ import type { Metrics } from '../shared/metrics.js';
 import { buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../core/model.js';
 import type { tfl } from '../core/tf.js';
 import { getModel, type ModelVersion } from '../store/model-store.js';
-import { promotionHistory } from '../store/promotion.js';
+import { promotionHistory, reportServing } from '../store/promotion.js';
 
 export interface LoadedModel {
   version: number;
@@ -27,7 +27,8 @@ export interface LoadTimings {
 /**
  * Holds the served model: the version PROMOTED for this node (a fleet promotion, or a
  * canary naming it), never merely the newest. With nothing promoted it holds nothing
- * and the function is not ready. A swap is gapless: the new weights go into a standby
+ * and the function is not ready. It records what it serves (serving_status) for the
+ * dashboard. A swap is gapless: the new weights go into a standby
  * model, which is warmed up and then becomes current in one assignment. Predictions are
  * synchronous, so no request ever sees a half-loaded model.
  */
@@ -85,6 +86,7 @@ export class ModelHolder {
       this.current = { ...this.current, canary };
       this.metrics?.servingCanary.set(canary ? 1 : 0);
       this.log.info('promotion scope changed', { version: this.current.version, canary });
+      this.report();
     }
     return this.current;
   }
@@ -121,6 +123,14 @@ export class ModelHolder {
     this.metrics?.modelLoadSeconds.set({ phase: 'decode' }, (t1 - t0) / 1000);
     this.metrics?.modelLoadSeconds.set({ phase: 'install' }, (t2 - t1) / 1000);
     this.log.info('model loaded', { version: row.version, previous: previous?.version ?? null, canary, fetch_ms: Math.round(fetchMs), decode_ms: Math.round(t1 - t0), install_ms: Math.round(t2 - t1) });
+    this.report();
     return true;
+  }
+
+  /** Best effort: the dashboard's "serves" column; serving goes on whether or not the write lands. */
+  private report(): void {
+    const c = this.current;
+    if (!c || this.nodeId === undefined) return;
+    reportServing(this.pool, this.nodeId, c.version, Boolean(c.canary)).catch((e) => this.log.warn('could not report the served version', { err: (e as Error).message }));
   }
 }

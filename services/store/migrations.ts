@@ -104,6 +104,18 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
         SELECT max(version), 'migration', 'served before promotions existed (the newest version)' FROM model_versions HAVING max(version) IS NOT NULL;
     `,
   },
+  {
+    version: 4,
+    name: 'serving functions report what they serve (no probe wakes a function scaled to zero)',
+    sql: `
+      CREATE TABLE serving_status (
+        node_id     text PRIMARY KEY,
+        version     bigint,
+        canary      boolean NOT NULL DEFAULT false,
+        reported_at timestamptz NOT NULL DEFAULT now()
+      );
+    `,
+  },
 ];
 
 const LOCK_KEY = 0x6564_6766; // "edgf"

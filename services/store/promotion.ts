@@ -115,3 +115,27 @@ export async function promotionsInForce(db: Queryable): Promise<Promotion[]> {
 export function effectivePromotion(inForce: readonly Promotion[], nodeId: string): Promotion | undefined {
   return inForce.find((p) => p.nodes === null || p.nodes.includes(nodeId));
 }
+
+export interface ServingReport {
+  nodeId: string;
+  version: number | null;
+  canary: boolean;
+  reportedAt: string;
+}
+
+/**
+ * A serving function records what it now serves. The aggregator reads this instead of
+ * asking each function, which would wake the ones Knative scaled to zero.
+ */
+export async function reportServing(db: Queryable, nodeId: string, version: number, canary: boolean): Promise<void> {
+  await db.query(
+    `INSERT INTO serving_status (node_id, version, canary) VALUES ($1,$2,$3)
+     ON CONFLICT (node_id) DO UPDATE SET version = EXCLUDED.version, canary = EXCLUDED.canary, reported_at = now()`,
+    [nodeId, version, canary],
+  );
+}
+
+export async function listServing(db: Queryable): Promise<ServingReport[]> {
+  const res = await db.query('SELECT * FROM serving_status ORDER BY node_id');
+  return res.rows.map((r) => ({ nodeId: r.node_id, version: r.version === null ? null : Number(r.version), canary: r.canary, reportedAt: new Date(r.reported_at).toISOString() }));
+}

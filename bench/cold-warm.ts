@@ -6,7 +6,8 @@
  * is the first request after waitForScaleToZero.
  */
 import { spawnServing, type ServingChild } from './lib/children.js';
-import { BenchUsageError, intFlag, intListFlag, numFlag, strFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { z } from 'zod';
+import { BenchUsageError, benchmark, int, intList, num, oneOf, type BenchContext } from './lib/flags.js';
 import { runLoad, type WarmRun } from './lib/load.js';
 import { TARGETS, mdTable, type BenchOutput, type Chart, type Target } from './lib/output.js';
 import { ceilingFor, measureCeiling, openBenchEnv, predictBody, timedPredict, type BenchEnv, type CeilingRow } from './lib/setup.js';
@@ -168,52 +169,49 @@ export interface ColdWarmParams extends Record<string, unknown> {
   scale_timeout_s?: number;
 }
 
-export function parseColdWarm(v: Values): ColdWarmParams {
-  const target = strFlag(v, 'target') ?? 'local';
-  if (target !== 'local' && target !== 'knative') throw new BenchUsageError(`--target must be local or knative; got '${target}'`);
-  const base = {
-    cold: intFlag(v, 'cold', 10, target === 'knative' ? 1 : 0, 1000),
-    duration_s: numFlag(v, 'duration', 5, 0, true),
-    connections: intListFlag(v, 'connections', [1, 10, 50], 1, 10_000),
-  };
-  const url = strFlag(v, 'url');
-  const service = strFlag(v, 'service');
-  const namespace = strFlag(v, 'namespace');
-  if (target === 'local') {
-    const stray = (['url', 'service', 'namespace', 'scale-timeout'] as const).filter((k) => v[k] !== undefined);
-    if (stray.length) throw new BenchUsageError(`${stray.map((k) => `--${k}`).join(', ')} only apply with --target knative`);
-    return { target, ...base };
-  }
-  if (!url) throw new BenchUsageError('--target knative needs --url URL (the Knative Service URL, e.g. http://serving-0.edgefl.example.com)');
-  if (!service) throw new BenchUsageError('--target knative needs --service NAME (the Knative Service to wait on for scale-to-zero)');
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new BenchUsageError(`--url must be an absolute http(s) URL; got '${url}'`);
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new BenchUsageError(`--url must be http or https; got '${parsed.protocol}'`);
-  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(service) || service.length > 63) throw new BenchUsageError(`--service must be a Kubernetes name (lower-case DNS label); got '${service}'`);
-  const ns = namespace ?? 'edgefl';
-  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(ns) || ns.length > 63) throw new BenchUsageError(`--namespace must be a Kubernetes name; got '${ns}'`);
-  return { target, ...base, url: url.replace(/\/+$/, ''), service, namespace: ns, scale_timeout_s: numFlag(v, 'scale-timeout', 900, 0, true) };
-}
+const KUBE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
-export const coldWarm: BenchModule<ColdWarmParams> = {
-  description: 'cold starts (fresh serving process → first prediction, by phase) and warm latency at 1/10/50 connections',
-  options: {
-    target: { type: 'string' },
-    cold: { type: 'string' },
-    duration: { type: 'string' },
-    connections: { type: 'string' },
-    url: { type: 'string' },
-    service: { type: 'string' },
-    namespace: { type: 'string' },
-    'scale-timeout': { type: 'string' },
-  },
-  params: parseColdWarm,
-  run: (p, ctx) => (p.target === 'knative' ? runKnative(p, ctx) : runLocal(p, ctx)),
+/** A Kubernetes object name (a lower-case DNS label). */
+const kubeName = (help: string, what: string) => ({
+  schema: z.string().max(63, { error: what }).regex(KUBE_NAME, { error: what }).optional(),
+  help,
+  arg: 'NAME',
+});
+
+const httpUrl = z
+  .string()
+  .refine((u) => URL.canParse(u), { error: 'must be an absolute http(s) URL', abort: true })
+  .refine((u) => /^https?:$/.test(URL.parse(u)?.protocol ?? ''), { error: 'must be http or https' })
+  .transform((u) => u.replace(/\/+$/, ''));
+
+const COLD_WARM_FLAGS = {
+  target: oneOf(['local', 'knative'], 'a local serving process, or a Knative Service', { default: 'local' }),
+  cold: int('cold starts (at least 1 with --target knative)', { min: 0, max: 1000, default: 10 }),
+  duration: num('seconds of each warm run', { above: 0, default: 5, arg: 'S' }),
+  connections: intList('concurrent connections of the warm runs', { min: 1, max: 10_000, default: [1, 10, 50] }),
+  url: { schema: httpUrl.optional(), help: 'knative: the Knative Service URL', arg: 'URL' },
+  service: kubeName('knative: the Knative Service to wait on for scale-to-zero', 'must be a Kubernetes name (lower-case DNS label)'),
+  namespace: kubeName('knative: its namespace (default edgefl)', 'must be a Kubernetes name'),
+  'scale-timeout': num('knative: seconds to wait for scale-to-zero (default 900)', { above: 0, arg: 'S' }),
 };
+
+export const coldWarm = benchmark({
+  description: 'cold starts (fresh serving process → first prediction, by phase) and warm latency at 1/10/50 connections',
+  flags: COLD_WARM_FLAGS,
+  params(v): ColdWarmParams {
+    const base = { cold: v.cold, duration_s: v.duration, connections: v.connections };
+    if (v.target === 'local') {
+      const stray = (['url', 'service', 'namespace', 'scale-timeout'] as const).filter((k) => v[k] !== undefined);
+      if (stray.length) throw new BenchUsageError(`${stray.map((k) => `--${k}`).join(', ')} only apply with --target knative`);
+      return { target: 'local', ...base };
+    }
+    if (!v.url) throw new BenchUsageError('--target knative needs --url URL (the Knative Service URL, e.g. http://serving-0.edgefl.example.com)');
+    if (!v.service) throw new BenchUsageError('--target knative needs --service NAME (the Knative Service to wait on for scale-to-zero)');
+    if (v.cold < 1) throw new BenchUsageError(`--cold must be an integer from 1 to 1000 with --target knative; got '${v.cold}'`);
+    return { target: 'knative', ...base, url: v.url, service: v.service, namespace: v.namespace ?? 'edgefl', scale_timeout_s: v['scale-timeout'] ?? 900 };
+  },
+  run: (p, ctx) => (p.target === 'knative' ? runKnative(p, ctx) : runLocal(p, ctx)),
+});
 
 async function runLocal(p: ColdWarmParams, ctx: BenchContext): Promise<BenchOutput> {
   const env = await openBenchEnv({ log: ctx.log });

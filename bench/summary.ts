@@ -6,7 +6,7 @@
 import { warmBatches } from './batch.js';
 import { coldStarts, coldTable, coldWarmChart, summariseCold, startServingReady, warmRuns, warmTable, ceilingTable } from './cold-warm.js';
 import type { ServingChild } from './lib/children.js';
-import { intFlag, intListFlag, numFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { benchmark, int, intList, num, type BenchContext } from './lib/flags.js';
 import { TARGETS, mdTable, type BenchOutput } from './lib/output.js';
 import { memoryTable, servingMemory, trainerChart, trainerMemory } from './memory.js';
 import { ceilingFor, measureCeiling, openBenchEnv, predictBody } from './lib/setup.js';
@@ -22,22 +22,20 @@ export interface SummaryParams extends Record<string, unknown> {
   max_train_samples: number;
 }
 
-export function parseSummary(v: Values): SummaryParams {
-  return {
-    cold: intFlag(v, 'cold', 3, 1, 100),
-    duration_s: numFlag(v, 'duration', 2, 0, true),
-    connections: intListFlag(v, 'connections', [1, 10, 50], 1, 10_000),
-    batch: intFlag(v, 'batch', 100, 1, 10_000),
-    reps: intFlag(v, 'reps', 5, 1, 1000),
-    requests: intFlag(v, 'requests', 3000, 1, 10_000_000),
-    max_train_samples: intFlag(v, 'max-train-samples', 1000, 1, 1_000_000),
-  };
-}
+const SUMMARY_FLAGS = {
+  cold: int('cold starts', { min: 1, max: 100, default: 3 }),
+  duration: num('seconds of each warm run', { above: 0, default: 2, arg: 'S' }),
+  connections: intList('concurrent connections of the warm runs', { min: 1, max: 10_000, default: [1, 10, 50] }),
+  batch: int('images per request of the batch run', { min: 1, max: 10_000, default: 100 }),
+  reps: int('timed batch requests', { min: 1, max: 1000, default: 5 }),
+  requests: int('requests before the serving memory is read', { min: 1, max: 10_000_000, default: 3000 }),
+  'max-train-samples': int("the trainer's shard", { min: 1, max: 1_000_000, default: 1000 }),
+};
 
-export const summary: BenchModule<SummaryParams> = {
+export const summary = benchmark({
   description: 'quick cold-warm, batch 100 and memory in one go, with the headline numbers',
-  options: { cold: { type: 'string' }, duration: { type: 'string' }, connections: { type: 'string' }, batch: { type: 'string' }, reps: { type: 'string' }, requests: { type: 'string' }, 'max-train-samples': { type: 'string' } },
-  params: parseSummary,
+  flags: SUMMARY_FLAGS,
+  params: (v): SummaryParams => ({ cold: v.cold, duration_s: v.duration, connections: v.connections, batch: v.batch, reps: v.reps, requests: v.requests, max_train_samples: v['max-train-samples'] }),
   async run(p: SummaryParams, ctx: BenchContext): Promise<BenchOutput> {
     const env = await openBenchEnv({ log: ctx.log });
     let child: ServingChild | undefined;
@@ -122,4 +120,4 @@ export const summary: BenchModule<SummaryParams> = {
       await env.close();
     }
   },
-};
+});

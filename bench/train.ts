@@ -1,7 +1,8 @@
 /** train: wraps benchTrainThroughput (training samples/s on wasm vs the pure-JS cpu backend). */
 import { buildModel, getFlatWeights } from '../services/core/model.js';
 import type { BackendName } from '../services/core/backend.js';
-import { BenchUsageError, intFlag, strFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { BACKENDS } from '../services/core/backend.js';
+import { benchmark, int, oneOf, type BenchContext } from './lib/flags.js';
 import { mdTable, type BenchOutput } from './lib/output.js';
 import { measureCeiling } from './lib/setup.js';
 import { benchTrainThroughput } from './train-throughput.js';
@@ -14,16 +15,17 @@ export interface TrainParams extends Record<string, unknown> {
   cpu_steps: number;
 }
 
-export function parseTrain(v: Values): TrainParams {
-  const backend = strFlag(v, 'backend') ?? 'wasm';
-  if (!['wasm', 'cpu', 'tensorflow'].includes(backend)) throw new BenchUsageError(`--backend must be wasm, cpu or tensorflow; got '${backend}'`);
-  return { backend: backend as BackendName, batch: intFlag(v, 'batch', 32, 1, 4096), steps: intFlag(v, 'steps', 30, 1, 100_000), cpu_steps: intFlag(v, 'cpu-steps', 0, 0, 10_000) };
-}
+const TRAIN_FLAGS = {
+  backend: oneOf(BACKENDS, 'backend to measure', { default: 'wasm' }),
+  batch: int('batch size', { min: 1, max: 4096, default: 32 }),
+  steps: int('timed training steps', { min: 1, max: 100_000, default: 30 }),
+  'cpu-steps': int('steps on the pure-JS cpu backend, for comparison', { min: 0, max: 10_000, default: 0 }),
+};
 
-export const train: BenchModule<TrainParams> = {
+export const train = benchmark({
   description: 'training throughput of the CNN (samples/s) on wasm vs cpu',
-  options: { backend: { type: 'string' }, batch: { type: 'string' }, steps: { type: 'string' }, 'cpu-steps': { type: 'string' } },
-  params: parseTrain,
+  flags: TRAIN_FLAGS,
+  params: (v): TrainParams => ({ backend: v.backend, batch: v.batch, steps: v.steps, cpu_steps: v['cpu-steps'] }),
   async run(p: TrainParams, ctx: BenchContext): Promise<BenchOutput> {
     ctx.log(`training ${p.steps} steps of batch ${p.batch} on ${p.backend} (${p.cpu_steps} on cpu)`);
     const r = await benchTrainThroughput({ backend: p.backend, batchSize: p.batch, steps: p.steps, cpuSteps: p.cpu_steps });
@@ -68,4 +70,4 @@ export const train: BenchModule<TrainParams> = {
       charts: [],
     };
   },
-};
+});

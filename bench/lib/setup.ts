@@ -12,7 +12,7 @@ import { buildModel, getFlatWeights, modelSpec, predictProbabilities, setFlatWei
 import { openDatabase, type Database } from '../../services/store/database.js';
 import { publishModel } from '../../services/store/model-store.js';
 import { loadBuiltinDigits } from '../../datasets/builtin-mnist.js';
-import { registerCleanup } from './children.js';
+import { registerCleanup } from '../../services/harness/process.js';
 import { median, round } from './stats.js';
 
 export interface BenchEnv {
@@ -58,7 +58,7 @@ export async function openBenchEnv(opts: { databaseUrl?: string; log?: (m: strin
       await db.close().catch(() => {});
       rmSync(dataDir, { recursive: true, force: true });
     };
-    // Also run on Ctrl-C / SIGTERM of the bench process (stopAllChildren), so no PostgreSQL is left behind.
+    // Also run on Ctrl-C / SIGTERM of the bench process (stopAll), so no PostgreSQL is left behind.
     const unregister = registerCleanup(close);
     return { db, databaseUrl: db.url, dataDir, modelVersion, backend, flat, close };
   } catch (e) {

@@ -1,30 +1,51 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ENV } from '../shared/config.js';
-import { UsageError, num, parse } from './args.js';
+import { STRATEGIES } from '../../aggregator/strategies.js';
+import { HELP_FLAG, UsageError, flagHelp, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
+
+const AGGREGATOR_FLAG = { aggregator: text('the aggregator (default $EDGEFL_AGGREGATOR_URL)', { arg: 'URL' }) };
+
+/** Only the flags given are sent: the aggregator fills in the rest of the run's configuration. */
+const TRAIN_FLAGS = {
+  ...AGGREGATOR_FLAG,
+  rounds: int('maximum rounds', { min: 1 }),
+  target: num('stop at this held-out accuracy', { min: 0, max: 1, arg: 'ACC' }),
+  epochs: int('local epochs per round', { min: 1 }),
+  strategy: oneOf(STRATEGIES, 'aggregation strategy'),
+  'min-quorum': int('updates a round needs', { min: 1 }),
+  fraction: num('share of the nodes asked each round', { above: 0, max: 1 }),
+  'round-timeout': num('seconds a round waits for updates', { above: 0, arg: 'S' }),
+  token: text(`admin token (default $${ENV.adminToken})`, { arg: 'TOKEN' }),
+  wait: toggle('follow the run until it ends'),
+  ...HELP_FLAG,
+};
+
+const STATUS_FLAGS = {
+  ...AGGREGATOR_FLAG,
+  run: text('the run (default: the newest)', { arg: 'ID' }),
+  json: toggle('print JSON instead of a table'),
+  kube: toggle('edge nodes in a Knative cluster instead (see edgefl status --kube --help)'),
+  ...HELP_FLAG,
+};
 
 /** `edgefl train --aggregator URL [...]`: starts a run on a running aggregator. */
 export async function trainRemote(argv: string[]): Promise<number> {
-  const v = parse(argv, {
-    aggregator: { type: 'string' },
-    rounds: { type: 'string' },
-    target: { type: 'string' },
-    epochs: { type: 'string' },
-    strategy: { type: 'string' },
-    'min-quorum': { type: 'string' },
-    fraction: { type: 'string' },
-    'round-timeout': { type: 'string' },
-    token: { type: 'string' },
-    wait: { type: 'boolean' },
-  });
+  const v = parseFlags(TRAIN_FLAGS, argv);
+  if (v.help) {
+    console.log(`edgefl train --aggregator URL [flags]: starts a run\n\n${flagHelp(TRAIN_FLAGS)}`);
+    return 0;
+  }
   const base = aggregatorUrl(v.aggregator);
-  const body: Record<string, unknown> = {};
-  if (v.rounds !== undefined) body.rounds = num(v, 'rounds', 20);
-  if (v.target !== undefined) body.targetAccuracy = num(v, 'target', 0.98);
-  if (v.epochs !== undefined) body.epochs = num(v, 'epochs', 1);
-  if (v.strategy !== undefined) body.strategy = v.strategy;
-  if (v['min-quorum'] !== undefined) body.minQuorum = num(v, 'min-quorum', 1);
-  if (v.fraction !== undefined) body.fraction = num(v, 'fraction', 1);
-  if (v['round-timeout'] !== undefined) body.roundTimeoutS = num(v, 'round-timeout', 300);
-  const token = (v.token as string | undefined) ?? process.env[ENV.adminToken];
+  const body = {
+    rounds: v.rounds,
+    targetAccuracy: v.target,
+    epochs: v.epochs,
+    strategy: v.strategy,
+    minQuorum: v['min-quorum'],
+    fraction: v.fraction,
+    roundTimeoutS: v['round-timeout'],
+  };
+  const token = v.token ?? process.env[ENV.adminToken];
   const res = await fetch(`${base}/runs`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
@@ -42,9 +63,13 @@ export async function trainRemote(argv: string[]): Promise<number> {
 
 /** `edgefl status --aggregator URL [--run ID]`. */
 export async function statusRemote(argv: string[]): Promise<number> {
-  const v = parse(argv, { aggregator: { type: 'string' }, run: { type: 'string' }, json: { type: 'boolean' }, kube: { type: 'boolean' } });
+  const v = parseFlags(STATUS_FLAGS, argv);
+  if (v.help) {
+    console.log(`edgefl status --aggregator URL [flags]: a run's rounds\n\n${flagHelp(STATUS_FLAGS)}`);
+    return 0;
+  }
   const base = aggregatorUrl(v.aggregator);
-  let id = v.run as string | undefined;
+  let id = v.run;
   if (!id) {
     const list = (await (await fetch(`${base}/runs`)).json()) as { runs: { id: string }[] };
     if (!list.runs.length) {
@@ -71,7 +96,7 @@ async function watch(base: string, id: string): Promise<number> {
       printRun(run);
       return run.status === 'failed' ? 1 : 0;
     }
-    await new Promise((r) => setTimeout(r, 2000));
+    await sleep(2000);
   }
 }
 
@@ -87,8 +112,8 @@ export function printRun(run: Record<string, any>): void {
 
 const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(2)}%` : '-');
 
-function aggregatorUrl(v: unknown): string {
-  const url = (v as string | undefined) ?? process.env.EDGEFL_AGGREGATOR_URL;
+function aggregatorUrl(flag: string | undefined): string {
+  const url = flag ?? process.env.EDGEFL_AGGREGATOR_URL;
   if (!url) throw new UsageError('--aggregator URL is required (or set EDGEFL_AGGREGATOR_URL)');
   return url.replace(/\/$/, '');
 }

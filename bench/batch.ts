@@ -5,17 +5,11 @@
  */
 import { startServingReady } from './cold-warm.js';
 import type { ServingChild } from './lib/children.js';
-import { benchmark, int, intList, type BenchContext } from './lib/flags.js';
+import { benchmark, int, intList, named, type BenchContext } from './lib/flags.js';
 import { TARGETS, mdTable, type BenchOutput, type Chart } from './lib/output.js';
-import { ceilingFor, measureCeiling, openBenchEnv, predictBody, timedPredict, type BenchEnv, type CeilingRow } from './lib/setup.js';
+import { ceilingFor, measureCeiling, withBenchEnv, predictBody, timedPredict, type BenchEnv, type CeilingRow } from './lib/setup.js';
 import { median, percentile, ratio, round } from './lib/stats.js';
 import { lineChart } from './lib/svg.js';
-
-export interface BatchParams extends Record<string, unknown> {
-  sizes: number[];
-  reps: number;
-  cold_runs: number;
-}
 
 export interface BatchRow {
   batch: number;
@@ -33,7 +27,7 @@ export interface BatchRow {
 const BATCH_FLAGS = {
   sizes: intList('images per request', { min: 1, max: 10_000, default: [1, 10, 100, 500, 1000, 5000, 10000] }),
   reps: int('timed warm requests per size', { min: 1, max: 1000, default: 5 }),
-  cold: int('fresh processes per size for the cold request', { min: 0, max: 20, default: 1 }),
+  cold: named('cold_runs', int('fresh processes per size for the cold request', { min: 0, max: 20, default: 1 })),
 };
 
 /** Warm latency per size on one running process: one untimed request, then `reps` timed ones. */
@@ -130,16 +124,14 @@ export function batchCharts(rows: BatchRow[]): Chart[] {
 export const batch = benchmark({
   description: 'images per request 1…10,000: cold and warm latency and images/s vs in-process predict',
   flags: BATCH_FLAGS,
-  params: (v): BatchParams => ({ sizes: [...v.sizes].sort((a, b) => a - b), reps: v.reps, cold_runs: v.cold }),
-  async run(p: BatchParams, ctx: BenchContext): Promise<BenchOutput> {
-    const env = await openBenchEnv({ log: ctx.log });
-    let child: ServingChild | undefined;
-    try {
+  params: (p) => ({ ...p, sizes: [...p.sizes].sort((a, b) => a - b) }),
+  async run(p, ctx: BenchContext): Promise<BenchOutput> {
+    return withBenchEnv(ctx, async (env) => {
       const bodies = new Map(p.sizes.map((n) => [n, predictBody(n)]));
       ctx.log(`in-process ceiling (sizes ${p.sizes.join(', ')})`);
       const ceiling = measureCeiling(env.flat, p.sizes);
       const cold = await coldBatches(env, p.sizes, p.cold_runs, bodies, ctx.log);
-      child = (await startServingReady(env)).child;
+      const child = (await startServingReady(env)).child;
       const warm = await warmBatches(child, p.sizes, p.reps, bodies, ctx.log);
       const rows = batchRows(p.sizes, warm, cold, ceiling, bodies);
       const b100 = rows.find((r) => r.batch === 100);
@@ -157,9 +149,6 @@ export const batch = benchmark({
         ].join('\n'),
         charts: batchCharts(rows),
       };
-    } finally {
-      await child?.stop();
-      await env.close();
-    }
+    });
   },
 });

@@ -7,10 +7,10 @@
  */
 import { spawnServing, type ServingChild } from './lib/children.js';
 import { z } from 'zod';
-import { BenchUsageError, benchmark, int, intList, num, oneOf, type BenchContext } from './lib/flags.js';
+import { BenchUsageError, benchmark, int, intList, named, num, oneOf, type BenchContext } from './lib/flags.js';
 import { runLoad, type WarmRun } from './lib/load.js';
 import { TARGETS, mdTable, type BenchOutput, type Chart, type Target } from './lib/output.js';
-import { ceilingFor, measureCeiling, openBenchEnv, predictBody, timedPredict, type BenchEnv, type CeilingRow } from './lib/setup.js';
+import { ceilingFor, measureCeiling, withBenchEnv, predictBody, timedPredict, type BenchEnv, type CeilingRow } from './lib/setup.js';
 import { median, ratio, round, spread } from './lib/stats.js';
 import { stackedBars } from './lib/svg.js';
 
@@ -187,36 +187,35 @@ const httpUrl = z
 const COLD_WARM_FLAGS = {
   target: oneOf(['local', 'knative'], 'a local serving process, or a Knative Service', { default: 'local' }),
   cold: int('cold starts (at least 1 with --target knative)', { min: 0, max: 1000, default: 10 }),
-  duration: num('seconds of each warm run', { above: 0, default: 5, arg: 'S' }),
+  duration: named('duration_s', num('seconds of each warm run', { above: 0, default: 5, arg: 'S' })),
   connections: intList('concurrent connections of the warm runs', { min: 1, max: 10_000, default: [1, 10, 50] }),
   url: { schema: httpUrl.optional(), help: 'knative: the Knative Service URL', arg: 'URL' },
   service: kubeName('knative: the Knative Service to wait on for scale-to-zero', 'must be a Kubernetes name (lower-case DNS label)'),
   namespace: kubeName('knative: its namespace (default edgefl)', 'must be a Kubernetes name'),
-  'scale-timeout': num('knative: seconds to wait for scale-to-zero (default 900)', { above: 0, arg: 'S' }),
+  'scale-timeout': named('scale_timeout_s', num('knative: seconds to wait for scale-to-zero (default 900)', { above: 0, arg: 'S' })),
 };
 
 export const coldWarm = benchmark({
   description: 'cold starts (fresh serving process → first prediction, by phase) and warm latency at 1/10/50 connections',
   flags: COLD_WARM_FLAGS,
-  params(v): ColdWarmParams {
-    const base = { cold: v.cold, duration_s: v.duration, connections: v.connections };
-    if (v.target === 'local') {
-      const stray = (['url', 'service', 'namespace', 'scale-timeout'] as const).filter((k) => v[k] !== undefined);
-      if (stray.length) throw new BenchUsageError(`${stray.map((k) => `--${k}`).join(', ')} only apply with --target knative`);
-      return { target: 'local', ...base };
+  params(p): ColdWarmParams {
+    const { url, service, namespace, scale_timeout_s, ...base } = p;
+    if (p.target === 'local') {
+      const stray = Object.entries({ url, service, namespace, 'scale-timeout': scale_timeout_s }).filter(([, v]) => v !== undefined);
+      if (stray.length) throw new BenchUsageError(`${stray.map(([k]) => `--${k}`).join(', ')} only apply with --target knative`);
+      return { ...base, target: 'local' };
     }
-    if (!v.url) throw new BenchUsageError('--target knative needs --url URL (the Knative Service URL, e.g. http://serving-0.edgefl.example.com)');
-    if (!v.service) throw new BenchUsageError('--target knative needs --service NAME (the Knative Service to wait on for scale-to-zero)');
-    if (v.cold < 1) throw new BenchUsageError(`--cold must be an integer from 1 to 1000 with --target knative; got '${v.cold}'`);
-    return { target: 'knative', ...base, url: v.url, service: v.service, namespace: v.namespace ?? 'edgefl', scale_timeout_s: v['scale-timeout'] ?? 900 };
+    if (!url) throw new BenchUsageError('--target knative needs --url URL (the Knative Service URL, e.g. http://serving-0.edgefl.example.com)');
+    if (!service) throw new BenchUsageError('--target knative needs --service NAME (the Knative Service to wait on for scale-to-zero)');
+    if (p.cold < 1) throw new BenchUsageError(`--cold must be an integer from 1 to 1000 with --target knative; got '${p.cold}'`);
+    return { ...base, target: 'knative', url, service, namespace: namespace ?? 'edgefl', scale_timeout_s: scale_timeout_s ?? 900 };
   },
   run: (p, ctx) => (p.target === 'knative' ? runKnative(p, ctx) : runLocal(p, ctx)),
 });
 
 async function runLocal(p: ColdWarmParams, ctx: BenchContext): Promise<BenchOutput> {
-  const env = await openBenchEnv({ log: ctx.log });
-  let warmChild: ServingChild | undefined;
-  try {
+  return withBenchEnv(ctx, async (env) => {
+    let warmChild: ServingChild | undefined;
     const body = predictBody(1);
     ctx.log('in-process ceiling (batch 1)');
     const ceiling = measureCeiling(env.flat, [1]);
@@ -228,10 +227,7 @@ async function runLocal(p: ColdWarmParams, ctx: BenchContext): Promise<BenchOutp
     }
     const warm = await warmRuns(warmChild.url, body, p.connections, p.duration_s, ctx.log);
     return localOutput(p, env, ceiling, cold, warm);
-  } finally {
-    await warmChild?.stop();
-    await env.close();
-  }
+  });
 }
 
 function localOutput(p: ColdWarmParams, env: BenchEnv, ceiling: CeilingRow[], cold: ColdStart[], warm: Record<string, WarmRun>): BenchOutput {

@@ -16,16 +16,6 @@ import { measureCeiling } from './lib/setup.js';
 import { mean, round } from './lib/stats.js';
 import { lineChart } from './lib/svg.js';
 
-export interface FlParams extends Record<string, unknown> {
-  nodes: number;
-  rounds: number;
-  alpha: number;
-  target: number;
-  epochs?: number;
-  max_train_samples?: number;
-  timeout_min: number;
-}
-
 const FL_FLAGS = {
   nodes: int('edge nodes', { min: 1, max: 32, default: 3 }),
   rounds: int('maximum rounds', { min: 1, max: 10_000, default: 20 }),
@@ -97,16 +87,7 @@ export function roundsTable(lines: RoundLine[]): string {
 export const fl = benchmark({
   description: 'a whole local federation (edgefl up): rounds to 97/98 %, final accuracy, wall time, overhead share',
   flags: FL_FLAGS,
-  params: (v): FlParams => ({
-    nodes: v.nodes,
-    rounds: v.rounds,
-    alpha: v.alpha,
-    target: v.target,
-    timeout_min: v['timeout-min'],
-    ...(v.epochs !== undefined ? { epochs: v.epochs } : {}),
-    ...(v['max-train-samples'] !== undefined ? { max_train_samples: v['max-train-samples'] } : {}),
-  }),
-  async run(p: FlParams, ctx: BenchContext): Promise<BenchOutput> {
+  async run(p, ctx: BenchContext): Promise<BenchOutput> {
     const backend = await initBackend(undefined, ctx.log);
     const seedModel = buildModel(7);
     const ceiling = measureCeiling(getFlatWeights(seedModel), [1, 10, 100], 500);

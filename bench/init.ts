@@ -9,14 +9,9 @@ import { freePort } from '../services/harness/ports.js';
 import { distPath, spawnService, type ServiceChild } from '../services/harness/process.js';
 import { benchmark, int, type BenchContext } from './lib/flags.js';
 import { mdTable, type BenchOutput } from './lib/output.js';
-import { ceilingFor, measureCeiling, openBenchEnv, predictBody, timedPredict, type BenchEnv } from './lib/setup.js';
+import { ceilingFor, measureCeiling, withBenchEnv, predictBody, timedPredict, type BenchEnv } from './lib/setup.js';
 import { latencyPercentiles, median, ratio, round, spread } from './lib/stats.js';
 import { stackedBars } from './lib/svg.js';
-
-export interface InitParams extends Record<string, unknown> {
-  cold: number;
-  requests: number;
-}
 
 const INIT_FLAGS = {
   cold: int('cold starts of each kind', { min: 0, max: 100, default: 3 }),
@@ -78,10 +73,8 @@ async function warmRun(env: BenchEnv, start: Starter, requests: number, body: st
 export const init = benchmark({
   description: 'global-scope model (loaded once at start) vs local-scope model (loaded per request), cold and warm',
   flags: INIT_FLAGS,
-  params: (v): InitParams => ({ cold: v.cold, requests: v.requests }),
-  async run(p: InitParams, ctx: BenchContext): Promise<BenchOutput> {
-    const env = await openBenchEnv({ log: ctx.log });
-    try {
+  async run(p, ctx: BenchContext): Promise<BenchOutput> {
+    return withBenchEnv(ctx, async (env) => {
       const body = predictBody(1);
       const ceiling = measureCeiling(env.flat, [1]);
       const scopes = { global: startGlobalScope, local: startLocalScope };
@@ -143,8 +136,6 @@ export const init = benchmark({
           },
         ],
       };
-    } finally {
-      await env.close();
-    }
+    });
   },
 });

@@ -7,20 +7,12 @@ import { freePort } from '../services/harness/ports.js';
 import { startServingReady } from './cold-warm.js';
 import { edgeflCli, spawnService } from '../services/harness/process.js';
 import { readRss, type ServingChild } from './lib/children.js';
-import { benchmark, int, type BenchContext } from './lib/flags.js';
+import { benchmark, int, type BenchContext, type ParamsOf } from './lib/flags.js';
 import { runLoad, type WarmRun } from './lib/load.js';
 import { TARGETS, mdTable, type BenchOutput, type Chart } from './lib/output.js';
-import { ceilingFor, measureCeiling, openBenchEnv, predictBody, type BenchEnv, type CeilingRow } from './lib/setup.js';
+import { ceilingFor, measureCeiling, withBenchEnv, predictBody, type BenchEnv, type CeilingRow } from './lib/setup.js';
 import { ratio, round } from './lib/stats.js';
 import { lineChart } from './lib/svg.js';
-
-export interface MemoryParams extends Record<string, unknown> {
-  requests: number;
-  connections: number;
-  max_train_samples: number;
-  epochs: number;
-  sample_ms: number;
-}
 
 const MEMORY_FLAGS = {
   requests: int('requests to the serving function', { min: 1, max: 10_000_000, default: 10_000 }),
@@ -29,6 +21,8 @@ const MEMORY_FLAGS = {
   epochs: int('epochs the trainer trains', { min: 1, max: 100, default: 1 }),
   'sample-ms': int('RSS sampling interval (ms)', { min: 5, max: 10_000, default: 50 }),
 };
+
+export type MemoryParams = ParamsOf<typeof MEMORY_FLAGS>;
 
 export interface ServingMemory {
   idle_rss_mib: number | null;
@@ -141,13 +135,10 @@ export function memoryCeilingRatio(serving: ServingMemory, ceiling: CeilingRow[]
 export const memory = benchmark({
   description: 'RSS of a serving function idle and after 10,000 requests, and of a trainer during an epoch',
   flags: MEMORY_FLAGS,
-  params: (v): MemoryParams => ({ requests: v.requests, connections: v.connections, max_train_samples: v['max-train-samples'], epochs: v.epochs, sample_ms: v['sample-ms'] }),
   async run(p: MemoryParams, ctx: BenchContext): Promise<BenchOutput> {
-    const env = await openBenchEnv({ log: ctx.log });
-    let child: ServingChild | undefined;
-    try {
+    return withBenchEnv(ctx, async (env) => {
       const ceiling = measureCeiling(env.flat, [1]);
-      child = (await startServingReady(env)).child;
+      const child = (await startServingReady(env)).child;
       const serving = await servingMemory(child, p.requests, p.connections, ctx.log);
       await child.stop();
       const trainer = await trainerMemory(env, p, ctx.log);
@@ -159,9 +150,6 @@ export const memory = benchmark({
         report: ['## Memory', '', 'RSS is VmRSS from /proc/<pid>/status of the child process; the trainer is sampled every ' + p.sample_ms + ' ms while it trains.', '', memoryTable(serving, trainer)].join('\n'),
         charts: [trainerChart(trainer)],
       };
-    } finally {
-      await child?.stop();
-      await env.close();
-    }
+    });
   },
 });

@@ -22,7 +22,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { HELP_FLAG, flagHelp, parseFlags, text, toggle } from '../services/cli/flags.js';
 import { stopAll } from '../services/harness/process.js';
-import { BenchUsageError, type BenchContext, type BenchModule } from './lib/flags.js';
+import { BenchUsageError, paramsOf, type BenchContext, type BenchModule } from './lib/flags.js';
 import { writeOutputs, type BenchResult } from './lib/output.js';
 
 export { BenchUsageError };
@@ -69,7 +69,12 @@ export async function parseBenchArgs(name: string, argv: string[]): Promise<Pars
   } catch (e) {
     throw new BenchUsageError(`${name}: ${(e as Error).message}`);
   }
-  return { json: values.json, out: values.out, help: values.help, params: values.help ? {} : module.params(values), module };
+  return { json: values.json, out: values.out, help: values.help, params: values.help ? {} : paramsFor(module, values), module };
+}
+
+function paramsFor(module: BenchModule<any, any>, values: Record<string, unknown>): Record<string, unknown> {
+  const p = paramsOf(module.flags, values);
+  return module.params ? module.params(p) : p;
 }
 
 export function defaultOutDir(name: string, now = new Date()): string {

@@ -8,25 +8,15 @@ import { measureCeiling } from './lib/setup.js';
 import { benchTrainThroughput } from './train-throughput.js';
 import { runTorchPeer } from './torch-peer.js';
 
-export interface TrainParams extends Record<string, unknown> {
-  backend: BackendName;
-  batch: number;
-  steps: number;
-  cpu_steps: number;
-}
-
-const TRAIN_FLAGS = {
-  backend: oneOf(BACKENDS, 'backend to measure', { default: 'wasm' }),
-  batch: int('batch size', { min: 1, max: 4096, default: 32 }),
-  steps: int('timed training steps', { min: 1, max: 100_000, default: 30 }),
-  'cpu-steps': int('steps on the pure-JS cpu backend, for comparison', { min: 0, max: 10_000, default: 0 }),
-};
-
 export const train = benchmark({
   description: 'training throughput of the CNN (samples/s) on wasm vs cpu',
-  flags: TRAIN_FLAGS,
-  params: (v): TrainParams => ({ backend: v.backend, batch: v.batch, steps: v.steps, cpu_steps: v['cpu-steps'] }),
-  async run(p: TrainParams, ctx: BenchContext): Promise<BenchOutput> {
+  flags: {
+    backend: oneOf(BACKENDS, 'backend to measure', { default: 'wasm' }),
+    batch: int('batch size', { min: 1, max: 4096, default: 32 }),
+    steps: int('timed training steps', { min: 1, max: 100_000, default: 30 }),
+    'cpu-steps': int('steps on the pure-JS cpu backend, for comparison', { min: 0, max: 10_000, default: 0 }),
+  },
+  async run(p, ctx: BenchContext): Promise<BenchOutput> {
     ctx.log(`training ${p.steps} steps of batch ${p.batch} on ${p.backend} (${p.cpu_steps} on cpu)`);
     const r = await benchTrainThroughput({ backend: p.backend, batchSize: p.batch, steps: p.steps, cpuSteps: p.cpu_steps });
     const model = buildModel(7);

@@ -1,5 +1,10 @@
-/** What a benchmark module is: its flags (zod schemas, services/cli/flags.ts), their checks, and its run. */
-import type { Flags, FlagValues } from '../../services/cli/flags.js';
+/**
+ * What a benchmark module is: its flags (zod schemas, services/cli/flags.ts) and its run.
+ * Its parameters (result.json's `params`) are the flags' values under snake_case keys,
+ * their type inferred from the schemas; `params` adds the checks one flag alone cannot make.
+ */
+import type { z } from 'zod';
+import type { Flag, Flags, FlagValues } from '../../services/cli/flags.js';
 import type { BenchOutput } from './output.js';
 
 export { UsageError as BenchUsageError } from '../../services/cli/flags.js';
@@ -11,15 +16,37 @@ export interface BenchContext {
   log(msg: string): void;
 }
 
-export interface BenchModule<F extends Flags = Flags, P extends Record<string, unknown> = Record<string, unknown>> {
+type Snake<S extends string> = S extends `${infer A}-${infer B}` ? `${A}_${Snake<B>}` : S;
+
+/** The parameters a set of flags gives: `--max-train-samples` → max_train_samples, or the flag's own key. */
+export type ParamsOf<F extends Flags> = {
+  [K in keyof F & string as F[K] extends { key: infer N extends string } ? N : Snake<K>]: z.output<F[K]['schema']>;
+};
+
+/** A flag whose parameter key is not its snake_case name (e.g. --duration → duration_s). */
+export function named<const N extends string, T extends Flag>(key: N, flag: T): T & { key: N } {
+  return { ...flag, key };
+}
+
+/** The parameters from parsed values: only this module's flags, none left undefined. */
+export function paramsOf<F extends Flags>(flags: F, values: FlagValues<F>): ParamsOf<F> {
+  const out: Record<string, unknown> = {};
+  for (const [name, flag] of Object.entries(flags)) {
+    const v = values[name];
+    if (v !== undefined) out[flag.key ?? name.replaceAll('-', '_')] = v;
+  }
+  return out as ParamsOf<F>;
+}
+
+export interface BenchModule<F extends Flags = Flags, P extends Record<string, unknown> = ParamsOf<F>> {
   description: string;
   flags: F;
-  /** Turns the parsed flags into parameters, with the checks one flag alone cannot make; throws BenchUsageError. */
-  params(values: FlagValues<F>): P;
+  /** Checks across flags and derived values; throws BenchUsageError. Without it the parameters are ParamsOf<F>. */
+  params?(p: ParamsOf<F>): P;
   run(params: P, ctx: BenchContext): Promise<BenchOutput>;
 }
 
 /** Declares a benchmark module with its flag and parameter types inferred. */
-export function benchmark<F extends Flags, P extends Record<string, unknown>>(module: BenchModule<F, P>): BenchModule<F, P> {
+export function benchmark<F extends Flags, P extends Record<string, unknown> = ParamsOf<F>>(module: BenchModule<F, P>): BenchModule<F, P> {
   return module;
 }

@@ -22,6 +22,8 @@ export interface Flag<S extends z.ZodType = z.ZodType> {
   short?: string;
   /** The environment variable this flag sets (service flags). */
   env?: string;
+  /** The key a benchmark's parameters use for it (default: the name in snake_case). */
+  key?: string;
 }
 
 export type Flags = Record<string, Flag>;

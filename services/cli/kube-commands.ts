@@ -54,24 +54,23 @@ revision and current pods. Uses $KUBECONFIG / ~/.kube/config (or the in-cluster 
 ${flagHelp(STATUS_FLAGS)}
 `;
 
-/** Parses argv; on a usage error writes it with the usage text and returns undefined (exit 2). */
-function parseOrReport<F extends Flags>(flags: F, argv: string[], usage: string, io: CommandIO): FlagValues<F> | undefined {
+/** The parsed flags, or the exit code when there is nothing to run: 0 after --help, 2 after a usage error (with the usage). */
+function parseCommand<F extends Flags>(flags: F, argv: string[], usage: string, io: CommandIO): FlagValues<F> | number {
   try {
-    return parseFlags(flags, argv);
+    const values = parseFlags(flags, argv);
+    if (!values.help) return values;
+    io.stdout.write(usage);
+    return 0;
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     io.stderr.write(`${err.message}\n\n${usage}`);
-    return undefined;
+    return 2;
   }
 }
 
 export async function runManifestsCommand(argv: string[], io: CommandIO = defaultIO): Promise<number> {
-  const values = parseOrReport(MANIFESTS_FLAGS, argv, MANIFESTS_USAGE, io);
-  if (!values) return 2;
-  if (values.help) {
-    io.stdout.write(MANIFESTS_USAGE);
-    return 0;
-  }
+  const values = parseCommand(MANIFESTS_FLAGS, argv, MANIFESTS_USAGE, io);
+  if (typeof values === 'number') return values;
   try {
     const opts = { nodes: values.nodes, image: values.image, namespace: values.namespace, servingMinScale: values['serving-min-scale'] };
     let manifests: typeof import('../kube/manifests.js');
@@ -103,12 +102,8 @@ function pad(rows: string[][]): string {
 }
 
 export async function runKubeStatusCommand(argv: string[], io: CommandIO = defaultIO): Promise<number> {
-  const values = parseOrReport(STATUS_FLAGS, argv, STATUS_USAGE, io);
-  if (!values) return 2;
-  if (values.help) {
-    io.stdout.write(STATUS_USAGE);
-    return 0;
-  }
+  const values = parseCommand(STATUS_FLAGS, argv, STATUS_USAGE, io);
+  if (typeof values === 'number') return values;
   const namespace = values.namespace ?? (process.env[ENV.namespace] || DEFAULT_NAMESPACE);
   try {
     const discovery = await import('../kube/discovery.js');

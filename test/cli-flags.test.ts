@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { HELP_FLAG, UsageError, flagHelp, int, intList, num, oneOf, parseFlags, text, toggle } from '../services/cli/flags.js';
+import { z } from 'zod';
+import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, intList, num, oneOf, parseFlags, text, toggle } from '../services/cli/flags.js';
 import { UP_FLAGS } from '../services/cli/up.js';
 import { distPath, edgeflCli } from '../services/harness/process.js';
 
@@ -53,6 +54,15 @@ describe('flags as zod schemas', () => {
       expect(error, argv.join(' ')).toBeInstanceOf(UsageError);
       expect((error as Error).message).toBe(message);
     }
+  });
+
+  it('takes range, integer-ness and default from another schema', () => {
+    const flags = { rounds: fromNumberSchema(z.number().int().min(1).max(50).default(20), 'rounds'), share: fromNumberSchema(z.number().min(0).max(1), 'share') };
+    expect(parseFlags(flags, [])).toMatchObject({ rounds: 20, share: undefined });
+    expect(parseFlags(flags, ['--rounds', '50', '--share', '0.25'])).toMatchObject({ rounds: 50, share: 0.25 });
+    expect(() => parseFlags(flags, ['--rounds', '51'])).toThrow("--rounds must be an integer from 1 to 50; got '51'");
+    expect(() => parseFlags(flags, ['--share', '2'])).toThrow("--share must be a number from 0 to 1; got '2'");
+    expect(flagHelp(flags)).toMatch(/--rounds N\s+rounds \(default 20\)/);
   });
 
   it('generates --help from the same definitions', () => {

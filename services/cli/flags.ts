@@ -85,6 +85,19 @@ export function num(help: string, o: Range & { above?: number; default?: number;
   return finish(numberSchema(o), help, o.arg ?? 'X', o.default);
 }
 
+/**
+ * A flag for a number some other schema defines (a field of RunConfig, say): its range,
+ * integer-ness and default come from that schema, so the flag cannot drift from it.
+ */
+export function fromNumberSchema(schema: z.ZodNumber | z.ZodDefault<z.ZodNumber>, help: string, o: { arg?: string } = {}): Typed<number> {
+  const inner = schema instanceof z.ZodDefault ? schema.unwrap() : schema;
+  const range = { min: finite(inner.minValue), max: finite(inner.maxValue) };
+  const dflt = schema instanceof z.ZodDefault ? (schema.def.defaultValue as number) : undefined;
+  return finish(inner.isInt ? intSchema(range) : numberSchema(range), help, o.arg ?? (inner.isInt ? 'N' : 'X'), dflt) as Typed<number>;
+}
+
+const finite = (n: number | null) => (n !== null && Number.isFinite(n) && Math.abs(n) < Number.MAX_SAFE_INTEGER ? n : undefined);
+
 /** `--name 1,10,50`: distinct integers, comma-separated. */
 export function intList(help: string, o: Range & { default: number[] }): Typed<number[]> {
   const error = `must be a comma-separated list of ${rangeText('integers', o)}`;

@@ -215,5 +215,12 @@ export function repoRoot(): string {
 /** A compiled file under dist/ (children run compiled code: npm run build first). */
 export const distPath = (...parts: string[]) => path.join(repoRoot(), 'dist', ...parts);
 
-/** The compiled `edgefl` CLI, which starts every service: `[edgeflCli(), 'serve']`. */
-export const edgeflCli = () => distPath('services', 'cli', 'edgefl.js');
+/**
+ * The compiled `edgefl` CLI, which starts every service: `[edgeflCli(), 'serve']`. Compiled,
+ * this module sits next to it (no package.json needed, as in the container image); run
+ * from TypeScript sources (tests), it is the one under dist/.
+ */
+export function edgeflCli(): string {
+  const sibling = fileURLToPath(new URL('../cli/edgefl.js', import.meta.url));
+  return existsSync(sibling) ? sibling : distPath('services', 'cli', 'edgefl.js');
+}

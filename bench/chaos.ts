@@ -19,6 +19,7 @@
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { initBackend } from '../services/core/backend.js';
 import { Cluster, RestartablePostgres, publishInitialModel } from './lib/chaos-cluster.js';
 import { aggregatorKill9, postgresRestart, servingSigterm, trainerKill9 } from './lib/chaos-faults.js';
 import { benchmark, int, type BenchContext } from './lib/flags.js';
@@ -139,6 +140,7 @@ export const chaos = benchmark({
   flags: CHAOS_FLAGS,
   params: (v): ChaosParams => ({ iterations: v.iterations, rounds: v.rounds, samples: v.samples }),
   async run(p: ChaosParams, ctx: BenchContext): Promise<BenchOutput> {
+    const backend = await initBackend(undefined, ctx.log); // for the initial model this process publishes
     // Data (PostgreSQL) in a temporary folder; the services' logs stay in the output folder.
     const data = mkdtempSync(path.join(os.tmpdir(), 'edgefl-chaos-'));
     // As root, PostgreSQL runs as the postgres user, who must be able to enter this folder (mkdtemp makes it 0700).
@@ -154,6 +156,7 @@ export const chaos = benchmark({
     const dataLoss = faults.reduce((n, f) => n + f.data_loss, 0);
     const notSurvived = faults.reduce((n, f) => n + f.injected - f.survived, 0);
     return {
+      backend: backend.name,
       params: p,
       results: { faults, data_loss: dataLoss, not_survived: notSurvived },
       headline: { data_loss: dataLoss, not_survived: notSurvived },

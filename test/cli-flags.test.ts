@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, intList, num, oneOf, parseFlags, text, toggle } from '../services/cli/flags.js';
 import { UP_FLAGS } from '../services/cli/up.js';
+import { freePort } from '../services/harness/ports.js';
 import { distPath, edgeflCli } from '../services/harness/process.js';
 
 const FLAGS = {
@@ -94,5 +95,12 @@ describe.skipIf(!built)('the built commands', () => {
       expect(r.stderr, args.join(' ')).toBe(message);
       expect(r.status).toBe(2);
     }
+  });
+
+  it('an aggregator that does not answer is one line and exit code 1', async () => {
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const r = run([edgeflCli(), 'status', '--aggregator', url]);
+    expect(r.stderr).toBe(`edgefl: cannot reach ${url}: ECONNREFUSED\n`);
+    expect(r.status).toBe(1);
   });
 });

@@ -1,6 +1,6 @@
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { envFromFlags, SERVICE_FLAGS } from './args.js';
-import { HELP_FLAG, UsageError, flagHelp, parseFlags } from './flags.js';
+import { CommandError, HELP_FLAG, UsageError, flagHelp, parseFlags } from './flags.js';
 
 const HELP = `edgefl — federated learning at the edge, serverless on Knative
 
@@ -81,6 +81,10 @@ main(process.argv.slice(2)).then(
     if (e instanceof UsageError || e instanceof ConfigError) {
       console.error(`edgefl: ${e.message}`);
       process.exit(2);
+    }
+    if (e instanceof CommandError) {
+      console.error(`edgefl: ${e.message}`);
+      process.exit(1);
     }
     console.error(`edgefl: ${(e as Error).stack ?? String(e)}`);
     process.exit(1);

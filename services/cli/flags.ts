@@ -12,6 +12,9 @@ import { z } from 'zod';
 /** Bad flags or arguments: the CLI and the bench print the one-line message and exit 2. */
 export class UsageError extends Error {}
 
+/** A command that could not do its work for a reason the user can act on (exit 1, one line, no stack). */
+export class CommandError extends Error {}
+
 export interface Flag<S extends z.ZodType = z.ZodType> {
   schema: S;
   help: string;

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ENV } from '../shared/config.js';
 import { STRATEGIES } from '../../aggregator/strategies.js';
-import { HELP_FLAG, UsageError, flagHelp, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
+import { CommandError, HELP_FLAG, UsageError, flagHelp, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
 
 const AGGREGATOR_FLAG = { aggregator: text('the aggregator (default $EDGEFL_AGGREGATOR_URL)', { arg: 'URL' }) };
 
@@ -46,7 +46,7 @@ export async function trainRemote(argv: string[]): Promise<number> {
     roundTimeoutS: v['round-timeout'],
   };
   const token = v.token ?? process.env[ENV.adminToken];
-  const res = await fetch(`${base}/runs`, {
+  const res = await request(`${base}/runs`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: JSON.stringify(body),
@@ -71,14 +71,14 @@ export async function statusRemote(argv: string[]): Promise<number> {
   const base = aggregatorUrl(v.aggregator);
   let id = v.run;
   if (!id) {
-    const list = (await (await fetch(`${base}/runs`)).json()) as { runs: { id: string }[] };
+    const list = (await (await request(`${base}/runs`)).json()) as { runs: { id: string }[] };
     if (!list.runs.length) {
       console.log('no runs yet');
       return 0;
     }
     id = list.runs[0]!.id;
   }
-  const res = await fetch(`${base}/runs/${encodeURIComponent(id)}`);
+  const res = await request(`${base}/runs/${encodeURIComponent(id)}`);
   const run = (await res.json()) as Record<string, any>;
   if (!res.ok) {
     console.error(`${res.status}: ${run.error?.message}`);
@@ -91,7 +91,7 @@ export async function statusRemote(argv: string[]): Promise<number> {
 
 async function watch(base: string, id: string): Promise<number> {
   for (;;) {
-    const run = (await (await fetch(`${base}/runs/${id}`)).json()) as Record<string, any>;
+    const run = (await (await request(`${base}/runs/${id}`)).json()) as Record<string, any>;
     if (run.status !== 'running') {
       printRun(run);
       return run.status === 'failed' ? 1 : 0;
@@ -111,6 +111,16 @@ export function printRun(run: Record<string, any>): void {
 }
 
 const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(2)}%` : '-');
+
+/** fetch, with an unreachable aggregator as one line (exit 1) instead of fetch's bare 'fetch failed' stack. */
+async function request(url: string, init?: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch (e) {
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    throw new CommandError(`cannot reach ${new URL(url).origin}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
+  }
+}
 
 function aggregatorUrl(flag: string | undefined): string {
   const url = flag ?? process.env.EDGEFL_AGGREGATOR_URL;

@@ -6,8 +6,7 @@
  * is the first request after waitForScaleToZero.
  */
 import { spawnServing, type ServingChild } from './lib/children.js';
-import { z } from 'zod';
-import { BenchUsageError, benchmark, int, intList, named, num, oneOf, type BenchContext } from './lib/flags.js';
+import { BenchUsageError, benchmark, httpUrl, int, intList, kubeName, named, num, oneOf, type BenchContext, type ParamsOf } from './lib/flags.js';
 import { runLoad, type WarmRun } from './lib/load.js';
 import { TARGETS, mdTable, type BenchOutput, type Chart, type Target } from './lib/output.js';
 import { ceilingFor, measureCeiling, withBenchEnv, predictBody, timedPredict, type BenchEnv, type CeilingRow } from './lib/setup.js';
@@ -158,42 +157,19 @@ export function coldWarmChart(runs: ColdStart[], warm: Record<string, WarmRun>):
 
 // ---- the module ----------------------------------------------------------------------
 
-export interface ColdWarmParams extends Record<string, unknown> {
-  target: 'local' | 'knative';
-  cold: number;
-  duration_s: number;
-  connections: number[];
-  url?: string;
-  service?: string;
-  namespace?: string;
-  scale_timeout_s?: number;
-}
-
-const KUBE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-
-/** A Kubernetes object name (a lower-case DNS label). */
-const kubeName = (help: string, what: string) => ({
-  schema: z.string().max(63, { error: what }).regex(KUBE_NAME, { error: what }).optional(),
-  help,
-  arg: 'NAME',
-});
-
-const httpUrl = z
-  .string()
-  .refine((u) => URL.canParse(u), { error: 'must be an absolute http(s) URL', abort: true })
-  .refine((u) => /^https?:$/.test(URL.parse(u)?.protocol ?? ''), { error: 'must be http or https' })
-  .transform((u) => u.replace(/\/+$/, ''));
-
 const COLD_WARM_FLAGS = {
   target: oneOf(['local', 'knative'], 'a local serving process, or a Knative Service', { default: 'local' }),
   cold: int('cold starts (at least 1 with --target knative)', { min: 0, max: 1000, default: 10 }),
   duration: named('duration_s', num('seconds of each warm run', { above: 0, default: 5, arg: 'S' })),
   connections: intList('concurrent connections of the warm runs', { min: 1, max: 10_000, default: [1, 10, 50] }),
-  url: { schema: httpUrl.optional(), help: 'knative: the Knative Service URL', arg: 'URL' },
-  service: kubeName('knative: the Knative Service to wait on for scale-to-zero', 'must be a Kubernetes name (lower-case DNS label)'),
-  namespace: kubeName('knative: its namespace (default edgefl)', 'must be a Kubernetes name'),
+  url: httpUrl('knative: the Knative Service URL'),
+  service: kubeName('knative: the Knative Service to wait on for scale-to-zero'),
+  namespace: kubeName('knative: its namespace (default edgefl)'),
   'scale-timeout': named('scale_timeout_s', num('knative: seconds to wait for scale-to-zero (default 900)', { above: 0, arg: 'S' })),
 };
+
+/** Local: the knative-only keys stay unset; knative: all set (namespace and scale timeout defaulted). */
+export type ColdWarmParams = ParamsOf<typeof COLD_WARM_FLAGS>;
 
 export const coldWarm = benchmark({
   description: 'cold starts (fresh serving process → first prediction, by phase) and warm latency at 1/10/50 connections',

@@ -8,7 +8,7 @@ import type { Flag, Flags, FlagValues } from '../../services/cli/flags.js';
 import type { BenchOutput } from './output.js';
 
 export { UsageError as BenchUsageError } from '../../services/cli/flags.js';
-export { int, intList, num, oneOf, text, toggle } from '../../services/cli/flags.js';
+export { httpUrl, int, intList, kubeName, num, oneOf, text, toggle } from '../../services/cli/flags.js';
 
 export interface BenchContext {
   outDir: string;
@@ -18,9 +18,17 @@ export interface BenchContext {
 
 type Snake<S extends string> = S extends `${infer A}-${infer B}` ? `${A}_${Snake<B>}` : S;
 
-/** The parameters a set of flags gives: `--max-train-samples` → max_train_samples, or the flag's own key. */
+type Key<F extends Flags, K extends keyof F & string> = F[K] extends { key: infer N extends string } ? N : Snake<K>;
+type Out<F extends Flags, K extends keyof F> = z.output<F[K]['schema']>;
+
+/**
+ * The parameters a set of flags gives: `--max-train-samples` → max_train_samples, or the
+ * flag's own key; a flag without a default is an optional key (paramsOf leaves it out).
+ */
 export type ParamsOf<F extends Flags> = {
-  [K in keyof F & string as F[K] extends { key: infer N extends string } ? N : Snake<K>]: z.output<F[K]['schema']>;
+  [K in keyof F & string as undefined extends Out<F, K> ? never : Key<F, K>]: Out<F, K>;
+} & {
+  [K in keyof F & string as undefined extends Out<F, K> ? Key<F, K> : never]?: Exclude<Out<F, K>, undefined>;
 };
 
 /** A flag whose parameter key is not its snake_case name (e.g. --duration → duration_s). */

@@ -133,6 +133,22 @@ export function text(help: string, o: { default?: string; arg?: string; env?: st
   return { ...finish(s, help, o.arg ?? 'VALUE', o.default), env: o.env };
 }
 
+/** `--name URL`: an absolute http(s) URL, without trailing slashes. */
+export function httpUrl(help: string): Typed<string | undefined> {
+  const url = z
+    .string()
+    .refine((u) => URL.canParse(u), { error: 'must be an absolute http(s) URL', abort: true })
+    .refine((u) => /^https?:$/.test(URL.parse(u)?.protocol ?? ''), { error: 'must be http or https' })
+    .transform((u) => u.replace(/\/+$/, ''));
+  return finish(url, help, 'URL', undefined);
+}
+
+/** `--name NAME`: a Kubernetes object name (a lower-case DNS label). */
+export function kubeName(help: string): Typed<string | undefined> {
+  const error = 'must be a Kubernetes name (lower-case DNS label)';
+  return finish(z.string().max(63, { error }).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, { error }), help, 'NAME', undefined);
+}
+
 /** `--name`: a switch, false unless given. */
 export function toggle(help: string, o: { short?: string } = {}): Typed<boolean> {
   return { schema: z.boolean().default(false), help, short: o.short };

@@ -150,8 +150,8 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     process.stderr.write(`\n[bench] ${signal}: stopping child processes ...\n`);
     void stopAll().finally(() => process.exit(130));
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  // Children lead their own process groups: signals meant for the bench reach only it, and it stops them.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, onSignal);
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

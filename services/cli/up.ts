@@ -7,12 +7,13 @@ import { BACKENDS } from '../core/backend.js';
 import { openDatabase } from '../store/database.js';
 import { startAggregator } from '../../aggregator/main.js';
 import type { RoundSummary } from '../../aggregator/federation.js';
-import { parseRunConfig } from '../../aggregator/run-config.js';
-import { STRATEGIES } from '../../aggregator/strategies.js';
+import { RunConfigSchema, parseRunConfig } from '../../aggregator/run-config.js';
 import { PARTITION_KINDS } from '../../datasets/partition.js';
 import { getRun } from '../store/model-store.js';
 import { edgeflCli, spawnService, type ServiceChild } from '../harness/process.js';
-import { HELP_FLAG, UsageError, flagHelp, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
+import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
+
+const RUN_FIELDS = RunConfigSchema.shape;
 
 /** Every flag `edgefl up` reads; --help is generated from these. */
 export const UP_FLAGS = {
@@ -20,10 +21,11 @@ export const UP_FLAGS = {
   partition: oneOf(PARTITION_KINDS, `how the digits are split (default dirichlet, or $${ENV.partition})`, { arg: 'KIND' }),
   alpha: num(`Dirichlet concentration (default 0.5, or $${ENV.alpha})`, { above: 0, arg: 'A' }),
   seed: int(`partition and split seed (default 42, or $${ENV.seed})`, { min: 0 }),
-  rounds: int('maximum rounds', { min: 1, max: 10_000, default: 20 }),
-  target: num('stop at this held-out accuracy', { min: 0, max: 1, default: 0.985, arg: 'ACC' }),
-  epochs: int('local epochs per round', { min: 1, max: 100, default: 2 }),
-  strategy: oneOf(STRATEGIES, 'aggregation strategy (default fedavg)'),
+  // The run's flags take their ranges and defaults from the RunConfig schema (POST /runs reads the same).
+  rounds: fromNumberSchema(RUN_FIELDS.rounds, 'maximum rounds'),
+  target: fromNumberSchema(RUN_FIELDS.targetAccuracy, 'stop at this held-out accuracy', { arg: 'ACC' }),
+  epochs: fromNumberSchema(RUN_FIELDS.epochs, 'local epochs per round'),
+  strategy: oneOf(RUN_FIELDS.strategy.unwrap().options, 'aggregation strategy (default fedavg)'),
   dataset: oneOf(['mnist', 'idx'], `built-in 10k digits (default) or IDX files (--idx-dir)`),
   'idx-dir': text('directory with *-idx3-ubyte[.gz] files', { arg: 'DIR' }),
   'max-train-samples': int("cap each node's shard (quick runs)", { min: 1 }),
@@ -108,8 +110,8 @@ export async function up(argv: string[]): Promise<number> {
     say('edgefl: stopped.');
     process.exit(code);
   };
-  process.once('SIGINT', () => void shutdown(0));
-  process.once('SIGTERM', () => void shutdown(0));
+  // The children lead their own process groups, so a terminal's SIGHUP reaches only this process: it stops them.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, () => void shutdown(0));
 
   let agg: Awaited<ReturnType<typeof startAggregator>> | undefined;
   try {
@@ -162,17 +164,14 @@ export async function up(argv: string[]): Promise<number> {
   }
 }
 
-/** The run `up` starts, from its flags; RunConfig's own rules apply on top. */
+/** The run `up` starts, from its flags; RunConfig's cross-field rules apply on top. */
 function runConfigOf(v: { rounds: number; target: number; epochs: number; strategy?: string; nodes: number }) {
   try {
-    return parseRunConfig({
-      rounds: v.rounds,
-      targetAccuracy: v.target,
-      epochs: v.epochs,
-      ...(v.strategy ? { strategy: v.strategy } : {}),
-      minQuorum: Math.max(1, Math.ceil(v.nodes / 2)),
-      patience: 6,
-    });
+    return parseRunConfig(
+      { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6 },
+      // A default, not a demand: a robust strategy raises it to what it needs (median: 3).
+      { minQuorum: Math.max(1, Math.ceil(v.nodes / 2)) },
+    );
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

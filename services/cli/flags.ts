@@ -92,11 +92,14 @@ export function num(help: string, o: Range & { above?: number; default?: number;
  * A flag for a number some other schema defines (a field of RunConfig, say): its range,
  * integer-ness and default come from that schema, so the flag cannot drift from it.
  */
-export function fromNumberSchema(schema: z.ZodNumber | z.ZodDefault<z.ZodNumber>, help: string, o: { arg?: string } = {}): Typed<number> {
+export function fromNumberSchema(schema: z.ZodNumber | z.ZodDefault<z.ZodNumber>, help: string, o?: { arg?: string }): Typed<number>;
+/** `optional`: absent stays undefined (e.g. a request the server fills in with the same default). */
+export function fromNumberSchema(schema: z.ZodNumber | z.ZodDefault<z.ZodNumber>, help: string, o: { arg?: string; optional: true }): Typed<number | undefined>;
+export function fromNumberSchema(schema: z.ZodNumber | z.ZodDefault<z.ZodNumber>, help: string, o: { arg?: string; optional?: boolean } = {}) {
   const inner = schema instanceof z.ZodDefault ? schema.unwrap() : schema;
   const range = { min: finite(inner.minValue), max: finite(inner.maxValue) };
-  const dflt = schema instanceof z.ZodDefault ? (schema.def.defaultValue as number) : undefined;
-  return finish(inner.isInt ? intSchema(range) : numberSchema(range), help, o.arg ?? (inner.isInt ? 'N' : 'X'), dflt) as Typed<number>;
+  const dflt = schema instanceof z.ZodDefault && !o.optional ? (schema.def.defaultValue as number) : undefined;
+  return finish(inner.isInt ? intSchema(range) : numberSchema(range), help, o.arg ?? (inner.isInt ? 'N' : 'X'), dflt);
 }
 
 const finite = (n: number | null) => (n !== null && Number.isFinite(n) && Math.abs(n) < Number.MAX_SAFE_INTEGER ? n : undefined);

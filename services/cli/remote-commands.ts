@@ -1,20 +1,23 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ENV } from '../shared/config.js';
-import { STRATEGIES } from '../../aggregator/strategies.js';
-import { CommandError, HELP_FLAG, UsageError, flagHelp, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
+import { RunConfigSchema } from '../../aggregator/run-config.js';
+import { CommandError, HELP_FLAG, UsageError, flagHelp, fromNumberSchema, oneOf, parseFlags, text, toggle } from './flags.js';
+
+const RUN_FIELDS = RunConfigSchema.shape;
 
 const AGGREGATOR_FLAG = { aggregator: text('the aggregator (default $EDGEFL_AGGREGATOR_URL)', { arg: 'URL' }) };
 
 /** Only the flags given are sent: the aggregator fills in the rest of the run's configuration. */
 const TRAIN_FLAGS = {
   ...AGGREGATOR_FLAG,
-  rounds: int('maximum rounds', { min: 1 }),
-  target: num('stop at this held-out accuracy', { min: 0, max: 1, arg: 'ACC' }),
-  epochs: int('local epochs per round', { min: 1 }),
-  strategy: oneOf(STRATEGIES, 'aggregation strategy'),
-  'min-quorum': int('updates a round needs', { min: 1 }),
-  fraction: num('share of the nodes asked each round', { above: 0, max: 1 }),
-  'round-timeout': num('seconds a round waits for updates', { above: 0, arg: 'S' }),
+  // Ranges from the RunConfig schema the aggregator parses the request with.
+  rounds: fromNumberSchema(RUN_FIELDS.rounds, 'maximum rounds', { optional: true }),
+  target: fromNumberSchema(RUN_FIELDS.targetAccuracy, 'stop at this held-out accuracy', { arg: 'ACC', optional: true }),
+  epochs: fromNumberSchema(RUN_FIELDS.epochs, 'local epochs per round', { optional: true }),
+  strategy: oneOf(RUN_FIELDS.strategy.unwrap().options, 'aggregation strategy'),
+  'min-quorum': fromNumberSchema(RUN_FIELDS.minQuorum, 'updates a round needs', { optional: true }),
+  fraction: fromNumberSchema(RUN_FIELDS.fraction, 'share of the nodes asked each round', { optional: true }),
+  'round-timeout': fromNumberSchema(RUN_FIELDS.roundTimeoutS, 'seconds a round waits for updates', { arg: 'S', optional: true }),
   token: text(`admin token (default $${ENV.adminToken})`, { arg: 'TOKEN' }),
   wait: toggle('follow the run until it ends'),
   ...HELP_FLAG,

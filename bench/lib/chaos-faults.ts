@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PIXELS } from '../../services/core/model.js';
 import { waitUntil } from '../../services/harness/poll.js';
 import * as store from '../../services/store/model-store.js';
-import { RUN, type Cluster, type RestartablePostgres, type ServiceProcess } from './chaos-cluster.js';
+import { CHAOS_ADMIN_TOKEN, RUN, type Cluster, type RestartablePostgres, type ServiceProcess } from './chaos-cluster.js';
 
 export interface TrainerKillOutcome {
   runId: string;
@@ -38,7 +38,7 @@ export async function trainerKill9(c: Cluster, iteration: number, opts: { roundT
     const rounds = await store.listRounds(c.pool, runId);
     return rounds.find((r) => r.round > 1 && r.status === 'completed' && (r.metrics.participants ?? []).includes(victimId))?.round;
   }, { timeoutMs: 180_000, intervalMs: 200 }).catch(() => undefined);
-  await fetch(`${c.aggregator.url}/runs/${runId}/stop`, { method: 'POST' });
+  await fetch(`${c.aggregator.url}/runs/${runId}/stop`, { method: 'POST', headers: { authorization: `Bearer ${CHAOS_ADMIN_TOKEN}` } });
   await c.waitRun(runId);
   const { problems } = await c.audit(runId, ['stopped', 'completed']);
   return {

@@ -1,5 +1,5 @@
 import { ENV } from '../shared/config.js';
-import { text, type Flags } from './flags.js';
+import { text, toggle, type Flags } from './flags.js';
 
 export { UsageError } from './flags.js';
 
@@ -22,6 +22,8 @@ export const SERVICE_FLAGS = {
   'data-dir': text('local state (embedded PostgreSQL)', { arg: 'DIR', env: ENV.dataDir }),
   'database-url': text('external PostgreSQL', { arg: 'URL', env: ENV.databaseUrl }),
   'trainer-urls': text('comma-separated trainer URLs (aggregator)', { arg: 'URL,...', env: ENV.trainerUrls }),
+  /** The explicit opt-out of authentication; logged at start and reported on status routes. */
+  insecure: { ...toggle('run a trainer or aggregator without authentication (logged at start)'), env: ENV.insecure },
 } satisfies Flags;
 
 /** The environment variables the given service flags set. */
@@ -30,6 +32,7 @@ export function envFromFlags(values: Record<string, unknown>): Record<string, st
   for (const [flag, spec] of Object.entries(SERVICE_FLAGS)) {
     const v = values[flag];
     if (typeof v === 'string') env[spec.env!] = v;
+    else if (v === true) env[spec.env!] = '1'; // a switch
   }
   return env;
 }

@@ -26,8 +26,6 @@ export interface SpawnOptions {
   /** The child's stderr (its JSON log) is appended here as well. */
   logFile?: string;
   stdout?: 'ignore' | 'pipe' | 'inherit';
-  /** Keep every stderr line in `output` (tests that check a whole log). */
-  capture?: boolean;
 }
 
 export interface ServiceChild {
@@ -38,8 +36,6 @@ export interface ServiceChild {
   spawnedAt: number;
   /** The last stderr lines, for error messages. */
   tail: string[];
-  /** Every stderr line, with `capture`. */
-  output: string[];
   logFile?: string;
   readonly alive: boolean;
   /** The exit code (null when a signal ended it). */
@@ -79,7 +75,6 @@ export function spawnService(opts: SpawnOptions): ServiceChild {
   // detached: the child leads its own process group, so stop() reaches whatever it starts.
   const proc = spawn(process.execPath, opts.args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'], detached: true });
   const tail: string[] = [];
-  const output: string[] = [];
   const seen = new Map<string, LogLine>();
   const waiters: { msg: string; resolve: (l: LogLine) => void }[] = [];
   const log = opts.logFile ? createWriteStream(opts.logFile, { flags: 'a' }) : undefined;
@@ -95,7 +90,6 @@ export function spawnService(opts: SpawnOptions): ServiceChild {
       buffered = buffered.slice(nl + 1);
       tail.push(line);
       if (tail.length > 30) tail.shift();
-      if (opts.capture) output.push(line);
       if (line.startsWith('{')) onJsonLine(line, at);
     }
   });
@@ -127,7 +121,6 @@ export function spawnService(opts: SpawnOptions): ServiceChild {
     pid: proc.pid ?? -1,
     spawnedAt,
     tail,
-    output,
     logFile: opts.logFile,
     get alive() {
       return exitCode === undefined && proc.exitCode === null && proc.signalCode === null;

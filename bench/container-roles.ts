@@ -1,0 +1,122 @@
+import type pg from 'pg';
+import type { TrainTestSplit } from '../datasets/types.js';
+import { isRunning, waitForStatus, type RunningContainer } from '../services/harness/container-run.js';
+import type { RoleContainer } from '../services/harness/knative-roles.js';
+import { latestVersion, listRunUpdates } from '../services/store/model-store.js';
+
+/**
+ * The checks each role's container must pass, as steps that throw with a reason. They talk
+ * to the containers over HTTP only, and to PostgreSQL to see what a round stored.
+ */
+
+export type Checks = Record<string, string>;
+
+/** Runs one named check, recording 'ok' or the failure; the role's other checks still run. */
+export async function check(checks: Checks, name: string, fn: () => Promise<void>): Promise<boolean> {
+  try {
+    await fn();
+    checks[name] = 'ok';
+    return true;
+  } catch (e) {
+    checks[name] = (e as Error).message;
+    return false;
+  }
+}
+
+async function expectStatus(res: Promise<Response>, status: number, what: string): Promise<any> {
+  const r = await res;
+  const text = await r.text();
+  if (r.status !== status) throw new Error(`${what}: HTTP ${r.status} (wanted ${status}): ${text.slice(0, 300)}`);
+  return text ? JSON.parse(text) : undefined;
+}
+
+/** The liveness, readiness and startup paths the manifests probe, each answering 200. */
+export async function probesAnswer(c: RunningContainer, spec: RoleContainer, timeoutMs: number): Promise<void> {
+  const paths = [spec.startup, spec.liveness, spec.readiness].filter((p): p is string => Boolean(p));
+  if (paths.length === 0) throw new Error(`${spec.source} declares no HTTP probes`);
+  for (const p of paths) await waitForStatus(c.url + p, 200, timeoutMs, () => isRunning(c.name));
+}
+
+const bearer = (token: string | undefined): Record<string, string> => (token ? { authorization: `Bearer ${token}` } : {});
+
+/** Starts a run on the aggregator and waits for it to finish; returns its id. */
+export async function runRounds(aggregatorUrl: string, adminToken: string | undefined, body: object, timeoutMs: number): Promise<string> {
+  const created = await expectStatus(
+    fetch(`${aggregatorUrl}/runs`, { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(adminToken) }, body: JSON.stringify(body) }),
+    201,
+    'POST /runs',
+  );
+  const id = String(created.id ?? created.run?.id);
+  await waitForRun(aggregatorUrl, id, timeoutMs);
+  return id;
+}
+
+export async function waitForRun(aggregatorUrl: string, id: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const run = await expectStatus(fetch(`${aggregatorUrl}/runs/${id}`), 200, `GET /runs/${id}`);
+    const status = run.status ?? run.run?.status;
+    if (status === 'completed') return;
+    if (status === 'failed' || status === 'stopped') throw new Error(`run ${id} ended ${status}: ${run.reason ?? run.run?.reason ?? ''}`);
+    if (Date.now() > deadline) throw new Error(`run ${id} still ${status} after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** What a round must leave in PostgreSQL: the node's update and a newer global model. */
+export async function roundStored(pool: pg.Pool, runId: string, nodeId: string, before: number | undefined): Promise<void> {
+  const updates = await listRunUpdates(pool, runId);
+  if (!updates.some((u) => u.nodeId === nodeId)) throw new Error(`no update from ${nodeId} stored for run ${runId}`);
+  const after = await latestVersion(pool);
+  if (after === undefined || (before !== undefined && after <= before)) throw new Error(`no new global model version after run ${runId} (before ${before}, after ${after})`);
+}
+
+/** `count` held-out digits as TF Serving `instances` (28x28 intensities in [0,1]). */
+export function instances(split: TrainTestSplit, count: number): number[][][] {
+  const { test } = split;
+  return Array.from({ length: count }, (_, k) => {
+    const i = k % test.count;
+    const img = test.images.subarray(i * 784, (i + 1) * 784);
+    return Array.from({ length: 28 }, (_, r) => Array.from(img.subarray(r * 28, (r + 1) * 28)));
+  });
+}
+
+export function predict(url: string, apiKey: string | undefined, body: string): Promise<Response> {
+  return fetch(`${url}/v1/models/mnist:predict`, { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(apiKey) }, body });
+}
+
+/** A prediction answers one probability row per image, summing to 1, and a class per image. */
+export async function predictionWorks(url: string, apiKey: string | undefined, images: number[][][]): Promise<void> {
+  const out = await expectStatus(predict(url, apiKey, JSON.stringify({ instances: images })), 200, 'predict');
+  if (out.predictions?.length !== images.length) throw new Error(`predict: ${out.predictions?.length} rows for ${images.length} images`);
+  for (const row of out.predictions as number[][]) {
+    const sum = row.reduce((a, b) => a + b, 0);
+    if (row.length !== 10 || Math.abs(sum - 1) > 1e-3) throw new Error(`predict: a row of ${row.length} probabilities summing to ${sum}`);
+  }
+  if (apiKey) await expectStatus(predict(url, undefined, JSON.stringify({ instances: images })), 401, 'predict without the API key');
+}
+
+/** `count` requests at once, each answering 2xx; returns how many took longer than the first. */
+export async function concurrent(count: number, send: (i: number) => Promise<Response>): Promise<void> {
+  const results = await Promise.allSettled(
+    Array.from({ length: count }, async (_, i) => {
+      const r = await send(i);
+      await r.arrayBuffer();
+      if (r.status >= 300) throw new Error(`HTTP ${r.status}`);
+    }),
+  );
+  const failed = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+  if (failed.length) throw new Error(`${failed.length}/${count} requests failed: ${[...new Set(failed.map((f) => String(f.reason?.cause?.code ?? f.reason?.message)))].join(', ')}`);
+}
+
+/**
+ * SIGTERM while `inFlight` requests are being answered: every one of them must succeed and
+ * the process must exit 0 (Knative's drain contract). `started` resolves once the server has
+ * demonstrably begun work (so the signal really lands mid-flight).
+ */
+export async function drainsCleanly(c: RunningContainer, inFlight: Promise<void>, started: Promise<unknown>): Promise<void> {
+  await started;
+  const code = await c.terminate();
+  await inFlight;
+  if (code !== 0) throw new Error(`exited ${code} after SIGTERM`);
+}

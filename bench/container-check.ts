@@ -6,7 +6,7 @@
  * a SIGTERM drain with requests in flight, and memory against the requests and limits.
  * With --json the last stdout line is the result.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -57,7 +57,8 @@ export interface CheckOptions {
 export async function runContainerCheck(o: CheckOptions = {}): Promise<ContainerCheckResult> {
   const log = o.log ?? (() => {});
   const t0 = performance.now();
-  const image = o.image ?? 'localhost/edgefl:check';
+  // One tag per checkout: reruns replace it, and two checkouts checking at once don't swap images.
+  const image = o.image ?? `localhost/edgefl:check-${createHash('sha256').update(ROOT).digest('hex').slice(0, 8)}`;
   const base = await ensureBaseImage(DEFAULT_BASE, log);
   log(`base ${base.tag} (${base.cached ? 'cached' : `made in ${base.seconds.toFixed(0)} s`})`);
   const tb = performance.now();
@@ -115,7 +116,8 @@ async function checkRoles(image: string, knativeDir: string, log: (m: string) =>
     log('trainer and aggregator ready; training one round');
     const before = await latestVersion(db.pool);
     const round = up.every(Boolean) && (await steps.check(checks.trainer, 'round', async () => {
-      const runId = await steps.runRounds(aggregator.c.url, adminToken, { rounds: 1, epochs: 1 }, ROUND_TIMEOUT_MS);
+      const runId = await steps.startRun(aggregator.c.url, adminToken, { rounds: 1, epochs: 1 });
+      await steps.waitForRun(aggregator.c.url, runId, ROUND_TIMEOUT_MS);
       await steps.roundStored(db.pool, runId, nodeId, before);
     }));
     checks.aggregator.round = round ? 'ok' : 'the round failed (see trainer)';
@@ -137,7 +139,7 @@ async function checkRoles(image: string, knativeDir: string, log: (m: string) =>
     const big = JSON.stringify({ instances: steps.instances(split, 200) });
     await Promise.all([
       steps.check(checks.serving, 'sigterm_drain', () => drainWith(serving.c, 50, () => steps.predict(serving.c.url, apiKey, big))),
-      round && steps.check(checks.trainer, 'sigterm_drain', () => drainTrainer(trainer.c, aggregator.c.url, adminToken)),
+      round && steps.check(checks.trainer, 'sigterm_drain', () => drainTrainer(trainer.c, aggregator.c.url, adminToken, db, nodeId)),
     ]);
     await steps.check(checks.aggregator, 'sigterm_drain', async () => {
       const v = await latestVersion(db.pool);
@@ -164,17 +166,20 @@ function drainWith(c: RunningContainer, count: number, send: (i: number) => Prom
   return steps.drainsCleanly(c, inFlight, started);
 }
 
-/** SIGTERM while the trainer is training: the round must still complete with its update. */
-async function drainTrainer(c: RunningContainer, aggregatorUrl: string, adminToken: string | undefined): Promise<void> {
-  const run = steps.runRounds(aggregatorUrl, adminToken, { rounds: 1, epochs: 1 }, ROUND_TIMEOUT_MS);
-  const busy = (async () => {
-    for (;;) {
-      const r = await fetch(`${c.url}/readyz`).then((x) => x.json() as Promise<{ busy?: boolean }>);
-      if (r.busy) return;
-      await new Promise((res) => setTimeout(res, 100));
-    }
-  })();
-  await steps.drainsCleanly(c, run.then(() => undefined), Promise.race([busy, run]));
+/**
+ * SIGTERM while the trainer is training: it must finish the round and store its update before
+ * it exits (Knative gives a revision's pods its timeoutSeconds to drain). Three epochs make the
+ * training outlast any short fixed drain timeout, so cutting it off fails every time, not by luck.
+ */
+async function drainTrainer(c: RunningContainer, aggregatorUrl: string, adminToken: string | undefined, db: Database, nodeId: string): Promise<void> {
+  const runId = await steps.startRun(aggregatorUrl, adminToken, { rounds: 1, epochs: 3 });
+  await steps.trainerBusy(c.url, READY_TIMEOUT_MS);
+  const code = await c.terminate(ROUND_TIMEOUT_MS);
+  await steps.updateStored(db.pool, runId, nodeId).catch(() => {
+    throw new Error(`the trainer exited (code ${code}) without finishing the round in flight: no update stored for run ${runId}`);
+  });
+  if (code !== 0) throw new Error(`exited ${code} after SIGTERM`);
+  await steps.waitForRun(aggregatorUrl, runId, ROUND_TIMEOUT_MS);
 }
 
 async function roleReport(spec: RoleContainer, checks: steps.Checks, c: RunningContainer | undefined): Promise<RoleReport> {

@@ -39,16 +39,14 @@ export async function probesAnswer(c: RunningContainer, spec: RoleContainer, tim
 
 const bearer = (token: string | undefined): Record<string, string> => (token ? { authorization: `Bearer ${token}` } : {});
 
-/** Starts a run on the aggregator and waits for it to finish; returns its id. */
-export async function runRounds(aggregatorUrl: string, adminToken: string | undefined, body: object, timeoutMs: number): Promise<string> {
+/** Starts a run on the aggregator; returns its id. */
+export async function startRun(aggregatorUrl: string, adminToken: string | undefined, body: object): Promise<string> {
   const created = await expectStatus(
     fetch(`${aggregatorUrl}/runs`, { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(adminToken) }, body: JSON.stringify(body) }),
     201,
     'POST /runs',
   );
-  const id = String(created.id ?? created.run?.id);
-  await waitForRun(aggregatorUrl, id, timeoutMs);
-  return id;
+  return String(created.id);
 }
 
 export async function waitForRun(aggregatorUrl: string, id: string, timeoutMs: number): Promise<void> {
@@ -65,10 +63,14 @@ export async function waitForRun(aggregatorUrl: string, id: string, timeoutMs: n
 
 /** What a round must leave in PostgreSQL: the node's update and a newer global model. */
 export async function roundStored(pool: pg.Pool, runId: string, nodeId: string, before: number | undefined): Promise<void> {
-  const updates = await listRunUpdates(pool, runId);
-  if (!updates.some((u) => u.nodeId === nodeId)) throw new Error(`no update from ${nodeId} stored for run ${runId}`);
+  await updateStored(pool, runId, nodeId);
   const after = await latestVersion(pool);
   if (after === undefined || (before !== undefined && after <= before)) throw new Error(`no new global model version after run ${runId} (before ${before}, after ${after})`);
+}
+
+export async function updateStored(pool: pg.Pool, runId: string, nodeId: string): Promise<void> {
+  const updates = await listRunUpdates(pool, runId);
+  if (!updates.some((u) => u.nodeId === nodeId)) throw new Error(`no update from ${nodeId} stored for run ${runId}`);
 }
 
 /** `count` held-out digits as TF Serving `instances` (28x28 intensities in [0,1]). */
@@ -96,7 +98,7 @@ export async function predictionWorks(url: string, apiKey: string | undefined, i
   if (apiKey) await expectStatus(predict(url, undefined, JSON.stringify({ instances: images })), 401, 'predict without the API key');
 }
 
-/** `count` requests at once, each answering 2xx; returns how many took longer than the first. */
+/** `count` requests at once, each of which must answer 2xx. */
 export async function concurrent(count: number, send: (i: number) => Promise<Response>): Promise<void> {
   const results = await Promise.allSettled(
     Array.from({ length: count }, async (_, i) => {
@@ -119,4 +121,15 @@ export async function drainsCleanly(c: RunningContainer, inFlight: Promise<void>
   const code = await c.terminate();
   await inFlight;
   if (code !== 0) throw new Error(`exited ${code} after SIGTERM`);
+}
+
+/** Resolves once the trainer reports a training in progress (its /readyz says busy). */
+export async function trainerBusy(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const r = (await fetch(`${url}/readyz`).then((x) => x.json())) as { busy?: boolean };
+    if (r.busy) return;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`the trainer did not start training within ${timeoutMs / 1000} s`);
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { containerEnv, loadManifestObjects, parseQuantity, roleContainer, securityFlags } from '../services/harness/knative-roles.js';
+import { baseImageAvailable } from '../services/harness/base-image.js';
 import { podmanAvailable } from '../services/harness/podman.js';
 import { ENV, ROLES } from '../services/shared/config.js';
 
@@ -76,8 +77,9 @@ describe('reading the Knative manifests for the container check', () => {
 // The real thing: build the image and run every role in a container. Minutes, so only where
 // podman works (CI installs it); elsewhere the skip says why.
 const podman = await podmanAvailable();
+const base = podman.ok ? await baseImageAvailable() : podman;
 const isRoot = process.getuid?.() === 0;
-const skipReason = !podman.ok ? `podman unavailable: ${podman.reason}` : !isRoot ? 'the container check needs rootful podman (run as root)' : '';
+const skipReason = !podman.ok ? `podman unavailable: ${podman.reason}` : !base.ok ? base.reason : !isRoot ? 'the container check needs rootful podman (run as root)' : '';
 
 describe.skipIf(Boolean(skipReason))(`container image${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
   it('builds from the Dockerfile and runs trainer, serving and aggregator as the manifests start them', { timeout: 15 * 60_000 }, async () => {

@@ -36,6 +36,15 @@ export interface BaseImageResult {
   seconds: number;
 }
 
+/** Whether ensureBaseImage can succeed here: the image is cached, or debootstrap can make it. */
+export async function baseImageAvailable(spec: BaseImageSpec = DEFAULT_BASE): Promise<{ ok: true } | { ok: false; reason: string }> {
+  if (await imageExists(baseImageTag(spec))) return { ok: true };
+  return run('debootstrap', ['--version']).then(
+    () => ({ ok: true as const }),
+    () => ({ ok: false as const, reason: `debootstrap is not installed and ${baseImageTag(spec)} is not cached` }),
+  );
+}
+
 /** Returns the base image, making it first unless podman's storage already holds it. */
 export async function ensureBaseImage(spec: BaseImageSpec = DEFAULT_BASE, log: (m: string) => void = () => {}): Promise<BaseImageResult> {
   const tag = baseImageTag(spec);

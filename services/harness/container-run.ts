@@ -1,7 +1,7 @@
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { memoryCgroupDir, podman, readMemory, readPeakUsage } from './podman.js';
+import { containerLogs, memoryCgroupDir, podman, readMemory, readPeakUsage } from './podman.js';
 import { securityFlags, type RoleContainer } from './knative-roles.js';
 
 /**
@@ -50,7 +50,7 @@ export async function startContainer(o: StartOptions): Promise<RunningContainer>
       memory.stop();
       return code;
     },
-    logs: () => podman(['logs', o.name]).catch((e) => String(e)),
+    logs: () => containerLogs(o.name),
     async remove() {
       memory.stop();
       await podman(['rm', '-f', '-t', '0', o.name]).catch(() => {});

@@ -27,6 +27,15 @@ export function podman(args: string[], opts: { input?: NodeJS.ReadableStream; ti
   });
 }
 
+/** A container's output, stdout and stderr together (the services log to stderr). */
+export function containerLogs(name: string, tail = 40): Promise<string> {
+  return new Promise((resolve) => {
+    execFile('podman', ['logs', '--tail', String(tail), name], { env: podmanEnv(), maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve(err ? `podman logs failed: ${String(stderr).trim() || err.message}` : `${stdout}${stderr}`.trim());
+    });
+  });
+}
+
 /** Whether podman can run here at all (binary present and its storage usable). */
 export async function podmanAvailable(): Promise<{ ok: true } | { ok: false; reason: string }> {
   try {

@@ -8,6 +8,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -17,7 +18,7 @@ import { DEFAULT_BASE, ensureBaseImage, type BaseImageResult } from '../services
 import { startContainer, type RunningContainer } from '../services/harness/container-run.js';
 import { containerEnv, loadManifestObjects, roleContainer, type EnvSecretRef, type RoleContainer } from '../services/harness/knative-roles.js';
 import { freePort } from '../services/harness/ports.js';
-import { build, imageSize, podman } from '../services/harness/podman.js';
+import { build, imageId, imageSize, podman } from '../services/harness/podman.js';
 import { ENV, ROLES, type Role } from '../services/shared/config.js';
 import { openDatabase, type Database } from '../services/store/database.js';
 import { latestVersion } from '../services/store/model-store.js';
@@ -62,10 +63,13 @@ export async function runContainerCheck(o: CheckOptions = {}): Promise<Container
   const base = await ensureBaseImage(DEFAULT_BASE, log);
   log(`base ${base.tag} (${base.cached ? 'cached' : `made in ${base.seconds.toFixed(0)} s`})`);
   const tb = performance.now();
+  const previous = await imageId(image);
   await build(['--network', 'host', '--build-arg', `NODE_IMAGE=${base.tag}`, '-t', image, '-f', path.join(ROOT, 'Dockerfile'), ROOT], (l) => {
     if (/^\[\d\/\d\] STEP|^STEP|Using cache|error/i.test(l)) log(l);
   });
   const buildS = (performance.now() - tb) / 1000;
+  // The image this tag named before is now unnamed: drop it, or each source change would keep one.
+  if (previous && previous !== (await imageId(image))) await podman(['rmi', previous]).catch(() => {});
   const imageMib = Math.round((await imageSize(image)) / MiB);
   const node = await podman(['run', '--rm', '--network', 'host', '--entrypoint', 'node', image, '--version']);
   log(`image ${image}: ${imageMib} MiB, node ${node}, built in ${buildS.toFixed(0)} s`);
@@ -132,18 +136,18 @@ async function checkRoles(image: string, knativeDir: string, log: (m: string) =>
     if (servingUp) {
       await steps.check(checks.serving, 'prediction', () => steps.predictionWorks(serving.c.url, apiKey, steps.instances(split, 8)));
       const one = JSON.stringify({ instances: steps.instances(split, 1) });
-      await steps.check(checks.serving, 'load', () => steps.concurrent(500, () => steps.predict(serving.c.url, apiKey, one)));
+      await steps.check(checks.serving, 'load', () => steps.concurrent(500, () => steps.predict(serving.c.url, apiKey, one).then(steps.statusOf)));
       serving.c.memory.mark('after_500_requests');
     }
     log('draining: SIGTERM with requests in flight');
     const big = JSON.stringify({ instances: steps.instances(split, 200) });
     await Promise.all([
-      steps.check(checks.serving, 'sigterm_drain', () => drainWith(serving.c, 50, () => steps.predict(serving.c.url, apiKey, big))),
+      steps.check(checks.serving, 'sigterm_drain', () => drainWith(serving.c, 50, (agent) => steps.request(agent, `${serving.c.url}/v1/models/mnist:predict`, { method: 'POST', headers: steps.predictHeaders(apiKey), body: big }))),
       round && steps.check(checks.trainer, 'sigterm_drain', () => drainTrainer(trainer.c, aggregator.c.url, adminToken, db, nodeId)),
     ]);
     await steps.check(checks.aggregator, 'sigterm_drain', async () => {
       const v = await latestVersion(db.pool);
-      await drainWith(aggregator.c, 50, (i) => fetch(`${aggregator.c.url}${i % 2 ? `/models/${v}` : '/runs'}`));
+      await drainWith(aggregator.c, 50, (agent, i) => steps.request(agent, `${aggregator.c.url}${i % 2 ? `/models/${v}` : '/runs'}`));
     });
     return Object.fromEntries(await Promise.all(ROLES.map(async (r) => [r, await roleReport(specs[r], checks[r], running[r])]))) as Record<Role, RoleReport>;
   } finally {
@@ -153,17 +157,28 @@ async function checkRoles(image: string, knativeDir: string, log: (m: string) =>
   }
 }
 
-/** `count` requests in flight, SIGTERM once the first has been answered, none may fail. */
-function drainWith(c: RunningContainer, count: number, send: (i: number) => Promise<Response>): Promise<void> {
-  let first!: () => void;
-  const started = new Promise<void>((r) => (first = r));
-  const inFlight = steps.concurrent(count, async (i) => {
-    const res = await send(i);
-    first();
-    return res;
-  });
-  inFlight.catch(() => first());
-  return steps.drainsCleanly(c, inFlight, started);
+/**
+ * `count` requests in flight, SIGTERM once the first has been answered; none may fail. The
+ * connections are opened first: the drain is about requests the server has accepted. A
+ * connection still in the kernel's listen backlog when the listener closes is reset by the
+ * kernel, whatever the app does; in a cluster Knative's queue-proxy (or a preStop delay) covers it.
+ */
+async function drainWith(c: RunningContainer, count: number, send: (agent: http.Agent, i: number) => Promise<number>): Promise<void> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: count });
+  try {
+    await steps.concurrent(count, (i) => send(agent, i));
+    let first!: () => void;
+    const started = new Promise<void>((r) => (first = r));
+    const inFlight = steps.concurrent(count, async (i) => {
+      const status = await send(agent, i);
+      first();
+      return status;
+    });
+    inFlight.catch(() => first());
+    await steps.drainsCleanly(c, inFlight, started);
+  } finally {
+    agent.destroy();
+  }
 }
 
 /**

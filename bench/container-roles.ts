@@ -1,3 +1,4 @@
+import http from 'node:http';
 import type pg from 'pg';
 import type { TrainTestSplit } from '../datasets/types.js';
 import { isRunning, waitForStatus, type RunningContainer } from '../services/harness/container-run.js';
@@ -83,8 +84,10 @@ export function instances(split: TrainTestSplit, count: number): number[][][] {
   });
 }
 
+export const predictHeaders = (apiKey: string | undefined) => ({ 'content-type': 'application/json', ...bearer(apiKey) });
+
 export function predict(url: string, apiKey: string | undefined, body: string): Promise<Response> {
-  return fetch(`${url}/v1/models/mnist:predict`, { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(apiKey) }, body });
+  return fetch(`${url}/v1/models/mnist:predict`, { method: 'POST', headers: predictHeaders(apiKey), body });
 }
 
 /** A prediction answers one probability row per image, summing to 1, and a class per image. */
@@ -98,13 +101,31 @@ export async function predictionWorks(url: string, apiKey: string | undefined, i
   if (apiKey) await expectStatus(predict(url, undefined, JSON.stringify({ instances: images })), 401, 'predict without the API key');
 }
 
+/** A response's status, once its body has been read. */
+export const statusOf = async (r: Response) => {
+  await r.arrayBuffer();
+  return r.status;
+};
+
+/** One request on `agent` (node:http, so the caller controls which connections carry it); resolves with the status. */
+export function request(agent: http.Agent, url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { agent, method: init.method ?? 'GET', headers: init.headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(init.body);
+  });
+}
+
 /** `count` requests at once, each of which must answer 2xx. */
-export async function concurrent(count: number, send: (i: number) => Promise<Response>): Promise<void> {
+export async function concurrent(count: number, send: (i: number) => Promise<number>): Promise<void> {
   const results = await Promise.allSettled(
     Array.from({ length: count }, async (_, i) => {
-      const r = await send(i);
-      await r.arrayBuffer();
-      if (r.status >= 300) throw new Error(`HTTP ${r.status}`);
+      const status = await send(i);
+      if (status >= 300) throw new Error(`HTTP ${status}`);
     }),
   );
   const failed = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];

@@ -49,6 +49,8 @@ export async function podmanAvailable(): Promise<{ ok: true } | { ok: false; rea
 
 export const imageExists = (ref: string) => podman(['image', 'exists', ref]).then(() => true, () => false);
 
+export const imageId = (ref: string) => podman(['image', 'inspect', '--format', '{{.Id}}', ref]).catch(() => undefined);
+
 /** Image size in bytes as podman reports it (uncompressed layers). */
 export async function imageSize(ref: string): Promise<number> {
   return Number(await podman(['image', 'inspect', '--format', '{{.Size}}', ref]));

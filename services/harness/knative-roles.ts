@@ -102,7 +102,7 @@ export function roleContainer(objects: Obj[], role: Role, roleLabel = 'edgefl.de
     runAsUser: sec.runAsUser,
     runAsNonRoot: Boolean(sec.runAsNonRoot),
     readOnlyRootFilesystem: Boolean(sec.readOnlyRootFilesystem),
-    allowPrivilegeEscalation: sec.allowPrivilegeEscalation !== false ? true : false,
+    allowPrivilegeEscalation: sec.allowPrivilegeEscalation !== false,
     dropCapabilities: sec.capabilities?.drop ?? [],
     scratchMounts: ((c.volumeMounts ?? []) as Obj[]).filter((m) => emptyDirs.has(m.name)).map((m) => m.mountPath),
     requests: { memoryBytes: parseQuantity(c.resources?.requests?.memory), cpu: parseQuantity(c.resources?.requests?.cpu) },

@@ -28,6 +28,8 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), path.bas
 const MiB = 2 ** 20;
 const READY_TIMEOUT_MS = 120_000;
 const ROUND_TIMEOUT_MS = 300_000;
+/** libpq's password variable, which node-postgres reads too. */
+const PG_PASSWORD = 'PGPASSWORD';
 
 export interface RoleReport {
   status: 'ok' | 'failed';
@@ -80,14 +82,26 @@ export async function runContainerCheck(o: CheckOptions = {}): Promise<Container
   return { image_mib: imageMib, roles, image, node, base, build_s: round(buildS), roles_s: round((performance.now() - tr) / 1000), total_s: round((performance.now() - t0) / 1000), details };
 }
 
-/** A fresh value per Secret key (as a per-install secret would be); DATABASE_URL is the host's PostgreSQL. */
-function secretSource(db: Database): (ref: EnvSecretRef) => string {
+/**
+ * A fresh value per Secret key (as the install's secrets-init Job makes them), shared by every
+ * role so the trainer and aggregator agree on the invoke secret. The database is the host's
+ * PostgreSQL: as in the manifests, DATABASE_URL carries no password when the role also gets
+ * PGPASSWORD, so the check proves the image connects with libpq's variable.
+ */
+function secretSource(db: Database): (spec: RoleContainer) => (ref: EnvSecretRef) => string {
   const values = new Map<string, string>();
-  return (ref) => {
-    if (ref.env === ENV.databaseUrl) return db.url;
-    const k = `${ref.secret}/${ref.key}`;
-    if (!values.has(k)) values.set(k, randomBytes(24).toString('base64url'));
-    return values.get(k)!;
+  const url = new URL(db.url);
+  const password = decodeURIComponent(url.password);
+  const withoutPassword = Object.assign(new URL(db.url), { password: '' }).toString();
+  return (spec) => {
+    const pgPassword = spec.secretRefs.some((r) => r.env === PG_PASSWORD);
+    return (ref) => {
+      if (ref.env === ENV.databaseUrl) return pgPassword ? withoutPassword : db.url;
+      if (ref.env === PG_PASSWORD) return password;
+      const k = `${ref.secret}/${ref.key}`;
+      if (!values.has(k)) values.set(k, randomBytes(24).toString('base64url'));
+      return values.get(k)!;
+    };
   };
 }
 
@@ -103,7 +117,7 @@ async function checkRoles(image: string, knativeDir: string, log: (m: string) =>
   const suffix = randomBytes(3).toString('hex');
   const start = async (role: Role, overrides: Record<string, string> = {}) => {
     const port = await freePort();
-    const env = containerEnv(specs[role], secret, { [ENV.port]: String(port), ...overrides });
+    const env = containerEnv(specs[role], secret(specs[role]), { [ENV.port]: String(port), ...overrides });
     running[role] = await startContainer({ image, name: `edgefl-check-${role}-${suffix}`, spec: specs[role], env, port });
     return { c: running[role]!, env };
   };

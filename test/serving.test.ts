@@ -106,13 +106,14 @@ function accuracy(classes: number[]): number {
   return classes.filter((c, i) => c === heldOut.labels[i]).length / classes.length;
 }
 
+/** TF Serving's error shape: {"error": "<message>"}, with edgefl's machine-readable code beside it. */
 async function expectV1Error(res: Response, status: number, code?: string) {
   expect(res.status).toBe(status);
-  const body = (await res.json()) as { error: { code: string; message: string } };
-  expect(typeof body.error?.code).toBe('string');
-  expect(typeof body.error?.message).toBe('string');
-  expect(body.error.message.length).toBeGreaterThan(0);
-  if (code) expect(body.error.code).toBe(code);
+  const body = (await res.json()) as { error: string; code: string };
+  expect(typeof body.code).toBe('string');
+  expect(typeof body.error).toBe('string');
+  expect(body.error.length).toBeGreaterThan(0);
+  if (code) expect(body.code).toBe(code);
 }
 
 async function expectV2Error(res: Response, status: number) {
@@ -166,9 +167,9 @@ describe('serving before any model is published', () => {
     expect(await (await fetch(`${base}/v2/models/mnist/ready`)).json()).toEqual({ name: 'mnist', ready: false });
     const predict = await post(`${base}/v1/models/mnist:predict`, { instances: [flatImage(0)] });
     expect(predict.headers.get('retry-after')).toBe('5');
-    await expectV1Error(predict, 503, 'model_unavailable');
-    await expectV1Error(await fetch(`${base}/v1/models/mnist`), 503, 'model_unavailable');
-    await expectV1Error(await post(`${base}/v1/models/mnist:classify`, toPng(0), { 'content-type': 'image/png' }), 503, 'model_unavailable');
+    await expectV1Error(predict, 503, 'model_not_ready');
+    await expectV1Error(await fetch(`${base}/v1/models/mnist`), 503, 'model_not_ready');
+    await expectV1Error(await post(`${base}/v1/models/mnist:classify`, toPng(0), { 'content-type': 'image/png' }), 503, 'model_not_ready');
     await expectV2Error(await post(`${base}/v2/models/mnist/infer`, { inputs: [{ name: 'images', shape: [1, 784], datatype: 'FP32', data: flatImage(0) }] }), 503);
     await expectV2Error(await fetch(`${base}/v2/models/mnist`), 503);
   });
@@ -178,7 +179,7 @@ describe('serving before any model is published', () => {
     await until(() => holder.current?.version === v1, 'version 1 to load');
     const ready = await fetch(`${base}/v2/health/ready`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ ready: true, model_version: String(v1) });
+    expect(await ready.json()).toEqual({ ready: true, model_version: String(v1), canary: false });
     expect(await (await fetch(`${base}/v2/models/mnist/ready`)).json()).toEqual({ name: 'mnist', ready: true });
   });
 });

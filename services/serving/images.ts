@@ -126,10 +126,10 @@ function toGray(rgba: Uint8Array, n: number): Float32Array {
  * preprocessing the digit's bounding box scaled into 20x20 (of 28x28) and centred by its centre of
  * mass, which is how the MNIST digits themselves were made.
  */
-export function toModelInput(img: RawImage, invert: InvertMode = 'auto', preprocess: Preprocess = 'mnist'): Float32Array {
+export function toModelInput(img: RawImage, invert: InvertMode = 'auto', preprocess: Preprocess = 'mnist', opts: { consume?: boolean } = {}): Float32Array {
   const shouldInvert = invert === 'true' || (invert === 'auto' && borderMean(img) > 0.5);
-  // In place: the grey plane is this call's own, and a copy of a large image would double its cost.
-  const fg = img.gray;
+  // With `consume` (the caller's image is its own to give) inversion works in place: a copy of a large image would double its cost.
+  const fg = opts.consume ? img.gray : img.gray.slice();
   if (shouldInvert) for (let i = 0; i < fg.length; i++) fg[i] = 1 - fg[i]!;
   if (preprocess === 'resize') return resizeArea(fg, img.width, img.height, SIDE_W, SIDE_H);
   return centreDigit(fg, img.width, img.height);

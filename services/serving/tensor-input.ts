@@ -102,6 +102,7 @@ export interface V2Input {
  * in place, never flattened into a copy.
  */
 export function imagesFromV2(input: V2Input, maxBatch: number): Batch {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) throw invalid('invalid_input', 'each input must be an object with name, shape, datatype and data');
   const datatype = input.datatype;
   if (typeof datatype !== 'string' || !(datatype in V2_DATATYPES)) {
     throw invalid('invalid_datatype', `datatype ${JSON.stringify(datatype) ?? 'is missing'}${typeof datatype === 'string' ? ' is not an Open Inference Protocol datatype' : ''}; send one of ${V2_SUPPORTED.join(', ')}`);

@@ -63,7 +63,7 @@ export function mountUpload(deps: UploadDeps) {
         const release = deps.budget.reserve(IMAGE_BYTES_PER_PIXEL * headers[i]!.width * headers[i]!.height);
         try {
           const raw = await decodeImage(f.bytes, headers[i]!).catch((e: unknown) => named(f, () => { throw e; }));
-          pixels.set(toModelInput(raw, invert, preprocess), i * PIXELS);
+          pixels.set(toModelInput(raw, invert, preprocess, { consume: true }), i * PIXELS);
         } finally {
           release();
         }

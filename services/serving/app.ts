@@ -38,7 +38,7 @@ export function createServingApp(deps: ServingDeps) {
   const limits = deps.limits ?? servingLimits(detectMemoryLimit(), deps);
   const predictor = new Predictor(() => deps.holder.current, { chunk: limits.predictChunk, metrics });
   const budget = new WorkBudget(limits.workBudgetBytes);
-  const body: JsonBodyLimits = { maxBodyBytes: limits.maxBodyBytes, maxValues: limits.maxBatch * PIXELS + 64 };
+  const body: JsonBodyLimits = { maxBodyBytes: limits.maxBodyBytes, maxValues: limits.maxBatch * PIXELS + 64, maxContainers: limits.maxContainers };
   const shared = { predictor, log: deps.log, maxBatch: limits.maxBatch, body, budget, apiKeys: deps.apiKeys };
 
   const app = express();

@@ -1,22 +1,39 @@
 import type { Request, Response } from 'express';
 import type { WorkBudget } from './admission.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
-import { JSON_BYTES_PER_BODY_BYTE } from './limits.js';
+import { jsonParseCost } from './limits.js';
 
 export interface JsonBodyLimits {
   maxBodyBytes: number;
   /** Most JSON values a body may hold (commas + 1): bounds what JSON.parse allocates. */
   maxValues: number;
+  /** Most arrays and objects: bounds how long JSON.parse holds the event loop. */
+  maxContainers: number;
 }
 
 const COMMA = 0x2c;
+const OPEN_ARRAY = 0x5b;
+const OPEN_OBJECT = 0x7b;
+
+/** How many values and containers JSON.parse would build from `bytes` (an upper bound: commas inside strings count too). */
+export function countJsonValues(bytes: Buffer): { values: number; containers: number } {
+  let commas = 0;
+  let containers = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    if (b === COMMA) commas++;
+    else if (b === OPEN_ARRAY || b === OPEN_OBJECT) containers++;
+  }
+  return { values: commas + 1, containers };
+}
 
 /**
  * Reads a JSON request body under the function's memory budget, checking sizes before
- * anything large is allocated: Content-Length against the body limit, then a reservation of
- * the memory parsing will take (refused with 429 when the function is busy), then the bytes
- * into one buffer, then a count of the values before JSON.parse builds them. The reservation
- * is given back when the response has been sent.
+ * anything large is allocated: Content-Length against the body limit; a reservation for the
+ * bytes (refused with 429 when the function is busy); the bytes into one buffer; then a count
+ * of the values and containers in them, and a reservation for what JSON.parse will build from
+ * them, before it builds anything. The reservations are given back when the response has
+ * been sent.
  */
 export async function readJsonBody(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<unknown> {
   const type = req.headers['content-type'];
@@ -26,13 +43,15 @@ export async function readJsonBody(req: Request, res: Response, limits: JsonBody
   const length = Number(req.headers['content-length']);
   const declared = req.headers['content-length'] !== undefined && Number.isSafeInteger(length) && length >= 0 ? length : undefined;
   if (declared !== undefined && declared > limits.maxBodyBytes) throw new TooLarge('body_too_large', `request body is ${declared} bytes; the limit is ${limits.maxBodyBytes}`);
-  const release = budget.reserve(JSON_BYTES_PER_BODY_BYTE * (declared ?? limits.maxBodyBytes));
-  res.once('close', release);
+  res.once('close', budget.reserve(declared ?? limits.maxBodyBytes));
   const bytes = await receive(req, declared, limits.maxBodyBytes);
   if (bytes.length === 0) throw new InvalidInput('invalid_body', 'the request has no body: send a JSON object');
-  let commas = 0;
-  for (let at = bytes.indexOf(COMMA); at !== -1; at = bytes.indexOf(COMMA, at + 1)) commas++;
-  if (commas + 1 > limits.maxValues) throw new TooLarge('batch_too_large', `the body holds up to ${commas + 1} values; the limit is ${limits.maxValues}`);
+  const { values, containers } = countJsonValues(bytes);
+  if (values > limits.maxValues) throw new TooLarge('batch_too_large', `the body holds up to ${values} values; the limit is ${limits.maxValues}`);
+  if (containers > limits.maxContainers) {
+    throw new TooLarge('too_many_arrays', `the body holds ${containers} arrays or objects; the limit is ${limits.maxContainers}: send each image flat, or without its channel dimension, rather than one array per pixel`);
+  }
+  res.once('close', budget.reserve(jsonParseCost(bytes.length, values, containers) - bytes.length));
   try {
     return JSON.parse(bytes.toString('utf8')) as unknown;
   } catch {

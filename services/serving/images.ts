@@ -6,7 +6,7 @@ import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
 const [SIDE_H, SIDE_W] = INPUT_SHAPE;
 /** MNIST digits fill a 20-pixel box inside their 28-pixel canvas: the same share (5/7) of the model's input. */
 const DIGIT_BOX = Math.round((Math.min(SIDE_H, SIDE_W) * 5) / 7);
-/** jpeg-js decodes on the event loop (~160 ms per megapixel here): larger JPEGs are refused before decoding. */
+/** jpeg-js decodes on the event loop (~160 ms per megapixel on a busy machine): larger JPEGs are refused before decoding. */
 export const MAX_JPEG_PIXELS = 1024 * 1024;
 
 export type InvertMode = 'auto' | 'true' | 'false';

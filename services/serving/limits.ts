@@ -15,13 +15,29 @@ export const BASELINE_MIB = 150;
 const WORK_SHARE = 0.7;
 
 /**
- * Peak bytes of memory per byte of a JSON body while it is read and parsed: the received
- * buffer, the decoded string, the parsed arrays (8 bytes per number, and a number can be as
- * short as "0," in the body), and the Float32 tensor made from them.
+ * Memory a JSON body takes while it is read, parsed and turned into a tensor: the received
+ * buffer, the decoded string and the parsed strings (3 bytes per body byte), an 8-byte slot
+ * and a 4-byte Float32 per value, and ~64 bytes per array or object (header and backing store).
  */
-export const JSON_BYTES_PER_BODY_BYTE = 8;
-/** Per decoded image pixel: the codec's inflated rows and RGBA output, then our grey plane. */
-export const IMAGE_BYTES_PER_PIXEL = 12;
+export function jsonParseCost(bytes: number, values: number, containers: number): number {
+  return 3 * bytes + 12 * values + 64 * containers;
+}
+/** The densest legal body ("0," per value, 2 bytes) costs 3 + 12/2 = 9 bytes per body byte. */
+export const JSON_BYTES_PER_BODY_BYTE = 9;
+/**
+ * JSON.parse and the image pipeline run on the event loop, so their size is also a latency
+ * bound: readiness must answer within 200 ms under any load. JSON.parse reads numbers at
+ * 35-100 MB/s here (so at most ~120 ms for a body on a busy 2-core machine) but arrays at
+ * only ~1.3 million/s, and a JPEG decodes at ~160 ms per megapixel on the event loop.
+ */
+export const LATENCY_MAX_BODY_BYTES = 4 * 2 ** 20;
+export const LATENCY_MAX_CONTAINERS = 128 * 1024;
+export const LATENCY_MAX_IMAGE_PIXELS = 2 ** 20;
+/**
+ * Per decoded image pixel, measured (RSS while a 2048x2048 PNG decodes): pngjs holds the
+ * inflated rows, the unfiltered copy and the RGBA bitmap at once, then our grey plane.
+ */
+export const IMAGE_BYTES_PER_PIXEL = 28;
 /** Per image in the tensor: its Float32 input plus a share of the chunk's activations. */
 export const TENSOR_BYTES_PER_IMAGE = PIXELS * 4 * 2;
 
@@ -36,6 +52,8 @@ export interface ServingLimits {
   workBudgetBytes: number;
   maxBodyBytes: number;
   maxBatch: number;
+  /** Arrays and objects one JSON body may hold (JSON.parse time; see LATENCY_MAX_CONTAINERS). */
+  maxContainers: number;
   /** Pixels decoded for one image request (all files together), checked from headers first. */
   imagePixelBudget: number;
   /** Images per tensor call; the event loop gets a turn between chunks. */
@@ -70,8 +88,8 @@ export function detectMemoryLimit(env: Record<string, string | undefined> = proc
 /** Limits derived from the memory limit; configured limits (EDGEFL_MAX_BATCH, EDGEFL_MAX_BODY_BYTES) can only lower them. */
 export function servingLimits(memory: MemoryLimit, configured: { maxBatch: number; maxBodyBytes: number }): ServingLimits {
   const workBudgetBytes = Math.max(8 * 2 ** 20, Math.floor((memory.mib - BASELINE_MIB) * 2 ** 20 * WORK_SHARE));
-  const maxBodyBytes = Math.min(configured.maxBodyBytes, Math.floor(workBudgetBytes / JSON_BYTES_PER_BODY_BYTE));
+  const maxBodyBytes = Math.min(configured.maxBodyBytes, LATENCY_MAX_BODY_BYTES, Math.floor(workBudgetBytes / JSON_BYTES_PER_BODY_BYTE));
   const maxBatch = Math.min(configured.maxBatch, Math.floor(workBudgetBytes / TENSOR_BYTES_PER_IMAGE));
-  const imagePixelBudget = Math.floor(workBudgetBytes / IMAGE_BYTES_PER_PIXEL);
-  return { memory, workBudgetBytes, maxBodyBytes, maxBatch, imagePixelBudget, predictChunk: 64 };
+  const imagePixelBudget = Math.min(LATENCY_MAX_IMAGE_PIXELS, Math.floor(workBudgetBytes / IMAGE_BYTES_PER_PIXEL));
+  return { memory, workBudgetBytes, maxBodyBytes, maxBatch, maxContainers: LATENCY_MAX_CONTAINERS, imagePixelBudget, predictChunk: 64 };
 }

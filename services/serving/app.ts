@@ -2,6 +2,7 @@ import express, { type Request, type Response } from 'express';
 import { applyCommonMiddleware, applyErrorHandlers } from '../http/common.js';
 import { errorBody } from '../http/errors.js';
 import { PIXELS } from '../core/model.js';
+import { ENV } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
 import { WorkBudget } from './admission.js';
@@ -35,10 +36,18 @@ export interface ServingDeps {
  */
 export function createServingApp(deps: ServingDeps) {
   const metrics = deps.metrics ?? createMetrics('serving');
-  const limits = deps.limits ?? servingLimits(detectMemoryLimit(), deps);
+  const limits = deps.limits ?? servingLimits(detectMemoryLimit(), deps, { bodyLimitExplicit: Boolean(process.env[ENV.maxBodyBytes]) });
   const predictor = new Predictor(() => deps.holder.current, { chunk: limits.predictChunk, metrics });
   const budget = new WorkBudget(limits.workBudgetBytes);
   const body: JsonBodyLimits = { maxBodyBytes: limits.maxBodyBytes, maxValues: limits.maxBatch * PIXELS + 64, maxContainers: limits.maxContainers };
+  deps.log.info('serving limits', {
+    memory_limit_mib: limits.memory.mib,
+    memory_limit_source: limits.memory.source,
+    work_budget_mib: Math.round(limits.workBudgetBytes / 2 ** 20),
+    max_body_bytes: limits.maxBodyBytes,
+    max_batch: limits.maxBatch,
+    image_pixel_budget: limits.imagePixelBudget,
+  });
   const shared = { predictor, log: deps.log, maxBatch: limits.maxBatch, body, budget, apiKeys: deps.apiKeys };
 
   const app = express();

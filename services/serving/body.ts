@@ -1,4 +1,5 @@
 import type { Request, Response } from 'express';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { WorkBudget } from './admission.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
 import { jsonParseCost } from './limits.js';
@@ -52,12 +53,19 @@ export async function readJsonBody(req: Request, res: Response, limits: JsonBody
     throw new TooLarge('too_many_arrays', `the body holds ${containers} arrays or objects; the limit is ${limits.maxContainers}: send each image flat, or without its channel dimension, rather than one array per pixel`);
   }
   res.once('close', budget.reserve(jsonParseCost(bytes.length, values, containers) - bytes.length));
+  // Counting, parsing and walking a large body each hold the event loop; between them, readiness probes and small requests get their turn.
+  await nextTurn();
+  let parsed: unknown;
   try {
-    return JSON.parse(bytes.toString('utf8')) as unknown;
+    parsed = JSON.parse(bytes.toString('utf8'));
   } catch {
     throw new InvalidInput('invalid_json', 'request body is not valid JSON');
   }
+  if (bytes.length > YIELD_AFTER_BYTES) await nextTurn();
+  return parsed;
 }
+
+const YIELD_AFTER_BYTES = 64 * 1024;
 
 /** The body's bytes: into one buffer of the declared size, or chunks (chunked encoding), never past `max`. */
 function receive(req: Request, declared: number | undefined, max: number): Promise<Buffer> {

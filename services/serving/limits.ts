@@ -11,8 +11,8 @@ export const MEMORY_LIMIT_ENV = 'EDGEFL_MEMORY_LIMIT_MIB';
  * 125-135 MiB RSS; the rest of the limit is the budget requests may use.
  */
 export const BASELINE_MIB = 150;
-/** Requests get this share of what is left above the baseline; the rest absorbs GC lag. */
-const WORK_SHARE = 0.7;
+/** Requests get this share of what is left above the baseline; the rest absorbs what the garbage collector and the allocator have not given back yet (measured: a burst of requests costs about twice what they hold at once). */
+const WORK_SHARE = 0.45;
 
 /**
  * Memory a JSON body takes while it is read, parsed and turned into a tensor: the received
@@ -85,11 +85,18 @@ export function detectMemoryLimit(env: Record<string, string | undefined> = proc
   return { mib: DEFAULT_MEMORY_LIMIT_MIB, source: 'default' };
 }
 
-/** Limits derived from the memory limit; configured limits (EDGEFL_MAX_BATCH, EDGEFL_MAX_BODY_BYTES) can only lower them. */
-export function servingLimits(memory: MemoryLimit, configured: { maxBatch: number; maxBodyBytes: number }): ServingLimits {
+/**
+ * Limits derived from the memory limit; configured limits (EDGEFL_MAX_BATCH,
+ * EDGEFL_MAX_BODY_BYTES) can only lower them. The body limit is also capped for latency
+ * (LATENCY_MAX_BODY_BYTES) unless EDGEFL_MAX_BODY_BYTES is set explicitly
+ * (`bodyLimitExplicit`): then a larger function may take larger bodies, at the price of a
+ * longer JSON.parse on the event loop.
+ */
+export function servingLimits(memory: MemoryLimit, configured: { maxBatch: number; maxBodyBytes: number }, opts: { bodyLimitExplicit?: boolean } = {}): ServingLimits {
   const workBudgetBytes = Math.max(8 * 2 ** 20, Math.floor((memory.mib - BASELINE_MIB) * 2 ** 20 * WORK_SHARE));
-  const maxBodyBytes = Math.min(configured.maxBodyBytes, LATENCY_MAX_BODY_BYTES, Math.floor(workBudgetBytes / JSON_BYTES_PER_BODY_BYTE));
+  const latencyCap = opts.bodyLimitExplicit ? Infinity : LATENCY_MAX_BODY_BYTES;
+  const maxBodyBytes = Math.min(configured.maxBodyBytes, latencyCap, Math.floor(workBudgetBytes / JSON_BYTES_PER_BODY_BYTE));
   const maxBatch = Math.min(configured.maxBatch, Math.floor(workBudgetBytes / TENSOR_BYTES_PER_IMAGE));
   const imagePixelBudget = Math.min(LATENCY_MAX_IMAGE_PIXELS, Math.floor(workBudgetBytes / IMAGE_BYTES_PER_PIXEL));
-  return { memory, workBudgetBytes, maxBodyBytes, maxBatch, maxContainers: LATENCY_MAX_CONTAINERS, imagePixelBudget, predictChunk: 64 };
+  return { memory, workBudgetBytes, maxBodyBytes, maxBatch, maxContainers: LATENCY_MAX_CONTAINERS, imagePixelBudget, predictChunk: 16 };
 }

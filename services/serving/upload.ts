@@ -1,4 +1,5 @@
 import type busboy from 'busboy';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Request, Response, Router } from 'express';
 import { NUM_CLASSES, PIXELS } from '../core/model.js';
 import type { WorkBudget } from './admission.js';
@@ -63,6 +64,7 @@ export function mountUpload(deps: UploadDeps) {
         const release = deps.budget.reserve(IMAGE_BYTES_PER_PIXEL * headers[i]!.width * headers[i]!.height);
         try {
           const raw = await decodeImage(f.bytes, headers[i]!).catch((e: unknown) => named(f, () => { throw e; }));
+          await nextTurn(); // decoding and centring each hold the event loop: probes get a turn between them
           pixels.set(toModelInput(raw, invert, preprocess, { consume: true }), i * PIXELS);
         } finally {
           release();

@@ -1,22 +1,18 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { INPUT_SHAPE, NUM_CLASSES, PIXELS } from '../services/core/model.js';
-import { postJson, startLiveServing, type LiveServing } from './helpers/live-serving.js';
+import { postJson, useLiveServing, type LiveServing } from './helpers/live-serving.js';
 
 /**
  * The Open Inference Protocol REST API (kserve/open-inference-protocol,
  * specification/protocol/inference_rest.md and open_inference_rest.yaml), section by
  * section, against a live serving function (a spawned `edgefl serve`).
  */
+const live = useLiveServing();
 let s: LiveServing;
 let v: string;
-
-beforeAll(async () => {
-  s = await startLiveServing();
+beforeAll(() => {
+  s = live();
   v = s.version;
-}, 120_000);
-
-afterAll(async () => {
-  await s?.stop();
 });
 
 const digit = (k: number) => Array.from({ length: PIXELS }, (_, i) => ((i * 7 + k * 13) % 11) / 10);

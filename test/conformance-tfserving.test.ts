@@ -1,22 +1,18 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { INPUT_SHAPE, NUM_CLASSES, PIXELS } from '../services/core/model.js';
-import { postJson, startLiveServing, type LiveServing } from './helpers/live-serving.js';
+import { postJson, useLiveServing, type LiveServing } from './helpers/live-serving.js';
 
 /**
  * The TensorFlow Serving REST API (tensorflow/serving, "RESTful API": model status, model
  * metadata, classify/regress, predict in the row and columnar formats, errors), section by
  * section, against a live serving function (a spawned `edgefl serve`).
  */
+const live = useLiveServing();
 let s: LiveServing;
 let v: string;
-
-beforeAll(async () => {
-  s = await startLiveServing();
+beforeAll(() => {
+  s = live();
   v = s.version;
-}, 120_000);
-
-afterAll(async () => {
-  await s?.stop();
 });
 
 const digit = (k: number) => Array.from({ length: PIXELS }, (_, i) => ((i * 5 + k * 17) % 13) / 12);

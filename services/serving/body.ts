@@ -3,6 +3,9 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { WorkBudget } from './admission.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
 import { jsonParseCost } from './limits.js';
+import type { ModelRef, Predictor } from './predictor.js';
+import { parseBody } from './schema.js';
+import type { z } from 'zod';
 
 export interface JsonBodyLimits {
   maxBodyBytes: number;
@@ -94,4 +97,21 @@ function receive(req: Request, declared: number | undefined, max: number): Promi
     req.once('aborted', () => reject(new InvalidInput('request_aborted', 'the client closed the request before the body arrived')));
     req.once('error', () => reject(new InvalidInput('request_aborted', 'the request body was not received completely')));
   });
+}
+
+/**
+ * A protocol's JSON request to a model: the model and version are checked first (an unknown
+ * model or a version not loaded is answered before the body is read), then the body is read
+ * under the budget and its envelope checked against `schema`.
+ */
+export async function readModelRequest<S extends z.ZodType>(
+  req: Request,
+  res: Response,
+  ctx: { predictor: Predictor; body: JsonBodyLimits; budget: WorkBudget },
+  ref: ModelRef,
+  schema: S,
+  what: string,
+): Promise<z.infer<S>> {
+  ctx.predictor.resolve(ref);
+  return parseBody(schema, await readJsonBody(req, res, ctx.body, ctx.budget), what);
 }

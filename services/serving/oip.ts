@@ -2,11 +2,11 @@ import express, { type Request, type Response } from 'express';
 import { INPUT_SHAPE, NUM_CLASSES } from '../core/model.js';
 import type { Logger } from '../shared/log.js';
 import type { WorkBudget } from './admission.js';
-import { readJsonBody, type JsonBodyLimits } from './body.js';
+import { readModelRequest, type JsonBodyLimits } from './body.js';
 import { protocolErrors, requireKey } from './edge.js';
 import { InvalidInput } from './errors.js';
 import type { ModelRef, Prediction, Predictor } from './predictor.js';
-import { oipInferRequest, parseBody, type OipInferRequest } from './schema.js';
+import { oipInferRequest, type OipInferRequest } from './schema.js';
 import { imagesFromV2, V2_SUPPORTED } from './tensor-input.js';
 
 export interface OipDeps {
@@ -70,8 +70,7 @@ export function oipRouter(deps: OipDeps): express.Router {
 
   const infer = async (req: Request, res: Response) => {
     const ref = refOf(req);
-    predictor.resolve(ref); // an unknown model or a missing version is answered before the body is read
-    const body = parseBody(oipInferRequest, await readJsonBody(req, res, deps.body, deps.budget), 'inference request');
+    const body = await readModelRequest(req, res, deps, ref, oipInferRequest, 'inference request');
     const outputs = requestedOutputs(body);
     if (body.inputs.length !== 1) throw new InvalidInput('invalid_input', `this model has one input, '${INPUT}'; the request has ${body.inputs.length}`);
     const input = body.inputs[0]!;

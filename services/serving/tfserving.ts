@@ -2,12 +2,12 @@ import express, { type Request, type Response } from 'express';
 import { INPUT_SHAPE, NUM_CLASSES } from '../core/model.js';
 import type { Logger } from '../shared/log.js';
 import type { WorkBudget } from './admission.js';
-import { readJsonBody, type JsonBodyLimits } from './body.js';
+import { readModelRequest, type JsonBodyLimits } from './body.js';
 import { protocolErrors, requireKey } from './edge.js';
 import { InvalidInput } from './errors.js';
 import type { LoadedModel } from './model-holder.js';
 import type { ModelRef, Predictor } from './predictor.js';
-import { parseBody, tfPredictRequest } from './schema.js';
+import { tfPredictRequest } from './schema.js';
 import { imagesFromNested } from './tensor-input.js';
 
 export const SIGNATURE = 'serving_default';
@@ -65,8 +65,7 @@ export function tfServingRouter(deps: TfServingDeps, upload: (router: express.Ro
 
   const predict = async (req: Request, res: Response) => {
     const ref = refOf(req);
-    predictor.resolve(ref); // an unknown model or a missing version is answered before the body is read
-    const body = parseBody(tfPredictRequest, await readJsonBody(req, res, deps.body, deps.budget), 'request body');
+    const body = await readModelRequest(req, res, deps, ref, tfPredictRequest, 'request body');
     if (body.signature_name !== undefined && body.signature_name !== SIGNATURE) {
       throw new InvalidInput('signature_not_found', `signature_name '${body.signature_name}' is not a signature of this model; its only signature is '${SIGNATURE}'`);
     }

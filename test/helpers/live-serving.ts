@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { vi } from 'vitest';
+import { afterAll, beforeAll, vi } from 'vitest';
 import { initBackend } from '../../services/core/backend.js';
 import { encodeWeights, sha256Hex } from '../../services/core/codec.js';
 import { buildModel, getFlatWeights, referenceModelSpec } from '../../services/core/model.js';
@@ -66,3 +66,15 @@ export async function startLiveServing(env: Record<string, string> = {}): Promis
 
 export const postJson = (url: string, body: unknown) =>
   fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+
+/** Starts one live serving function for a suite (beforeAll) and stops it after (afterAll); read it through the getter. */
+export function useLiveServing(): () => LiveServing {
+  let live: LiveServing | undefined;
+  beforeAll(async () => {
+    live = await startLiveServing();
+  }, 120_000);
+  afterAll(async () => {
+    await live?.stop();
+  });
+  return () => live!;
+}

@@ -61,15 +61,16 @@ export function createServingApp(deps: ServingDeps) {
 
   const live = (_req: Request, res: Response) => void res.json({ live: true });
   // Readiness never waits for predictions: it reads one field, and predictions yield between chunks.
-  const ready = (_req: Request, res: Response) => {
+  // The protocol's probe also says whether this node serves a canary; /readyz keeps its plain body.
+  const ready = (withCanary: boolean) => (_req: Request, res: Response) => {
     const m = predictor.current;
     if (!m) return void res.status(503).json({ ready: false, error: 'no model version is loaded yet' });
-    res.json({ ready: true, model_version: String(m.version), canary: m.canary === true });
+    res.json({ ready: true, model_version: String(m.version), ...(withCanary ? { canary: m.canary === true } : {}) });
   };
   app.get('/healthz', live);
   app.get('/v2/health/live', live);
-  app.get('/readyz', ready);
-  app.get('/v2/health/ready', ready);
+  app.get('/readyz', ready(false));
+  app.get('/v2/health/ready', ready(true));
 
   const upload = mountUpload({ ...shared, maxBodyBytes: limits.maxBodyBytes, imagePixelBudget: limits.imagePixelBudget });
   app.use('/v1', tfServingRouter({ ...shared, nodeId: deps.nodeId }, upload));

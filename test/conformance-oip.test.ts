@@ -1,19 +1,13 @@
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { INPUT_SHAPE, NUM_CLASSES, PIXELS } from '../services/core/model.js';
-import { postJson, useLiveServing, type LiveServing } from './helpers/live-serving.js';
+import { postJson, useLiveServing } from './helpers/live-serving.js';
 
 /**
  * The Open Inference Protocol REST API (kserve/open-inference-protocol,
  * specification/protocol/inference_rest.md and open_inference_rest.yaml), section by
  * section, against a live serving function (a spawned `edgefl serve`).
  */
-const live = useLiveServing();
-let s: LiveServing;
-let v: string;
-beforeAll(() => {
-  s = live();
-  v = s.version;
-});
+const s = useLiveServing();
 
 const digit = (k: number) => Array.from({ length: PIXELS }, (_, i) => ((i * 7 + k * 13) % 11) / 10);
 const input = (data: unknown, shape: number[] = [1, PIXELS], datatype = 'FP32') => ({ name: 'images', shape, datatype, data });
@@ -45,18 +39,18 @@ describe('health', () => {
   it('server ready: GET v2/health/ready answers 200, naming the served version and whether it is a canary', async () => {
     const res = await fetch(`${s.url}/v2/health/ready`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ ready: true, model_version: v, canary: false });
+    expect(await res.json()).toEqual({ ready: true, model_version: s.version, canary: false });
   });
 
   it('model ready: unversioned and versioned answer {"name", "ready": true}', async () => {
     expect(await (await fetch(`${s.url}/v2/models/mnist/ready`)).json()).toEqual({ name: 'mnist', ready: true });
-    const versioned = await fetch(`${s.url}/v2/models/mnist/versions/${v}/ready`);
+    const versioned = await fetch(`${s.url}/v2/models/mnist/versions/${s.version}/ready`);
     expect(versioned.status).toBe(200);
-    expect(await versioned.json()).toEqual({ name: 'mnist', version: v, ready: true });
+    expect(await versioned.json()).toEqual({ name: 'mnist', version: s.version, ready: true });
   });
 
   it('model ready: a version that is not loaded, or an unknown model, is an error object', async () => {
-    await expectError(await fetch(`${s.url}/v2/models/mnist/versions/${Number(v) + 1}/ready`), 404, /not loaded/);
+    await expectError(await fetch(`${s.url}/v2/models/mnist/versions/${Number(s.version) + 1}/ready`), 404, /not loaded/);
     await expectError(await fetch(`${s.url}/v2/models/resnet/ready`), 404, /not served/);
   });
 });
@@ -73,7 +67,7 @@ describe('server metadata', () => {
 describe('model metadata', () => {
   const expected = () => ({
     name: 'mnist',
-    versions: [v],
+    versions: [s.version],
     platform: 'tensorflowjs',
     inputs: [{ name: 'images', datatype: 'FP32', shape: [-1, ...INPUT_SHAPE] }],
     outputs: [
@@ -84,7 +78,7 @@ describe('model metadata', () => {
 
   it('unversioned and versioned metadata list the version that may be requested', async () => {
     expect(await (await fetch(`${s.url}/v2/models/mnist`)).json()).toEqual(expected());
-    expect(await (await fetch(`${s.url}/v2/models/mnist/versions/${v}`)).json()).toEqual(expected());
+    expect(await (await fetch(`${s.url}/v2/models/mnist/versions/${s.version}`)).json()).toEqual(expected());
   });
 
   it('a version not loaded, or an unknown model, is an error object', async () => {
@@ -94,20 +88,20 @@ describe('model metadata', () => {
 });
 
 describe('inference: unversioned and versioned', () => {
-  it('POST .../infer and .../versions/{v}/infer answer the same, naming model and version', async () => {
+  it('POST .../infer and .../versions/{s.version}/infer answer the same, naming model and version', async () => {
     const body = { inputs: [input(digit(1))] };
     const a = (await (await infer(body)).json()) as InferResponse;
-    const res = await infer(body, v);
+    const res = await infer(body, s.version);
     expect(res.status).toBe(200);
-    expect(res.headers.get('x-model-version')).toBe(v);
+    expect(res.headers.get('x-model-version')).toBe(s.version);
     const b = (await res.json()) as InferResponse;
     expect(b.model_name).toBe('mnist');
-    expect(b.model_version).toBe(v);
+    expect(b.model_version).toBe(s.version);
     expect(b.outputs).toEqual(a.outputs);
   });
 
   it('a version that is not loaded is the protocol error, not a 404 page', async () => {
-    await expectError(await infer({ inputs: [input(digit(1))] }, String(Number(v) + 1)), 404, /not loaded/);
+    await expectError(await infer({ inputs: [input(digit(1))] }, String(Number(s.version) + 1)), 404, /not loaded/);
     await expectError(await infer({ inputs: [input(digit(1))] }, 'latest'), 404, /not loaded/);
   });
 });
@@ -230,7 +224,7 @@ describe('error objects', () => {
     await expectError(await infer('{"inputs": ['), 400, /JSON/);
     await expectError(await infer([1, 2]), 400);
     await expectError(await postJson(`${s.url}/v2/models/resnet/infer`, { inputs: [input(digit(1))] }), 404);
-    await expectError(await fetch(`${s.url}/v2/models/mnist/versions/${v}/explain`), 404);
+    await expectError(await fetch(`${s.url}/v2/models/mnist/versions/${s.version}/explain`), 404);
     const wrongType = await fetch(`${s.url}/v2/models/mnist/infer`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' });
     await expectError(wrongType, 415);
   });

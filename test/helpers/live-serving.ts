@@ -67,14 +67,14 @@ export async function startLiveServing(env: Record<string, string> = {}): Promis
 export const postJson = (url: string, body: unknown) =>
   fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
 
-/** Starts one live serving function for a suite (beforeAll) and stops it after (afterAll); read it through the getter. */
-export function useLiveServing(): () => LiveServing {
-  let live: LiveServing | undefined;
+/** Starts one live serving function for a suite (beforeAll) and stops it after (afterAll); its fields are set once it is ready. */
+export function useLiveServing(): LiveServing {
+  const live = {} as LiveServing;
   beforeAll(async () => {
-    live = await startLiveServing();
+    Object.assign(live, await startLiveServing());
   }, 120_000);
   afterAll(async () => {
-    await live?.stop();
+    await live.stop?.();
   });
-  return () => live!;
+  return live;
 }

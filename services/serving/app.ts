@@ -1,6 +1,5 @@
 import express, { type Request, type Response } from 'express';
 import { applyCommonMiddleware, applyErrorHandlers } from '../http/common.js';
-import { errorBody } from '../http/errors.js';
 import { PIXELS } from '../core/model.js';
 import { ENV } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
@@ -80,4 +79,3 @@ export function createServingApp(deps: ServingDeps) {
   return app;
 }
 
-export { errorBody };

@@ -5,7 +5,6 @@ import type { WorkBudget } from './admission.js';
 import { readModelRequest, type JsonBodyLimits } from './body.js';
 import { protocolErrors, requireKey } from './edge.js';
 import { InvalidInput } from './errors.js';
-import type { LoadedModel } from './model-holder.js';
 import type { ModelRef, Predictor } from './predictor.js';
 import { tfPredictRequest } from './schema.js';
 import { imagesFromNested } from './tensor-input.js';
@@ -125,4 +124,3 @@ export function rows(probs: Float32Array, count: number): number[][] {
   return out;
 }
 
-export type { LoadedModel };

@@ -9,6 +9,7 @@ import { WorkBudget } from '../services/serving/admission.js';
 import { createServingApp } from '../services/serving/app.js';
 import { PredictBatcher } from '../services/serving/batcher.js';
 import { countJsonValues } from '../services/serving/body.js';
+import { parseJsonInTurns } from '../services/serving/json-turns.js';
 import { Overloaded, TooLarge } from '../services/serving/errors.js';
 import { DEFAULT_MEMORY_LIMIT_MIB, detectMemoryLimit, servingLimits, type ServingLimits } from '../services/serving/limits.js';
 import type { LoadedModel, ModelHolder } from '../services/serving/model-holder.js';
@@ -135,6 +136,45 @@ describe('checked before anything large is allocated', () => {
     const res = await fetch(`${url}/v1/models/mnist:predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"pad":"${'x'.repeat(limits.maxBodyBytes)}"}` });
     expect(res.status).toBe(413);
     expect(((await res.json()) as { code: string }).code).toBe('body_too_large');
+  });
+});
+
+describe('JSON parsed in turns of the event loop', () => {
+  const docs = [
+    { instances: [[0, 0.5, 1], [1, 0.25, 0]] },
+    { id: 'a,]["\\"', inputs: [{ name: 'images', shape: [2, 3], datatype: 'FP32', data: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6] }], outputs: [{ name: 'class' }] },
+    { instances: [{ images: [1, 2] }, { images: ['[', ']', ',', '"', '\\', '{'] }], note: 'x'.repeat(50) },
+    { instances: [] },
+    { instances: [[], [[]], [[[]]]], more: [1] },
+    JSON.parse('{"__proto__": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20], "a": 1}'),
+    [[1, 2, 3], [4, 5, 6]],
+  ];
+
+  it('gives what JSON.parse gives, with the tensor cut into many groups', async () => {
+    for (const doc of docs) {
+      const text = JSON.stringify(doc);
+      const parsed = await parseJsonInTurns(Buffer.from(text), 4);
+      expect(JSON.stringify(parsed)).toBe(text);
+      expect(Object.getPrototypeOf(parsed)).toBe(Object.getPrototypeOf(doc));
+    }
+  });
+
+  it('takes several turns for a large body, and refuses what JSON.parse refuses', async () => {
+    let turns = 0;
+    let done = false;
+    const tick = () => {
+      turns++;
+      if (!done) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const text = JSON.stringify({ instances: Array.from({ length: 200 }, (_, i) => Array(PIXELS).fill(i % 2)) });
+    const parsed = await parseJsonInTurns(Buffer.from(text), 16 * 1024);
+    done = true;
+    expect(JSON.stringify(parsed)).toBe(text);
+    expect(turns).toBeGreaterThanOrEqual(Math.floor(text.length / (16 * 1024)) - 1);
+    for (const bad of ['{"instances":[[1,2],[3,4],]}', '{"instances":[[1,2],[3,4]]', '{"instances":[[1,2] [3,4]]}', '{"a":[1,2,3,4,5,6,7,8]]', ']]]][[[[']) {
+      await expect(parseJsonInTurns(Buffer.from(bad), 2)).rejects.toThrow();
+    }
   });
 });
 

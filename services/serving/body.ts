@@ -2,6 +2,7 @@ import type { Request, Response } from 'express';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { WorkBudget } from './admission.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
+import { parseJsonInTurns } from './json-turns.js';
 import { jsonParseCost } from './limits.js';
 import type { ModelRef, Predictor } from './predictor.js';
 import { parseBody } from './schema.js';
@@ -56,12 +57,13 @@ export async function readJsonBody(req: Request, res: Response, limits: JsonBody
     throw new TooLarge('too_many_arrays', `the body holds ${containers} arrays or objects; the limit is ${limits.maxContainers}: send each image flat, or without its channel dimension, rather than one array per pixel`);
   }
   res.once('close', budget.reserve(jsonParseCost(bytes.length, values, containers) - bytes.length));
-  // Counting, parsing and walking a large body each hold the event loop; between them, readiness probes and small requests get their turn.
+  // Counting, parsing (in groups of elements) and walking a large body each hold the event loop; between them, readiness probes and small requests get their turn.
   await nextTurn();
   let parsed: unknown;
   try {
-    parsed = JSON.parse(bytes.toString('utf8'));
-  } catch {
+    parsed = await parseJsonInTurns(bytes);
+  } catch (e) {
+    if (e instanceof InvalidInput) throw e;
     throw new InvalidInput('invalid_json', 'request body is not valid JSON');
   }
   if (bytes.length > YIELD_AFTER_BYTES) await nextTurn();

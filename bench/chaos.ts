@@ -9,6 +9,8 @@
  *                     mid-run; every service reconnects and the run completes
  *   aggregator-kill9  kill -9 of the aggregator mid-round; a new process resumes the run
  *   serving-sigterm   SIGTERM to a serving function under load; accepted requests finish
+ *   hostile-serving-load  largest legal requests + a fuzz mix + normal predictions for 60 s
+ *                     (bench/hostile-serving.ts), once: 0 OOM, 0 5xx, readiness p99, peak RSS
  *
  * data_loss counts anything lost or corrupted: failed runs, missing or duplicated round
  * versions, stored bytes that no longer match their checksum, partial updates, failed
@@ -23,6 +25,7 @@ import { initBackend } from '../services/core/backend.js';
 import { Cluster, RestartablePostgres, publishInitialModel } from './lib/chaos-cluster.js';
 import { aggregatorKill9, postgresRestart, servingSigterm, trainerKill9 } from './lib/chaos-faults.js';
 import { benchmark, int, type BenchContext } from './lib/flags.js';
+import { runHostileServing, type HostileOutcome } from './hostile-serving.js';
 import { mdTable, type BenchOutput } from './lib/output.js';
 
 export interface FaultResult {
@@ -30,6 +33,8 @@ export interface FaultResult {
   injected: number;
   survived: number;
   data_loss: number;
+  /** Figures of a fault that measures more than survival (hostile-serving-load). */
+  metrics?: Record<string, unknown>;
 }
 
 export interface ChaosParams extends Record<string, unknown> {
@@ -43,12 +48,14 @@ interface FaultContext {
   pg: RestartablePostgres;
   iteration: number;
   rounds: number;
+  log(msg: string): void;
 }
 
 interface Outcome {
   survived: boolean;
   dataLoss: number;
   detail: string;
+  metrics?: Record<string, unknown>;
 }
 
 /** A fault: inject it and judge the outcome; `restore` brings the federation back for the next one. */
@@ -56,6 +63,8 @@ export interface Fault {
   name: string;
   inject(ctx: FaultContext): Promise<Outcome>;
   restore?(ctx: FaultContext): Promise<void>;
+  /** Injected in the first iteration only (a long measurement rather than a fault to repeat). */
+  once?: boolean;
 }
 
 export const FAULTS: Fault[] = [
@@ -95,6 +104,23 @@ export const FAULTS: Fault[] = [
       if (!cluster.serving!.alive) await cluster.serving!.start();
     },
   },
+  {
+    name: 'hostile-serving-load',
+    once: true,
+    async inject({ cluster, log }) {
+      const serving = cluster.serving!;
+      const h: HostileOutcome = await runHostileServing({ url: serving.url, pid: serving.child!.pid, alive: () => serving.alive }, { seconds: 60, memory_limit_mib: 256, max_connections: 4, fuzz_connections: 4, normal_connections: 2 }, log);
+      return {
+        survived: h.oom === 0 && h.server_errors === 0 && h.readiness.p99_ms <= 200,
+        dataLoss: h.oom + h.server_errors,
+        detail: `peak RSS ${h.peak_rss_mib} of ${h.memory_limit_mib} MiB, readiness p99 ${h.readiness.p99_ms} ms (idle ${h.readiness_idle.p99_ms} ms), ${h.server_errors} 5xx, OOM ${h.oom}`,
+        metrics: { oom: h.oom, server_errors: h.server_errors, readiness_p99_ms: h.readiness.p99_ms, readiness_idle_p99_ms: h.readiness_idle.p99_ms, peak_rss_mib: h.peak_rss_mib, memory_limit_mib: h.memory_limit_mib },
+      };
+    },
+    restore: async ({ cluster }) => {
+      if (!cluster.serving!.alive) await cluster.serving!.start();
+    },
+  },
 ];
 
 /** Injects every fault `iterations` times into one federation; a fault that throws counts as not survived. */
@@ -107,6 +133,7 @@ export async function runFaults(p: ChaosParams, dirs: { data: string; logs: stri
     f.injected++;
     if (o.survived) f.survived++;
     f.data_loss += o.dataLoss;
+    if (o.metrics) f.metrics = o.metrics;
     log(`${fault}: ${o.survived ? 'survived' : 'NOT survived'}${o.dataLoss ? `, data loss ${o.dataLoss}` : ''} — ${o.detail}`);
   };
   await pg.start();
@@ -115,8 +142,8 @@ export async function runFaults(p: ChaosParams, dirs: { data: string; logs: stri
     await cluster.start();
     await publishInitialModel(cluster.pool);
     for (let iteration = 0; iteration < p.iterations; iteration++) {
-      for (const fault of FAULTS) {
-        const ctx = { cluster, pg, iteration, rounds: p.rounds };
+      for (const fault of FAULTS.filter((f) => iteration === 0 || !f.once)) {
+        const ctx = { cluster, pg, iteration, rounds: p.rounds, log };
         const outcome = await fault.inject(ctx).catch((e: Error) => ({ survived: false, dataLoss: 0, detail: e.message }));
         record(fault.name, outcome);
         await fault.restore?.(ctx);

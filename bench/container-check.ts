@@ -154,7 +154,9 @@ async function checkRoles(image: string, knativeDir: string, log: (m: string) =>
       serving.c.memory.mark('after_500_requests');
     }
     log('draining: SIGTERM with requests in flight');
-    const big = JSON.stringify({ instances: steps.instances(split, 200) });
+    // 50 requests of 20 digits each: enough work in flight to be cut by a bad drain, small enough
+    // that serving's memory budget accepts all of them (a 429 would be load shedding, not a drain).
+    const big = JSON.stringify({ instances: steps.instances(split, 20) });
     await Promise.all([
       steps.check(checks.serving, 'sigterm_drain', () => drainWith(serving.c, 50, (agent) => steps.request(agent, `${serving.c.url}/v1/models/mnist:predict`, { method: 'POST', headers: steps.predictHeaders(apiKey), body: big }))),
       round && steps.check(checks.trainer, 'sigterm_drain', () => drainTrainer(trainer.c, aggregator.c.url, adminToken, db, nodeId)),

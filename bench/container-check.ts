@@ -12,7 +12,6 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import { loadDataset } from '../datasets/index.js';
 import { DEFAULT_BASE, ensureBaseImage, type BaseImageResult } from '../services/harness/base-image.js';
 import { startContainer, type RunningContainer } from '../services/harness/container-run.js';
@@ -23,6 +22,7 @@ import { ENV, ROLES, type Role } from '../services/shared/config.js';
 import { openDatabase, type Database } from '../services/store/database.js';
 import { latestVersion } from '../services/store/model-store.js';
 import * as steps from './container-roles.js';
+import { HELP_FLAG, UsageError, flagHelp, parseFlags, text, toggle } from '../services/cli/flags.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), path.basename(path.dirname(path.dirname(fileURLToPath(import.meta.url)))) === 'dist' ? '../..' : '..');
 const MiB = 2 ** 20;
@@ -237,8 +237,19 @@ export function formatReport(r: ContainerCheckResult): string {
   return lines.join('\n');
 }
 
+const CHECK_FLAGS = {
+  json: toggle('print the result as JSON'),
+  image: text('image tag to build and check', { arg: 'TAG' }),
+  'knative-dir': text('rendered manifests the roles are read from', { arg: 'DIR' }),
+  ...HELP_FLAG,
+};
+
 async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, image: { type: 'string' }, 'knative-dir': { type: 'string' } } });
+  const values = parseFlags(CHECK_FLAGS, argv);
+  if (values.help) {
+    console.log(`npm run container:check -- [flags]\n\n${flagHelp(CHECK_FLAGS)}`);
+    return 0;
+  }
   const log = (m: string) => console.error(`[container-check] ${m}`);
   const result = await runContainerCheck({ image: values.image, knativeDir: values['knative-dir'], log });
   console.log(values.json ? JSON.stringify(result) : formatReport(result));
@@ -250,8 +261,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (e: unknown) => {
-      console.error(`container-check: ${(e as Error).stack ?? String(e)}`);
-      process.exit(1);
+      console.error(`container-check: ${e instanceof UsageError ? e.message : ((e as Error).stack ?? String(e))}`);
+      process.exit(e instanceof UsageError ? 2 : 1);
     },
   );
 }

@@ -12,10 +12,10 @@
  */
 import http from 'node:http';
 import { MEMORY_LIMIT_ENV, servingLimits } from '../services/serving/limits.js';
-import { readRss, spawnServing, type ServingChild } from './lib/children.js';
-import { intFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { readRss, spawnServing } from './lib/children.js';
+import { benchmark, int, type BenchContext } from './lib/flags.js';
 import { mdTable, type BenchOutput, type Target } from './lib/output.js';
-import { openBenchEnv } from './lib/setup.js';
+import { withBenchEnv } from './lib/setup.js';
 import { latencyPercentiles, round } from './lib/stats.js';
 import { hostile, maxLegal, normal, type Payload } from './hostile-payloads.js';
 
@@ -165,27 +165,18 @@ export function hostileTargets(o: HostileOutcome): Target[] {
   ];
 }
 
-export const hostileServing: BenchModule<HostileParams> = {
+export const hostileServing = benchmark({
   description: 'hostile serving load: largest legal requests + a fuzz mix + normal predictions for --seconds; OOM, 5xx, readiness p99, peak RSS vs the 256 MiB limit',
-  options: {
-    seconds: { type: 'string' },
-    'memory-limit-mib': { type: 'string' },
-    'max-connections': { type: 'string' },
-    'fuzz-connections': { type: 'string' },
-    'normal-connections': { type: 'string' },
+  flags: {
+    seconds: int('seconds of hostile load', { min: 1, max: 3600, default: 60 }),
+    'memory-limit-mib': int("the serving function's memory limit (sets its request limits)", { min: 64, max: 1 << 20, default: 256 }),
+    'max-connections': int('connections sending the largest legal requests', { min: 0, max: 64, default: 4 }),
+    'fuzz-connections': int('connections sending hostile requests', { min: 0, max: 64, default: 4 }),
+    'normal-connections': int('connections sending normal predictions', { min: 0, max: 64, default: 2 }),
   },
-  params: (v: Values) => ({
-    seconds: intFlag(v, 'seconds', 60, 1, 3600),
-    memory_limit_mib: intFlag(v, 'memory-limit-mib', 256, 64, 1 << 20),
-    max_connections: intFlag(v, 'max-connections', 4, 0, 64),
-    fuzz_connections: intFlag(v, 'fuzz-connections', 4, 0, 64),
-    normal_connections: intFlag(v, 'normal-connections', 2, 0, 64),
-  }),
   async run(p: HostileParams, ctx: BenchContext): Promise<BenchOutput> {
-    const env = await openBenchEnv({ log: ctx.log });
-    let child: ServingChild | undefined;
-    try {
-      child = await spawnServing(env.databaseUrl, env.dataDir, { [MEMORY_LIMIT_ENV]: String(p.memory_limit_mib) });
+    return withBenchEnv(ctx, async (env) => {
+      const child = await spawnServing(env.databaseUrl, env.dataDir, { [MEMORY_LIMIT_ENV]: String(p.memory_limit_mib) });
       await child.waitForLog('serving ready', 120_000);
       const c = child;
       const idle = readRss(c.pid);
@@ -194,9 +185,6 @@ export const hostileServing: BenchModule<HostileParams> = {
       const rows = Object.entries(o.by_payload).map(([name, counts]) => [name, Object.entries(counts).map(([s, n]) => `${s}×${n}`).join(' ')]);
       const report = `## Hostile serving load\n\nidle RSS ${idle?.rss_mib} MiB, peak ${o.peak_rss_mib} MiB (limit ${o.memory_limit_mib}); readiness p50 ${o.readiness.p50_ms} ms, p99 ${o.readiness.p99_ms} ms, max ${o.readiness.max_ms} ms over ${o.readiness.probes} probes (${o.readiness.failed} failed; idle before the load: p99 ${o.readiness_idle.p99_ms} ms); event-loop lag p99 ${o.event_loop_lag_ms.p99} ms, max ${o.event_loop_lag_ms.max} ms; normal predictions answered 200: ${o.normal_ok_ratio * 100}%\n\n${mdTable(['request', 'statuses'], rows)}\n`;
       return { params: p, results: { ...o, idle_rss_mib: idle?.rss_mib ?? null }, targets: hostileTargets(o), report, charts: [], headline: { oom: o.oom, server_errors: o.server_errors, readiness_p99_ms: o.readiness.p99_ms, readiness_idle_p99_ms: o.readiness_idle.p99_ms, event_loop_lag_max_ms: o.event_loop_lag_ms.max, peak_rss_mib: o.peak_rss_mib, memory_limit_mib: o.memory_limit_mib } };
-    } finally {
-      await child?.stop();
-      await env.close();
-    }
+    });
   },
-};
+});

@@ -1,10 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { afterAll, beforeAll, vi } from 'vitest';
+import { afterAll, beforeAll } from 'vitest';
 import { initBackend } from '../../services/core/backend.js';
 import { encodeWeights, sha256Hex } from '../../services/core/codec.js';
 import { buildModel, getFlatWeights, referenceModelSpec } from '../../services/core/model.js';
 import { freePort } from '../../services/harness/ports.js';
+import { spawnService } from '../../services/harness/process.js';
 import * as store from '../../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 
@@ -31,32 +32,24 @@ export async function startLiveServing(env: Record<string, string> = {}): Promis
   model.dispose();
   const version = await store.publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() }, metrics: { source: 'conformance' } });
   const port = await freePort();
-  const proc = spawn(process.execPath, [path.join(root, 'services/cli/bin.mjs'), 'serve', '--port', String(port)], {
+  const child = spawnService({
+    name: 'serving',
+    args: [path.join(root, 'services/cli/bin.mjs'), 'serve', '--port', String(port)],
     cwd: root,
-    env: { ...process.env, DATABASE_URL: db.url, EDGEFL_LOG_LEVEL: 'warn', EDGEFL_MEMORY_LIMIT_MIB: '256', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { DATABASE_URL: db.url, EDGEFL_LOG_LEVEL: 'warn', EDGEFL_MEMORY_LIMIT_MIB: '256', ...env },
+    stdout: 'pipe',
   });
+  const { proc } = child;
   const log: string[] = [];
   proc.stdout!.on('data', (c: Buffer) => log.push(c.toString()));
-  proc.stderr!.on('data', (c: Buffer) => log.push(c.toString()));
+  proc.stderr!.on('data', (c: Buffer | string) => log.push(String(c)));
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      await exited;
-    }
+    await child.stop();
     await db.close();
   };
   try {
-    await vi.waitFor(
-      async () => {
-        if (proc.exitCode !== null) throw new Error(`serving exited (${proc.exitCode}):\n${log.join('')}`);
-        const res = await fetch(`${url}/v2/health/ready`);
-        if (res.status !== 200) throw new Error(`not ready: ${res.status}`);
-      },
-      { timeout: 90_000, interval: 100 },
-    );
+    await child.waitReady(`${url}/v2/health/ready`, { timeoutMs: 90_000, intervalMs: 100 });
   } catch (e) {
     await stop();
     throw e;

@@ -5,17 +5,11 @@
  */
 import { startServingReady } from './cold-warm.js';
 import type { ServingChild } from './lib/children.js';
-import { intFlag, intListFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { benchmark, int, intList, named, type BenchContext } from './lib/flags.js';
 import { TARGETS, mdTable, type BenchOutput, type Chart } from './lib/output.js';
-import { ceilingFor, measureCeiling, openBenchEnv, predictBody, timedPredict, type BenchEnv, type CeilingRow } from './lib/setup.js';
+import { ceilingFor, measureCeiling, withBenchEnv, predictBody, timedPredict, type BenchEnv, type CeilingRow } from './lib/setup.js';
 import { median, percentile, ratio, round } from './lib/stats.js';
 import { lineChart } from './lib/svg.js';
-
-export interface BatchParams extends Record<string, unknown> {
-  sizes: number[];
-  reps: number;
-  cold_runs: number;
-}
 
 export interface BatchRow {
   batch: number;
@@ -30,13 +24,11 @@ export interface BatchRow {
   request_bytes: number;
 }
 
-export function parseBatch(v: Values): BatchParams {
-  return {
-    sizes: intListFlag(v, 'sizes', [1, 10, 100, 500, 1000, 5000, 10000], 1, 10_000).sort((a, b) => a - b),
-    reps: intFlag(v, 'reps', 5, 1, 1000),
-    cold_runs: intFlag(v, 'cold', 1, 0, 20),
-  };
-}
+const BATCH_FLAGS = {
+  sizes: intList('images per request', { min: 1, max: 10_000, default: [1, 10, 100, 500, 1000, 5000, 10000] }),
+  reps: int('timed warm requests per size', { min: 1, max: 1000, default: 5 }),
+  cold: named('cold_runs', int('fresh processes per size for the cold request', { min: 0, max: 20, default: 1 })),
+};
 
 /** Warm latency per size on one running process: one untimed request, then `reps` timed ones. */
 export async function warmBatches(child: ServingChild, sizes: number[], reps: number, bodies: Map<number, string>, log: (m: string) => void) {
@@ -129,19 +121,17 @@ export function batchCharts(rows: BatchRow[]): Chart[] {
   ];
 }
 
-export const batch: BenchModule<BatchParams> = {
+export const batch = benchmark({
   description: 'images per request 1…10,000: cold and warm latency and images/s vs in-process predict',
-  options: { sizes: { type: 'string' }, reps: { type: 'string' }, cold: { type: 'string' } },
-  params: parseBatch,
-  async run(p: BatchParams, ctx: BenchContext): Promise<BenchOutput> {
-    const env = await openBenchEnv({ log: ctx.log });
-    let child: ServingChild | undefined;
-    try {
+  flags: BATCH_FLAGS,
+  params: (p) => ({ ...p, sizes: [...p.sizes].sort((a, b) => a - b) }),
+  async run(p, ctx: BenchContext): Promise<BenchOutput> {
+    return withBenchEnv(ctx, async (env) => {
       const bodies = new Map(p.sizes.map((n) => [n, predictBody(n)]));
       ctx.log(`in-process ceiling (sizes ${p.sizes.join(', ')})`);
       const ceiling = measureCeiling(env.flat, p.sizes);
       const cold = await coldBatches(env, p.sizes, p.cold_runs, bodies, ctx.log);
-      child = (await startServingReady(env)).child;
+      const child = (await startServingReady(env)).child;
       const warm = await warmBatches(child, p.sizes, p.reps, bodies, ctx.log);
       const rows = batchRows(p.sizes, warm, cold, ceiling, bodies);
       const b100 = rows.find((r) => r.batch === 100);
@@ -159,9 +149,6 @@ export const batch: BenchModule<BatchParams> = {
         ].join('\n'),
         charts: batchCharts(rows),
       };
-    } finally {
-      await child?.stop();
-      await env.close();
-    }
+    });
   },
-};
+});

@@ -6,10 +6,10 @@
  * is the first request after waitForScaleToZero.
  */
 import { spawnServing, type ServingChild } from './lib/children.js';
-import { BenchUsageError, intFlag, intListFlag, numFlag, strFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { BenchUsageError, benchmark, httpUrl, int, intList, kubeName, named, num, oneOf, type BenchContext, type ParamsOf } from './lib/flags.js';
 import { runLoad, type WarmRun } from './lib/load.js';
 import { TARGETS, mdTable, type BenchOutput, type Chart, type Target } from './lib/output.js';
-import { ceilingFor, measureCeiling, openBenchEnv, predictBody, timedPredict, type BenchEnv, type CeilingRow } from './lib/setup.js';
+import { ceilingFor, measureCeiling, withBenchEnv, predictBody, timedPredict, type BenchEnv, type CeilingRow } from './lib/setup.js';
 import { median, ratio, round, spread } from './lib/stats.js';
 import { stackedBars } from './lib/svg.js';
 
@@ -157,68 +157,41 @@ export function coldWarmChart(runs: ColdStart[], warm: Record<string, WarmRun>):
 
 // ---- the module ----------------------------------------------------------------------
 
-export interface ColdWarmParams extends Record<string, unknown> {
-  target: 'local' | 'knative';
-  cold: number;
-  duration_s: number;
-  connections: number[];
-  url?: string;
-  service?: string;
-  namespace?: string;
-  scale_timeout_s?: number;
-}
-
-export function parseColdWarm(v: Values): ColdWarmParams {
-  const target = strFlag(v, 'target') ?? 'local';
-  if (target !== 'local' && target !== 'knative') throw new BenchUsageError(`--target must be local or knative; got '${target}'`);
-  const base = {
-    cold: intFlag(v, 'cold', 10, target === 'knative' ? 1 : 0, 1000),
-    duration_s: numFlag(v, 'duration', 5, 0, true),
-    connections: intListFlag(v, 'connections', [1, 10, 50], 1, 10_000),
-  };
-  const url = strFlag(v, 'url');
-  const service = strFlag(v, 'service');
-  const namespace = strFlag(v, 'namespace');
-  if (target === 'local') {
-    const stray = (['url', 'service', 'namespace', 'scale-timeout'] as const).filter((k) => v[k] !== undefined);
-    if (stray.length) throw new BenchUsageError(`${stray.map((k) => `--${k}`).join(', ')} only apply with --target knative`);
-    return { target, ...base };
-  }
-  if (!url) throw new BenchUsageError('--target knative needs --url URL (the Knative Service URL, e.g. http://serving-0.edgefl.example.com)');
-  if (!service) throw new BenchUsageError('--target knative needs --service NAME (the Knative Service to wait on for scale-to-zero)');
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new BenchUsageError(`--url must be an absolute http(s) URL; got '${url}'`);
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new BenchUsageError(`--url must be http or https; got '${parsed.protocol}'`);
-  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(service) || service.length > 63) throw new BenchUsageError(`--service must be a Kubernetes name (lower-case DNS label); got '${service}'`);
-  const ns = namespace ?? 'edgefl';
-  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(ns) || ns.length > 63) throw new BenchUsageError(`--namespace must be a Kubernetes name; got '${ns}'`);
-  return { target, ...base, url: url.replace(/\/+$/, ''), service, namespace: ns, scale_timeout_s: numFlag(v, 'scale-timeout', 900, 0, true) };
-}
-
-export const coldWarm: BenchModule<ColdWarmParams> = {
-  description: 'cold starts (fresh serving process → first prediction, by phase) and warm latency at 1/10/50 connections',
-  options: {
-    target: { type: 'string' },
-    cold: { type: 'string' },
-    duration: { type: 'string' },
-    connections: { type: 'string' },
-    url: { type: 'string' },
-    service: { type: 'string' },
-    namespace: { type: 'string' },
-    'scale-timeout': { type: 'string' },
-  },
-  params: parseColdWarm,
-  run: (p, ctx) => (p.target === 'knative' ? runKnative(p, ctx) : runLocal(p, ctx)),
+const COLD_WARM_FLAGS = {
+  target: oneOf(['local', 'knative'], 'a local serving process, or a Knative Service', { default: 'local' }),
+  cold: int('cold starts (at least 1 with --target knative)', { min: 0, max: 1000, default: 10 }),
+  duration: named('duration_s', num('seconds of each warm run', { above: 0, default: 5, arg: 'S' })),
+  connections: intList('concurrent connections of the warm runs', { min: 1, max: 10_000, default: [1, 10, 50] }),
+  url: httpUrl('knative: the Knative Service URL'),
+  service: kubeName('knative: the Knative Service to wait on for scale-to-zero'),
+  namespace: kubeName('knative: its namespace (default edgefl)'),
+  'scale-timeout': named('scale_timeout_s', num('knative: seconds to wait for scale-to-zero (default 900)', { above: 0, arg: 'S' })),
 };
 
+/** Local: the knative-only keys stay unset; knative: all set (namespace and scale timeout defaulted). */
+export type ColdWarmParams = ParamsOf<typeof COLD_WARM_FLAGS>;
+
+export const coldWarm = benchmark({
+  description: 'cold starts (fresh serving process → first prediction, by phase) and warm latency at 1/10/50 connections',
+  flags: COLD_WARM_FLAGS,
+  params(p): ColdWarmParams {
+    const { url, service, namespace, scale_timeout_s, ...base } = p;
+    if (p.target === 'local') {
+      const stray = Object.entries({ url, service, namespace, 'scale-timeout': scale_timeout_s }).filter(([, v]) => v !== undefined);
+      if (stray.length) throw new BenchUsageError(`${stray.map(([k]) => `--${k}`).join(', ')} only apply with --target knative`);
+      return { ...base, target: 'local' };
+    }
+    if (!url) throw new BenchUsageError('--target knative needs --url URL (the Knative Service URL, e.g. http://serving-0.edgefl.example.com)');
+    if (!service) throw new BenchUsageError('--target knative needs --service NAME (the Knative Service to wait on for scale-to-zero)');
+    if (p.cold < 1) throw new BenchUsageError(`--cold must be an integer from 1 to 1000 with --target knative; got '${p.cold}'`);
+    return { ...base, target: 'knative', url, service, namespace: namespace ?? 'edgefl', scale_timeout_s: scale_timeout_s ?? 900 };
+  },
+  run: (p, ctx) => (p.target === 'knative' ? runKnative(p, ctx) : runLocal(p, ctx)),
+});
+
 async function runLocal(p: ColdWarmParams, ctx: BenchContext): Promise<BenchOutput> {
-  const env = await openBenchEnv({ log: ctx.log });
-  let warmChild: ServingChild | undefined;
-  try {
+  return withBenchEnv(ctx, async (env) => {
+    let warmChild: ServingChild | undefined;
     const body = predictBody(1);
     ctx.log('in-process ceiling (batch 1)');
     const ceiling = measureCeiling(env.flat, [1]);
@@ -230,10 +203,7 @@ async function runLocal(p: ColdWarmParams, ctx: BenchContext): Promise<BenchOutp
     }
     const warm = await warmRuns(warmChild.url, body, p.connections, p.duration_s, ctx.log);
     return localOutput(p, env, ceiling, cold, warm);
-  } finally {
-    await warmChild?.stop();
-    await env.close();
-  }
+  });
 }
 
 function localOutput(p: ColdWarmParams, env: BenchEnv, ceiling: CeilingRow[], cold: ColdStart[], warm: Record<string, WarmRun>): BenchOutput {

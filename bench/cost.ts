@@ -9,34 +9,23 @@
  * constant across memory sizes (locally, memory does not buy CPU as it does on Lambda).
  */
 import { startServingReady } from './cold-warm.js';
-import type { ServingChild } from './lib/children.js';
-import { intFlag, intListFlag, numFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { benchmark, int, intList, named, num, type BenchContext, type ParamsOf } from './lib/flags.js';
 import { mdTable, type BenchOutput, type Chart } from './lib/output.js';
-import { ceilingFor, measureCeiling, openBenchEnv, predictBody, timedPredict } from './lib/setup.js';
+import { ceilingFor, measureCeiling, withBenchEnv, predictBody, timedPredict } from './lib/setup.js';
 import { mean, median, ratio, round } from './lib/stats.js';
 import { lineChart } from './lib/svg.js';
 
-export interface CostParams extends Record<string, unknown> {
-  images: number;
-  batches: number[];
-  memory_mb: number[];
-  price_gb_s: number;
-  price_request: number;
-  billing_step_ms: number;
-  samples: number;
-}
+const COST_FLAGS = {
+  images: int('images to classify', { min: 1, max: 1e9, default: 10_000 }),
+  batches: intList('images per request', { min: 1, max: 10_000, default: [1, 5, 10] }),
+  memory: named('memory_mb', intList('function memory sizes (MB)', { min: 1, max: 1_000_000, default: [128, 256, 512, 1024] })),
+  'price-gb-s': num('price per GB-second (USD)', { min: 0, default: 0.0000166667 }),
+  'price-request': num('price per request (USD)', { min: 0, default: 0.0000002 }),
+  'billing-step-ms': num('billing granularity (ms)', { above: 0, default: 100 }),
+  samples: int('timed requests per batch size', { min: 1, max: 1_000_000, default: 200 }),
+};
 
-export function parseCost(v: Values): CostParams {
-  return {
-    images: intFlag(v, 'images', 10_000, 1, 1e9),
-    batches: intListFlag(v, 'batches', [1, 5, 10], 1, 10_000),
-    memory_mb: intListFlag(v, 'memory', [128, 256, 512, 1024], 1, 1_000_000),
-    price_gb_s: numFlag(v, 'price-gb-s', 0.0000166667),
-    price_request: numFlag(v, 'price-request', 0.0000002),
-    billing_step_ms: numFlag(v, 'billing-step-ms', 100, 0, true),
-    samples: intFlag(v, 'samples', 200, 1, 1_000_000),
-  };
-}
+export type CostParams = ParamsOf<typeof COST_FLAGS>;
 
 /** The equation, for one configuration. */
 export function serverlessCost(o: { requests: number; memoryMb: number; durationMs: number; priceGbS: number; priceRequest: number; billingStepMs: number }) {
@@ -98,24 +87,13 @@ export function costChart(rows: CostRow[], images: number): Chart {
   };
 }
 
-export const cost: BenchModule<CostParams> = {
+export const cost = benchmark({
   description: 'serverless cost equation on measured durations (10,000 images at 1/5/10 per request, 128–1024 MB)',
-  options: {
-    images: { type: 'string' },
-    batches: { type: 'string' },
-    memory: { type: 'string' },
-    'price-gb-s': { type: 'string' },
-    'price-request': { type: 'string' },
-    'billing-step-ms': { type: 'string' },
-    samples: { type: 'string' },
-  },
-  params: parseCost,
+  flags: COST_FLAGS,
   async run(p: CostParams, ctx: BenchContext): Promise<BenchOutput> {
-    const env = await openBenchEnv({ log: ctx.log });
-    let child: ServingChild | undefined;
-    try {
+    return withBenchEnv(ctx, async (env) => {
       const ceiling = measureCeiling(env.flat, p.batches, 500);
-      child = (await startServingReady(env)).child;
+      const child = (await startServingReady(env)).child;
       const durations = new Map<number, number>();
       const measured: Record<string, { median_ms: number; mean_ms: number; samples: number }> = {};
       for (const b of p.batches) {
@@ -158,9 +136,6 @@ export const cost: BenchModule<CostParams> = {
         ].join('\n'),
         charts: [costChart(rows, p.images)],
       };
-    } finally {
-      await child?.stop();
-      await env.close();
-    }
+    });
   },
-};
+});

@@ -9,35 +9,22 @@ import path from 'node:path';
 import { initBackend } from '../services/core/backend.js';
 import { buildModel, getFlatWeights } from '../services/core/model.js';
 import { freePort } from '../services/harness/ports.js';
-import { cliPath, spawnNode } from './lib/children.js';
-import { intFlag, numFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { edgeflCli, spawnService } from '../services/harness/process.js';
+import { benchmark, int, num, type BenchContext } from './lib/flags.js';
 import { mdTable, type BenchOutput } from './lib/output.js';
 import { measureCeiling } from './lib/setup.js';
 import { mean, round } from './lib/stats.js';
 import { lineChart } from './lib/svg.js';
 
-export interface FlParams extends Record<string, unknown> {
-  nodes: number;
-  rounds: number;
-  alpha: number;
-  target: number;
-  epochs?: number;
-  max_train_samples?: number;
-  timeout_min: number;
-}
-
-export function parseFl(v: Values): FlParams {
-  const p: FlParams = {
-    nodes: intFlag(v, 'nodes', 3, 1, 32),
-    rounds: intFlag(v, 'rounds', 20, 1, 10_000),
-    alpha: numFlag(v, 'alpha', 0.5, 0, true),
-    target: numFlag(v, 'target', 0.99, 0, true),
-    timeout_min: numFlag(v, 'timeout-min', 120, 0, true),
-  };
-  if (v.epochs !== undefined) p.epochs = intFlag(v, 'epochs', 2, 1, 100);
-  if (v['max-train-samples'] !== undefined) p.max_train_samples = intFlag(v, 'max-train-samples', 0, 1, 10_000_000);
-  return p;
-}
+const FL_FLAGS = {
+  nodes: int('edge nodes', { min: 1, max: 32, default: 3 }),
+  rounds: int('maximum rounds', { min: 1, max: 10_000, default: 20 }),
+  alpha: num('Dirichlet concentration', { above: 0, default: 0.5 }),
+  target: num('stop at this held-out accuracy', { above: 0, default: 0.99 }),
+  epochs: int('local epochs per round (default: edgefl up\'s)', { min: 1, max: 100 }),
+  'max-train-samples': int("cap each node's shard", { min: 1, max: 10_000_000 }),
+  'timeout-min': num('stop the federation after this many minutes', { above: 0, default: 120 }),
+};
 
 export interface RoundLine {
   run_id: string;
@@ -97,11 +84,10 @@ export function roundsTable(lines: RoundLine[]): string {
   );
 }
 
-export const fl: BenchModule<FlParams> = {
+export const fl = benchmark({
   description: 'a whole local federation (edgefl up): rounds to 97/98 %, final accuracy, wall time, overhead share',
-  options: { nodes: { type: 'string' }, rounds: { type: 'string' }, alpha: { type: 'string' }, target: { type: 'string' }, epochs: { type: 'string' }, 'max-train-samples': { type: 'string' }, 'timeout-min': { type: 'string' } },
-  params: parseFl,
-  async run(p: FlParams, ctx: BenchContext): Promise<BenchOutput> {
+  flags: FL_FLAGS,
+  async run(p, ctx: BenchContext): Promise<BenchOutput> {
     const backend = await initBackend(undefined, ctx.log);
     const seedModel = buildModel(7);
     const ceiling = measureCeiling(getFlatWeights(seedModel), [1, 10, 100], 500);
@@ -109,12 +95,12 @@ export const fl: BenchModule<FlParams> = {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'edgefl-bench-fl-'));
     chmodSync(dir, 0o755);
     const jsonLog = path.join(dir, 'rounds.jsonl');
-    const args = [cliPath(), 'up', '--exit-when-done', '--json-log', jsonLog, '--nodes', String(p.nodes), '--partition', 'dirichlet', '--alpha', String(p.alpha), '--dataset', 'mnist', '--rounds', String(p.rounds), '--target', String(p.target), '--port', String(await freePort()), '--data-dir', dir];
+    const args = [edgeflCli(), 'up', '--exit-when-done', '--json-log', jsonLog, '--nodes', String(p.nodes), '--partition', 'dirichlet', '--alpha', String(p.alpha), '--dataset', 'mnist', '--rounds', String(p.rounds), '--target', String(p.target), '--port', String(await freePort()), '--data-dir', dir];
     if (p.epochs !== undefined) args.push('--epochs', String(p.epochs));
     if (p.max_train_samples !== undefined) args.push('--max-train-samples', String(p.max_train_samples));
     try {
       const t0 = performance.now();
-      const child = spawnNode('edgefl-up', args, { EDGEFL_LOG_LEVEL: 'info' }, { stdout: 'pipe' });
+      const child = spawnService({ name: 'edgefl-up', args, env: { EDGEFL_LOG_LEVEL: 'info' }, stdout: 'pipe' });
       child.proc.stdout!.setEncoding('utf8');
       let pending = '';
       child.proc.stdout!.on('data', (chunk: string) => {
@@ -160,4 +146,4 @@ export const fl: BenchModule<FlParams> = {
       rmSync(dir, { recursive: true, force: true });
     }
   },
-};
+});

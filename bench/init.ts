@@ -6,30 +6,26 @@
  */
 import { startServingReady } from './cold-warm.js';
 import { freePort } from '../services/harness/ports.js';
-import { distPath, spawnNode, type Spawned } from './lib/children.js';
-import { intFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { distPath, spawnService, type ServiceChild } from '../services/harness/process.js';
+import { benchmark, int, type BenchContext } from './lib/flags.js';
 import { mdTable, type BenchOutput } from './lib/output.js';
-import { ceilingFor, measureCeiling, openBenchEnv, predictBody, timedPredict, type BenchEnv } from './lib/setup.js';
+import { ceilingFor, measureCeiling, withBenchEnv, predictBody, timedPredict, type BenchEnv } from './lib/setup.js';
 import { latencyPercentiles, median, ratio, round, spread } from './lib/stats.js';
 import { stackedBars } from './lib/svg.js';
 
-export interface InitParams extends Record<string, unknown> {
-  cold: number;
-  requests: number;
-}
-
-export function parseInit(v: Values): InitParams {
-  return { cold: intFlag(v, 'cold', 3, 0, 100), requests: intFlag(v, 'requests', 30, 1, 100_000) };
-}
+const INIT_FLAGS = {
+  cold: int('cold starts of each kind', { min: 0, max: 100, default: 3 }),
+  requests: int('warm requests of each kind', { min: 1, max: 100_000, default: 30 }),
+};
 
 interface Started {
   url: string;
-  child: Spawned;
+  child: ServiceChild;
 }
 
 async function startLocalScope(env: BenchEnv): Promise<Started & { readySeenMs: number }> {
   const port = await freePort();
-  const child = spawnNode(`local-scope:${port}`, [distPath('bench', 'local-scope-server.js')], { DATABASE_URL: env.databaseUrl, PORT: String(port), EDGEFL_LOG_LEVEL: 'info' });
+  const child = spawnService({ name: `local-scope:${port}`, args: [distPath('bench', 'local-scope-server.js')], env: { DATABASE_URL: env.databaseUrl, PORT: String(port), EDGEFL_LOG_LEVEL: 'info' } });
   try {
     const { at } = await child.waitForLog('local-scope ready', 180_000);
     return { url: `http://127.0.0.1:${port}`, child, readySeenMs: at - child.spawnedAt };
@@ -74,13 +70,11 @@ async function warmRun(env: BenchEnv, start: Starter, requests: number, body: st
   }
 }
 
-export const init: BenchModule<InitParams> = {
+export const init = benchmark({
   description: 'global-scope model (loaded once at start) vs local-scope model (loaded per request), cold and warm',
-  options: { cold: { type: 'string' }, requests: { type: 'string' } },
-  params: parseInit,
-  async run(p: InitParams, ctx: BenchContext): Promise<BenchOutput> {
-    const env = await openBenchEnv({ log: ctx.log });
-    try {
+  flags: INIT_FLAGS,
+  async run(p, ctx: BenchContext): Promise<BenchOutput> {
+    return withBenchEnv(ctx, async (env) => {
       const body = predictBody(1);
       const ceiling = measureCeiling(env.flat, [1]);
       const scopes = { global: startGlobalScope, local: startLocalScope };
@@ -142,8 +136,6 @@ export const init: BenchModule<InitParams> = {
           },
         ],
       };
-    } finally {
-      await env.close();
-    }
+    });
   },
-};
+});

@@ -5,31 +5,24 @@
  */
 import { freePort } from '../services/harness/ports.js';
 import { startServingReady } from './cold-warm.js';
-import { cliPath, readRss, spawnNode, waitHttpOk, type ServingChild, type Spawned } from './lib/children.js';
-import { intFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { edgeflCli, spawnService } from '../services/harness/process.js';
+import { readRss, type ServingChild } from './lib/children.js';
+import { benchmark, int, type BenchContext, type ParamsOf } from './lib/flags.js';
 import { runLoad, type WarmRun } from './lib/load.js';
 import { TARGETS, mdTable, type BenchOutput, type Chart } from './lib/output.js';
-import { ceilingFor, measureCeiling, openBenchEnv, predictBody, type BenchEnv, type CeilingRow } from './lib/setup.js';
+import { ceilingFor, measureCeiling, withBenchEnv, predictBody, type BenchEnv, type CeilingRow } from './lib/setup.js';
 import { ratio, round } from './lib/stats.js';
 import { lineChart } from './lib/svg.js';
 
-export interface MemoryParams extends Record<string, unknown> {
-  requests: number;
-  connections: number;
-  max_train_samples: number;
-  epochs: number;
-  sample_ms: number;
-}
+const MEMORY_FLAGS = {
+  requests: int('requests to the serving function', { min: 1, max: 10_000_000, default: 10_000 }),
+  connections: int('concurrent connections', { min: 1, max: 1000, default: 10 }),
+  'max-train-samples': int("the trainer's shard", { min: 1, max: 1_000_000, default: 2000 }),
+  epochs: int('epochs the trainer trains', { min: 1, max: 100, default: 1 }),
+  'sample-ms': int('RSS sampling interval (ms)', { min: 5, max: 10_000, default: 50 }),
+};
 
-export function parseMemory(v: Values, defaults: Partial<MemoryParams> = {}): MemoryParams {
-  return {
-    requests: intFlag(v, 'requests', defaults.requests ?? 10_000, 1, 10_000_000),
-    connections: intFlag(v, 'connections', defaults.connections ?? 10, 1, 1000),
-    max_train_samples: intFlag(v, 'max-train-samples', defaults.max_train_samples ?? 2000, 1, 1_000_000),
-    epochs: intFlag(v, 'epochs', defaults.epochs ?? 1, 1, 100),
-    sample_ms: intFlag(v, 'sample-ms', defaults.sample_ms ?? 50, 5, 10_000),
-  };
-}
+export type MemoryParams = ParamsOf<typeof MEMORY_FLAGS>;
 
 export interface ServingMemory {
   idle_rss_mib: number | null;
@@ -66,20 +59,24 @@ export interface TrainerMemory {
 /** Spawns a trainer, POSTs one round (plain JSON) and samples its RSS while it trains. */
 export async function trainerMemory(env: BenchEnv, p: Pick<MemoryParams, 'max_train_samples' | 'epochs' | 'sample_ms'>, log: (m: string) => void): Promise<TrainerMemory> {
   const port = await freePort();
-  const child: Spawned = spawnNode(`trainer:${port}`, [cliPath(), 'trainer'], {
-    DATABASE_URL: env.databaseUrl,
-    PORT: String(port),
-    EDGEFL_LOG_LEVEL: 'info',
-    EDGEFL_DATA_DIR: env.dataDir,
-    EDGEFL_NODE_ID: '0',
-    EDGEFL_NODES: '1',
-    EDGEFL_MAX_TRAIN_SAMPLES: String(p.max_train_samples),
-    EDGEFL_INVOKE_SECRET: '',
-    EDGEFL_INSECURE: '1', // posted to directly with plain JSON, as a user would with curl
+  const child = spawnService({
+    name: `trainer:${port}`,
+    args: [edgeflCli(), 'trainer'],
+    env: {
+      DATABASE_URL: env.databaseUrl,
+      PORT: String(port),
+      EDGEFL_LOG_LEVEL: 'info',
+      EDGEFL_DATA_DIR: env.dataDir,
+      EDGEFL_NODE_ID: '0',
+      EDGEFL_NODES: '1',
+      EDGEFL_MAX_TRAIN_SAMPLES: String(p.max_train_samples),
+      EDGEFL_INVOKE_SECRET: '',
+      EDGEFL_INSECURE: '1', // posted to directly with plain JSON, as a user would with curl
+    },
   });
   const url = `http://127.0.0.1:${port}`;
   try {
-    await waitHttpOk(url + '/readyz', 180_000, child);
+    await child.waitReady(url + '/readyz', { timeoutMs: 180_000, intervalMs: 50 });
     await settle(1000);
     const idle = readRss(child.pid);
     log(`trainer idle RSS ${idle?.rss_mib} MiB; training ${p.epochs} epoch(s) on up to ${p.max_train_samples} samples`);
@@ -136,16 +133,13 @@ export function memoryCeilingRatio(serving: ServingMemory, ceiling: CeilingRow[]
   return { load_rps: ratio(serving.load.rps, ceilingFor(ceiling, 1)?.calls_per_s) };
 }
 
-export const memory: BenchModule<MemoryParams> = {
+export const memory = benchmark({
   description: 'RSS of a serving function idle and after 10,000 requests, and of a trainer during an epoch',
-  options: { requests: { type: 'string' }, connections: { type: 'string' }, 'max-train-samples': { type: 'string' }, epochs: { type: 'string' }, 'sample-ms': { type: 'string' } },
-  params: (v) => parseMemory(v),
+  flags: MEMORY_FLAGS,
   async run(p: MemoryParams, ctx: BenchContext): Promise<BenchOutput> {
-    const env = await openBenchEnv({ log: ctx.log });
-    let child: ServingChild | undefined;
-    try {
+    return withBenchEnv(ctx, async (env) => {
       const ceiling = measureCeiling(env.flat, [1]);
-      child = (await startServingReady(env)).child;
+      const child = (await startServingReady(env)).child;
       const serving = await servingMemory(child, p.requests, p.connections, ctx.log);
       await child.stop();
       const trainer = await trainerMemory(env, p, ctx.log);
@@ -157,9 +151,6 @@ export const memory: BenchModule<MemoryParams> = {
         report: ['## Memory', '', 'RSS is VmRSS from /proc/<pid>/status of the child process; the trainer is sampled every ' + p.sample_ms + ' ms while it trains.', '', memoryTable(serving, trainer)].join('\n'),
         charts: [trainerChart(trainer)],
       };
-    } finally {
-      await child?.stop();
-      await env.close();
-    }
+    });
   },
-};
+});

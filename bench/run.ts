@@ -10,7 +10,8 @@
  *   fl         a whole local federation (edgefl up), rounds to 97/98 %
  *   train      training throughput (wasm vs cpu)
  *   summary    quick cold-warm + batch 100 + memory in one go
- *   chaos      bench/chaos.ts (runChaosBench), when present
+ *   hostile-serving  largest legal + hostile requests + normal predictions for 60 s: OOM, 5xx, readiness p99, peak RSS
+ *   chaos      faults injected into a live federation: kill -9, PostgreSQL restart, SIGTERM
  *
  * Every benchmark also measures model.predict in this process (the ceiling) and writes
  * result.json, report.md and SVG charts to --out (default bench-results/<name>-<timestamp>/).
@@ -20,18 +21,19 @@ import { mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
-import { stopAllChildren } from './lib/children.js';
-import { BenchUsageError, type BenchContext, type BenchModule, type Options, type Values } from './lib/flags.js';
+import { HELP_FLAG, flagHelp, parseFlags, text, toggle } from '../services/cli/flags.js';
+import { stopAll } from '../services/harness/process.js';
+import { BenchUsageError, paramsOf, type BenchContext, type BenchModule } from './lib/flags.js';
 import { writeOutputs, type BenchResult } from './lib/output.js';
 
 export { BenchUsageError };
-export { liveChildren } from './lib/children.js';
+export { liveChildren } from '../services/harness/process.js';
 
-const COMMON: Options = {
-  json: { type: 'boolean' },
-  out: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
+/** Flags every benchmark takes. */
+const COMMON = {
+  json: toggle('print the result JSON as the last stdout line'),
+  out: text('output folder (default bench-results/<name>-<timestamp>/)', { arg: 'DIR' }),
+  ...HELP_FLAG,
 };
 
 type Loader = () => Promise<BenchModule<any>>;
@@ -46,9 +48,9 @@ export const BENCHMARKS: Record<string, Loader> = {
   fl: async () => (await import('./fl.js')).fl,
   train: async () => (await import('./train.js')).train,
   summary: async () => (await import('./summary.js')).summary,
+  'hostile-serving': async () => (await import('./hostile-serving.js')).hostileServing,
+  chaos: async () => (await import('./chaos.js')).chaos,
 };
-
-export const EXTERNAL = ['chaos'] as const;
 
 export interface ParsedBenchArgs<P = Record<string, unknown>> {
   json: boolean;
@@ -61,16 +63,20 @@ export interface ParsedBenchArgs<P = Record<string, unknown>> {
 /** Parses and validates a benchmark's flags (common --json/--out plus its own); throws BenchUsageError. */
 export async function parseBenchArgs(name: string, argv: string[]): Promise<ParsedBenchArgs> {
   const load = BENCHMARKS[name];
-  if (!load) throw new BenchUsageError(`unknown benchmark '${name}'; one of: ${[...Object.keys(BENCHMARKS), ...EXTERNAL].join(', ')}`);
+  if (!load) throw new BenchUsageError(`unknown benchmark '${name}'; one of: ${Object.keys(BENCHMARKS).join(', ')}`);
   const module = await load();
-  let values: Values;
+  let values;
   try {
-    values = parseArgs({ args: argv, options: { ...COMMON, ...module.options }, allowPositionals: false, strict: true }).values as Values;
+    values = parseFlags({ ...COMMON, ...module.flags }, argv);
   } catch (e) {
     throw new BenchUsageError(`${name}: ${(e as Error).message}`);
   }
-  const help = values.help === true;
-  return { json: values.json === true, out: typeof values.out === 'string' ? values.out : undefined, help, params: help ? {} : module.params(values), module };
+  return { json: values.json, out: values.out, help: values.help, params: values.help ? {} : paramsFor(module, values), module };
+}
+
+function paramsFor(module: BenchModule<any, any>, values: Record<string, unknown>): Record<string, unknown> {
+  const p = paramsOf(module.flags, values);
+  return module.params ? module.params(p) : p;
 }
 
 export function defaultOutDir(name: string, now = new Date()): string {
@@ -101,38 +107,19 @@ export async function runBenchmark(name: string, argv: string[], opts: { log?: (
     const written = writeOutputs(outDir, name, startedAt, loadavg, out);
     return { ...written, outDir };
   } finally {
-    await stopAllChildren();
+    await stopAll();
   }
-}
-
-async function runChaos(argv: string[]): Promise<unknown> {
-  // Non-literal specifier: tsc does not need bench/chaos.ts to exist (another developer writes it).
-  const specifier = './chaos.js';
-  let mod: { runChaosBench?: (argv: string[]) => Promise<unknown> };
-  try {
-    mod = (await import(specifier)) as typeof mod;
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    const missing = err.code === 'ERR_MODULE_NOT_FOUND' || /cannot find|failed to load|does the file exist/i.test(String(err.message));
-    if (missing && String(err.message).includes('chaos')) {
-      throw new BenchUsageError("the chaos benchmark is not available: bench/chaos.ts (exporting runChaosBench(argv)) is missing from this checkout; build after adding it");
-    }
-    throw e;
-  }
-  if (typeof mod.runChaosBench !== 'function') throw new BenchUsageError('bench/chaos.ts does not export runChaosBench(argv: string[]): Promise<unknown>');
-  return mod.runChaosBench(argv);
 }
 
 function usage(): string {
   return `usage: npm run bench -- <name> [flags] [--json] [--out DIR]
 
-benchmarks: ${[...Object.keys(BENCHMARKS), ...EXTERNAL].join(', ')}
+benchmarks: ${Object.keys(BENCHMARKS).join(', ')}
   npm run bench -- <name> --help   lists that benchmark's flags`;
 }
 
-function flagHelp(name: string, module: BenchModule<any>): string {
-  const flags = Object.entries(module.options).map(([k, o]) => `  --${k}${o.type === 'string' ? ' VALUE' : ''}`);
-  return `${name}: ${module.description}\n\nflags:\n${flags.join('\n')}\n  --json           print the result JSON as the last stdout line\n  --out DIR        output folder (default bench-results/${name}-<timestamp>/)`;
+function benchHelp(name: string, module: BenchModule<any>): string {
+  return `${name}: ${module.description}\n\nflags:\n${flagHelp({ ...module.flags, ...COMMON })}`;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -141,14 +128,9 @@ export async function main(argv: string[]): Promise<number> {
     console.log(usage());
     return name ? 0 : 2;
   }
-  if (name === 'chaos') {
-    const result = await runChaos(rest);
-    if (result !== undefined) console.log(typeof result === 'string' ? result : JSON.stringify(result));
-    return 0;
-  }
   const parsed = await parseBenchArgs(name, rest);
   if (parsed.help) {
-    console.log(flagHelp(name, parsed.module));
+    console.log(benchHelp(name, parsed.module));
     return 0;
   }
   const { result, report, outDir, headline } = await runBenchmark(name, rest);
@@ -168,10 +150,10 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     if (stopping) return;
     stopping = true;
     process.stderr.write(`\n[bench] ${signal}: stopping child processes ...\n`);
-    void stopAllChildren().finally(() => process.exit(130));
+    void stopAll().finally(() => process.exit(130));
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  // Children lead their own process groups: signals meant for the bench reach only it, and it stops them.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, onSignal);
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
@@ -179,7 +161,8 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       setTimeout(() => process.exit(code), 200).unref();
     },
     async (e: unknown) => {
-      await stopAllChildren();
+      await stopAll();
+      // A bad flag is one line (exit 2); anything else is a bug or an environment problem, with its stack.
       if (e instanceof BenchUsageError) console.error(`bench: ${e.message}`);
       else console.error(`bench: ${(e as Error).stack ?? String(e)}`);
       process.exit(e instanceof BenchUsageError ? 2 : 1);

@@ -5,43 +5,25 @@
  */
 import { warmBatches } from './batch.js';
 import { coldStarts, coldTable, coldWarmChart, summariseCold, startServingReady, warmRuns, warmTable, ceilingTable } from './cold-warm.js';
-import type { ServingChild } from './lib/children.js';
-import { intFlag, intListFlag, numFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { benchmark, int, intList, named, num, type BenchContext } from './lib/flags.js';
 import { TARGETS, mdTable, type BenchOutput } from './lib/output.js';
 import { memoryTable, servingMemory, trainerChart, trainerMemory } from './memory.js';
-import { ceilingFor, measureCeiling, openBenchEnv, predictBody } from './lib/setup.js';
+import { ceilingFor, measureCeiling, withBenchEnv, predictBody } from './lib/setup.js';
 import { median, ratio, round } from './lib/stats.js';
 
-export interface SummaryParams extends Record<string, unknown> {
-  cold: number;
-  duration_s: number;
-  connections: number[];
-  batch: number;
-  reps: number;
-  requests: number;
-  max_train_samples: number;
-}
-
-export function parseSummary(v: Values): SummaryParams {
-  return {
-    cold: intFlag(v, 'cold', 3, 1, 100),
-    duration_s: numFlag(v, 'duration', 2, 0, true),
-    connections: intListFlag(v, 'connections', [1, 10, 50], 1, 10_000),
-    batch: intFlag(v, 'batch', 100, 1, 10_000),
-    reps: intFlag(v, 'reps', 5, 1, 1000),
-    requests: intFlag(v, 'requests', 3000, 1, 10_000_000),
-    max_train_samples: intFlag(v, 'max-train-samples', 1000, 1, 1_000_000),
-  };
-}
-
-export const summary: BenchModule<SummaryParams> = {
+export const summary = benchmark({
   description: 'quick cold-warm, batch 100 and memory in one go, with the headline numbers',
-  options: { cold: { type: 'string' }, duration: { type: 'string' }, connections: { type: 'string' }, batch: { type: 'string' }, reps: { type: 'string' }, requests: { type: 'string' }, 'max-train-samples': { type: 'string' } },
-  params: parseSummary,
-  async run(p: SummaryParams, ctx: BenchContext): Promise<BenchOutput> {
-    const env = await openBenchEnv({ log: ctx.log });
-    let child: ServingChild | undefined;
-    try {
+  flags: {
+    cold: int('cold starts', { min: 1, max: 100, default: 3 }),
+    duration: named('duration_s', num('seconds of each warm run', { above: 0, default: 2, arg: 'S' })),
+    connections: intList('concurrent connections of the warm runs', { min: 1, max: 10_000, default: [1, 10, 50] }),
+    batch: int('images per request of the batch run', { min: 1, max: 10_000, default: 100 }),
+    reps: int('timed batch requests', { min: 1, max: 1000, default: 5 }),
+    requests: int('requests before the serving memory is read', { min: 1, max: 10_000_000, default: 3000 }),
+    'max-train-samples': int("the trainer's shard", { min: 1, max: 1_000_000, default: 1000 }),
+  },
+  async run(p, ctx: BenchContext): Promise<BenchOutput> {
+    return withBenchEnv(ctx, async (env) => {
       const body1 = predictBody(1);
       const bodyB = predictBody(p.batch);
       ctx.log(`in-process ceiling (batch 1 and ${p.batch})`);
@@ -49,13 +31,12 @@ export const summary: BenchModule<SummaryParams> = {
       const cold = await coldStarts(env, p.cold, body1, ctx.log);
       const coldSummary = summariseCold(cold);
       // A fresh process for the warm work, so its idle RSS is measured before any load.
-      child = (await startServingReady(env)).child;
+      const child = (await startServingReady(env)).child;
       // Memory first (idle RSS must be measured before any load), then warm runs and batch on the same process.
       const serving = await servingMemory(child, p.requests, 10, ctx.log);
       const warm = await warmRuns(child.url, body1, p.connections, p.duration_s, ctx.log);
       const batchTimes = (await warmBatches(child, [p.batch], p.reps, new Map([[p.batch, bodyB]]), ctx.log)).get(p.batch)!;
       await child.stop();
-      child = undefined;
       const trainer = await trainerMemory(env, { max_train_samples: p.max_train_samples, epochs: 1, sample_ms: 50 }, ctx.log);
 
       const c1 = ceilingFor(ceiling, 1);
@@ -117,9 +98,6 @@ export const summary: BenchModule<SummaryParams> = {
         ].join('\n'),
         charts: [coldWarmChart(cold, warm), trainerChart(trainer)],
       };
-    } finally {
-      await child?.stop();
-      await env.close();
-    }
+    });
   },
-};
+});

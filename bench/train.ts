@@ -1,30 +1,22 @@
 /** train: wraps benchTrainThroughput (training samples/s on wasm vs the pure-JS cpu backend). */
 import { buildModel, getFlatWeights } from '../services/core/model.js';
 import type { BackendName } from '../services/core/backend.js';
-import { BenchUsageError, intFlag, strFlag, type BenchContext, type BenchModule, type Values } from './lib/flags.js';
+import { BACKENDS } from '../services/core/backend.js';
+import { benchmark, int, oneOf, type BenchContext } from './lib/flags.js';
 import { mdTable, type BenchOutput } from './lib/output.js';
 import { measureCeiling } from './lib/setup.js';
 import { benchTrainThroughput } from './train-throughput.js';
 import { runTorchPeer } from './torch-peer.js';
 
-export interface TrainParams extends Record<string, unknown> {
-  backend: BackendName;
-  batch: number;
-  steps: number;
-  cpu_steps: number;
-}
-
-export function parseTrain(v: Values): TrainParams {
-  const backend = strFlag(v, 'backend') ?? 'wasm';
-  if (!['wasm', 'cpu', 'tensorflow'].includes(backend)) throw new BenchUsageError(`--backend must be wasm, cpu or tensorflow; got '${backend}'`);
-  return { backend: backend as BackendName, batch: intFlag(v, 'batch', 32, 1, 4096), steps: intFlag(v, 'steps', 30, 1, 100_000), cpu_steps: intFlag(v, 'cpu-steps', 0, 0, 10_000) };
-}
-
-export const train: BenchModule<TrainParams> = {
+export const train = benchmark({
   description: 'training throughput of the CNN (samples/s) on wasm vs cpu',
-  options: { backend: { type: 'string' }, batch: { type: 'string' }, steps: { type: 'string' }, 'cpu-steps': { type: 'string' } },
-  params: parseTrain,
-  async run(p: TrainParams, ctx: BenchContext): Promise<BenchOutput> {
+  flags: {
+    backend: oneOf(BACKENDS, 'backend to measure', { default: 'wasm' }),
+    batch: int('batch size', { min: 1, max: 4096, default: 32 }),
+    steps: int('timed training steps', { min: 1, max: 100_000, default: 30 }),
+    'cpu-steps': int('steps on the pure-JS cpu backend, for comparison', { min: 0, max: 10_000, default: 0 }),
+  },
+  async run(p, ctx: BenchContext): Promise<BenchOutput> {
     ctx.log(`training ${p.steps} steps of batch ${p.batch} on ${p.backend} (${p.cpu_steps} on cpu)`);
     const r = await benchTrainThroughput({ backend: p.backend, batchSize: p.batch, steps: p.steps, cpuSteps: p.cpu_steps });
     const model = buildModel(7);
@@ -68,4 +60,4 @@ export const train: BenchModule<TrainParams> = {
       charts: [],
     };
   },
-};
+});

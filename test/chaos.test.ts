@@ -2,7 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Cluster, ROOT, publishInitialModel, servingSigterm, trainerKill9 } from '../bench/chaos.js';
+import { Cluster, publishInitialModel } from '../bench/lib/chaos-cluster.js';
+import { servingSigterm, trainerKill9 } from '../bench/lib/chaos-faults.js';
+import { edgeflCli } from '../services/harness/process.js';
 import { encodeWeights, sha256Hex } from '../services/core/codec.js';
 import { initBackend } from '../services/core/backend.js';
 import { buildModel, getFlatWeights, referenceModelSpec } from '../services/core/model.js';
@@ -13,7 +15,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { quietLog } from './helpers/federation.js';
 
 /** Real processes (dist/ must be built: npm test builds it first). Bounded: about a minute. */
-const built = existsSync(path.join(ROOT, 'dist/services/cli/edgefl.js'));
+const built = existsSync(edgeflCli());
 let db: TestDatabase;
 let cluster: Cluster | undefined;
 let logDir: string;

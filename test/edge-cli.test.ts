@@ -1,11 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { initBackend } from '../services/core/backend.js';
 import { decodeWeights, encodeWeights, sha256Hex } from '../services/core/codec.js';
 import { buildModel, getFlatWeights, referenceModelSpec } from '../services/core/model.js';
 import { freePort } from '../services/harness/ports.js';
+import { spawnService, type ServiceChild } from '../services/harness/process.js';
 import * as store from '../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { publishPromoted } from './helpers/promote.js';
@@ -33,47 +34,32 @@ function buildIfStale() {
   expect(tsc.status).toBe(0);
 }
 
-interface Service {
-  proc: ChildProcess;
-  url: string;
-  log: string[];
-  exited: Promise<number | null>;
-}
-
-const services: Service[] = [];
+const services: ServiceChild[] = [];
 let db: TestDatabase;
 
+type Service = ServiceChild & { url: string; log: string[] };
+
+/** `edgefl <args> --port P` through the process harness; `log` keeps all it writes (stdout and stderr). */
 async function start(args: string[], env: Record<string, string>): Promise<Service> {
   const port = await freePort();
-  const proc = spawn(process.execPath, [path.join(root, 'services/cli/bin.mjs'), ...args, '--port', String(port)], {
-    cwd: root,
-    env: { ...process.env, DATABASE_URL: db.url, EDGEFL_LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawnService({ name: args[0]!, args: [path.join(root, 'services/cli/bin.mjs'), ...args, '--port', String(port)], cwd: root, env: { DATABASE_URL: db.url, EDGEFL_LOG_LEVEL: 'info', ...env }, stdout: 'pipe' });
   const log: string[] = [];
-  proc.stdout!.on('data', (c: Buffer) => log.push(c.toString()));
-  proc.stderr!.on('data', (c: Buffer) => log.push(c.toString()));
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  const service = { proc, url: `http://127.0.0.1:${port}`, log, exited };
-  services.push(service);
-  return service;
+  for (const stream of [child.proc.stdout!, child.proc.stderr!]) stream.on('data', (c: Buffer | string) => log.push(String(c)));
+  services.push(child);
+  return Object.assign(child, { url: `http://127.0.0.1:${port}`, log });
 }
 
-async function waitFor(service: Service, pathName: string, ok: (res: Response) => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<Response> {
-  const end = Date.now() + timeoutMs;
-  let exitCode: number | null | undefined;
-  void service.exited.then((c) => (exitCode = c));
-  for (;;) {
-    if (exitCode !== undefined) throw new Error(`process exited (${exitCode}) before ${pathName} was ready:\n${service.log.join('')}`);
-    try {
+/** GET pathName until `ok` holds; fails at once if the process exits. */
+async function waitFor(service: Service, pathName: string, ok: (res: Response) => boolean | Promise<boolean>, timeout = 60_000): Promise<Response> {
+  return vi.waitFor(
+    async () => {
+      if (!service.alive) throw new Error(`process exited (${service.proc.exitCode}) before ${pathName} was ready: ${service.describe()}`);
       const res = await fetch(service.url + pathName);
-      if (await ok(res.clone())) return res;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${pathName}:\n${service.log.join('')}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+      if (!(await ok(res.clone()))) throw new Error(`${pathName} not ready yet: ${res.status}`);
+      return res;
+    },
+    { timeout, interval: 100 },
+  );
 }
 
 beforeAll(async () => {
@@ -83,7 +69,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  for (const s of services) if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL');
+  await Promise.all(services.map((s) => s.stop(0, 'SIGKILL')));
   await db?.close();
 });
 
@@ -153,13 +139,12 @@ describe('edgefl CLI: trainer and serving processes', () => {
   });
 
   it('both exit 0 on SIGTERM', async () => {
-    serving.proc.kill('SIGTERM');
-    trainer.proc.kill('SIGTERM');
-    const codes = await Promise.all([serving.exited, trainer.exited]);
-    expect(codes, serving.log.concat(trainer.log).join('').slice(-4000)).toEqual([0, 0]);
-    const logs = serving.log.concat(trainer.log).join('');
-    expect(logs).toContain('"msg":"shutting down"');
-    expect(logs).not.toContain('"level":"error"');
+    const codes = await Promise.all([serving.stop(), trainer.stop()]);
+    const logs = () => serving.log.concat(trainer.log).join('');
+    expect(codes, logs().slice(-4000)).toEqual([0, 0]);
+    // The last lines can arrive just after the exit.
+    await vi.waitFor(() => expect(logs()).toContain('"msg":"shutting down"'));
+    expect(logs()).not.toContain('"level":"error"');
   });
 });
 

@@ -1,6 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { PNG } from 'pngjs';
 import { createAggregatorApp } from '../aggregator/app.js';
 import { Federation } from '../aggregator/federation.js';
@@ -14,6 +12,7 @@ import { createServingApp } from '../services/serving/app.js';
 import { ModelHolder } from '../services/serving/model-holder.js';
 import { createTrainerApp } from '../services/trainer/app.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+import { serverGroup } from './helpers/serve.js';
 
 // ---- a small parser for the Prometheus text exposition format (0.0.4) ----
 
@@ -58,11 +57,6 @@ async function scrape(base: string): Promise<Sample[]> {
   return parsePrometheus(await res.text());
 }
 
-function listen(app: import('express').Express): Promise<{ server: Server; url: string }> {
-  return new Promise((resolve) => {
-    const server = app.listen(0, '127.0.0.1', () => resolve({ server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }));
-  });
-}
 
 function digitPng(): Buffer {
   // a white "1" on black, 28x28
@@ -79,7 +73,7 @@ function digitPng(): Buffer {
 
 const log = createLogger({ service: 'test' }, 'error');
 let db: TestDatabase;
-const servers: Server[] = [];
+const servers = serverGroup();
 let aggUrl: string;
 let trainerUrl: string;
 let servingUrl: string;
@@ -93,14 +87,12 @@ beforeAll(async () => {
   const shard = subset(split.train, Array.from({ length: 96 }, (_, i) => i));
 
   const trainerModel = buildModel(1);
-  const trainer = await listen(createTrainerApp({ pool: db.pool, nodeId: 'node-0', shard, model: trainerModel, log }));
-  servers.push(trainer.server);
+  const trainer = await servers.listen(createTrainerApp({ pool: db.pool, nodeId: 'node-0', shard, model: trainerModel, log }));
   trainerUrl = trainer.url;
 
   const servingMetrics = createMetrics('serving');
   holder = new ModelHolder(db.pool, log, servingMetrics);
-  const serving = await listen(createServingApp({ holder, log, nodeId: 'node-0', maxBatch: 64, maxBodyBytes: 1 << 20, metrics: servingMetrics }));
-  servers.push(serving.server);
+  const serving = await servers.listen(createServingApp({ holder, log, nodeId: 'node-0', maxBatch: 64, maxBodyBytes: 1 << 20, metrics: servingMetrics }));
   servingUrl = serving.url;
 
   // node-1 points at the serving function, which answers the trainer's POST / with 404: a final refusal.
@@ -110,17 +102,13 @@ beforeAll(async () => {
   ];
   const aggMetrics = createMetrics('aggregator');
   federation = new Federation({ pool: db.pool, log, heldOut: split.test, trainers, metrics: aggMetrics, retryBackoffMs: 50 });
-  const agg = await listen(createAggregatorApp({ pool: db.pool, federation, log, trainers, servingUrls: () => [servingUrl], metrics: aggMetrics }));
-  servers.push(agg.server);
+  const agg = await servers.listen(createAggregatorApp({ pool: db.pool, federation, log, trainers, servingUrls: () => [servingUrl], metrics: aggMetrics }));
   aggUrl = agg.url;
 });
 
 afterAll(async () => {
   await federation?.shutdown();
-  for (const s of servers) {
-    s.closeAllConnections();
-    await new Promise((r) => s.close(r));
-  }
+  await servers.closeAll();
   await db?.close();
 });
 

@@ -5,7 +5,6 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -18,6 +17,7 @@ import { EVENT_TYPES, NODE_EXTENSION, encodeEvent, makeEvent } from '../services
 import { DEFAULT_MANIFEST_OPTIONS, LABELS, renderManifests } from '../services/kube/manifests.js';
 import { DASHBOARD_FILE, KNATIVE_PORTS, dashboardJson, podLabelMeta } from '../services/kube/observability.js';
 import { createMetrics } from '../services/shared/metrics.js';
+import { freePort } from '../services/harness/ports.js';
 import { createServingApp } from '../services/serving/app.js';
 import { ModelHolder } from '../services/serving/model-holder.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
@@ -44,15 +44,6 @@ try {
   prometheusBin = 'prometheus';
 } catch {
   prometheusBin = undefined; // Debian package `prometheus`; the live-query test is skipped without it
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 function selects(selector: Obj, labels: Record<string, string>): boolean {

@@ -1,6 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { signInvokeToken, type InvokeClaims } from '../services/shared/auth.js';
 import { initBackend } from '../services/core/backend.js';
 import { decodeWeights, encodeWeights, sha256Hex } from '../services/core/codec.js';
@@ -11,6 +9,7 @@ import { createTrainerApp } from '../services/trainer/app.js';
 import { loadBuiltinDigits } from '../datasets/builtin-mnist.js';
 import { subset, type ImageSet } from '../datasets/types.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+import { serverGroup } from './helpers/serve.js';
 
 const NODE = 'node-0';
 
@@ -29,15 +28,9 @@ let globalFlat: Float32Array;
 let v1: number;
 let base: string; // open app
 let authBase: string; // app with invokeSecret
-const servers: Server[] = [];
+const servers = serverGroup();
 const logLines: string[] = [];
 
-function listenOn(app: ReturnType<typeof createTrainerApp>): Promise<string> {
-  return new Promise((resolve) => {
-    const server = app.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
-    servers.push(server);
-  });
-}
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -51,15 +44,12 @@ beforeAll(async () => {
   const bytes = encodeWeights(referenceModelSpec(), globalFlat);
   v1 = await store.publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() } });
   const log = createLogger({ service: 'trainer-test' }, 'info', (l) => logLines.push(l));
-  base = await listenOn(createTrainerApp({ pool: db.pool, nodeId: NODE, shard, model: buildModel(1), log, maxBodyBytes: 8 * 1024 }));
-  authBase = await listenOn(createTrainerApp({ pool: db.pool, nodeId: NODE, shard, model: buildModel(1), log, invokeSecret: SECRET }));
+  base = (await servers.listen(createTrainerApp({ pool: db.pool, nodeId: NODE, shard, model: buildModel(1), log, maxBodyBytes: 8 * 1024 }))).url;
+  authBase = (await servers.listen(createTrainerApp({ pool: db.pool, nodeId: NODE, shard, model: buildModel(1), log, invokeSecret: SECRET }))).url;
 });
 
 afterAll(async () => {
-  for (const s of servers) {
-    s.closeAllConnections();
-    await new Promise((r) => s.close(r));
-  }
+  await servers.closeAll();
   await db?.close();
   // No request in this file may have reached the generic 500 handler.
   expect(logLines.filter((l) => l.includes('unhandled error'))).toEqual([]);

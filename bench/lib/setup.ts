@@ -13,7 +13,7 @@ import { openDatabase, type Database } from '../../services/store/database.js';
 import { publishModel } from '../../services/store/model-store.js';
 import { promote } from '../../services/store/promotion.js';
 import { loadBuiltinDigits } from '../../datasets/builtin-mnist.js';
-import { registerCleanup } from './children.js';
+import { registerCleanup, stopAll } from '../../services/harness/process.js';
 import { median, round } from './stats.js';
 
 export interface BenchEnv {
@@ -60,13 +60,26 @@ export async function openBenchEnv(opts: { databaseUrl?: string; log?: (m: strin
       await db.close().catch(() => {});
       rmSync(dataDir, { recursive: true, force: true });
     };
-    // Also run on Ctrl-C / SIGTERM of the bench process (stopAllChildren), so no PostgreSQL is left behind.
+    // Also run on Ctrl-C / SIGTERM of the bench process (stopAll), so no PostgreSQL is left behind.
     const unregister = registerCleanup(close);
     return { db, databaseUrl: db.url, dataDir, modelVersion, backend, flat, close };
   } catch (e) {
     await db.close().catch(() => {});
     rmSync(dataDir, { recursive: true, force: true });
     throw e;
+  }
+}
+
+/**
+ * Runs `fn` with a bench environment. Afterwards every child still running is stopped
+ * first and the database closed last (a service whose database vanishes logs errors).
+ */
+export async function withBenchEnv<T>(ctx: { log(msg: string): void }, fn: (env: BenchEnv) => Promise<T>): Promise<T> {
+  const env = await openBenchEnv({ log: ctx.log });
+  try {
+    return await fn(env);
+  } finally {
+    await stopAll(); // the children, then the registered clean-ups (env.close among them)
   }
 }
 

@@ -1,5 +1,6 @@
 import { ConfigError, loadConfig } from '../shared/config.js';
-import { UsageError, envFromFlags, parse, serviceOptions, SERVICE_FLAGS } from './args.js';
+import { envFromFlags, SERVICE_FLAGS } from './args.js';
+import { CommandError, HELP_FLAG, UsageError, flagHelp, parseFlags } from './flags.js';
 
 const HELP = `edgefl — federated learning at the edge, serverless on Knative
 
@@ -25,8 +26,8 @@ Model and data
 Deployment
   edgefl manifests [--nodes N --image IMG --namespace NS --eventing --write DIR]
 
-Service flags: ${Object.entries(SERVICE_FLAGS).map(([k, s]) => `--${k} (${s.env})`).join(', ')},
-  --insecure (EDGEFL_INSECURE=1: run a trainer or aggregator without authentication; logged at start)`;
+Service flags (trainer, serve, aggregator; each sets the environment variable named):
+${flagHelp(SERVICE_FLAGS)}`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -36,7 +37,11 @@ async function main(argv: string[]): Promise<number> {
     case 'trainer':
     case 'serve':
     case 'aggregator': {
-      const values = parse(rest, serviceOptions);
+      const values = parseFlags({ ...SERVICE_FLAGS, ...HELP_FLAG }, rest);
+      if (values.help) {
+        console.log(`edgefl ${command} [flags]\n\n${flagHelp(SERVICE_FLAGS)}`);
+        return 0;
+      }
       const role = command === 'serve' ? 'serving' : command;
       const cfg = loadConfig({ ...process.env, ...envFromFlags(values) }, role);
       if (command === 'trainer') await (await import('../trainer/main.js')).startTrainer(cfg);
@@ -83,6 +88,10 @@ main(process.argv.slice(2)).then(
     if (e instanceof UsageError || e instanceof ConfigError) {
       console.error(`edgefl: ${e.message}`);
       process.exit(2);
+    }
+    if (e instanceof CommandError) {
+      console.error(`edgefl: ${e.message}`);
+      process.exit(1);
     }
     console.error(`edgefl: ${(e as Error).stack ?? String(e)}`);
     process.exit(1);

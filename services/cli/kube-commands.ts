@@ -7,9 +7,9 @@
  * @kubernetes/client-node v2 cannot load on Node < 22.19. A static import of either would
  * break every other `edgefl` command.
  */
-import { parseArgs } from 'node:util';
 import { ENV } from '../shared/config.js';
 import { DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_NODES } from '../kube/constants.js';
+import { HELP_FLAG, UsageError, flagHelp, int, parseFlags, text, toggle, type Flags, type FlagValues } from './flags.js';
 
 export interface CommandIO {
   stdout: { write(chunk: string): unknown };
@@ -18,6 +18,16 @@ export interface CommandIO {
 
 const defaultIO: CommandIO = { stdout: process.stdout, stderr: process.stderr };
 
+const MANIFESTS_FLAGS = {
+  nodes: int('number of edge nodes', { min: 1, default: DEFAULT_NODES }),
+  image: text('container image', { arg: 'IMG', default: DEFAULT_IMAGE }),
+  namespace: text('namespace', { arg: 'NS', default: DEFAULT_NAMESPACE }),
+  eventing: toggle('include the Knative Eventing objects'),
+  'serving-min-scale': int('serving min-scale: 0 scales to zero, 1 keeps one pod warm', { min: 0, default: 0 }),
+  write: text('write files into DIR instead of printing', { arg: 'DIR' }),
+  ...HELP_FLAG,
+};
+
 const MANIFESTS_USAGE = `Usage: edgefl manifests [--nodes N] [--image IMG] [--namespace NS] [--eventing]
                         [--serving-min-scale N] [--write DIR]
 
@@ -25,62 +35,44 @@ Renders the Kubernetes/Knative manifests. Without --write, prints multi-document
 (with --eventing: including Broker, Triggers and SinkBinding). With --write DIR, (re)generates
 the kustomize tree (base/, overlays/eventing, overlays/keep-warm); --eventing is implied there.
 
-  --nodes N                number of edge nodes (default ${DEFAULT_NODES})
-  --image IMG              container image (default ${DEFAULT_IMAGE})
-  --namespace NS           namespace (default ${DEFAULT_NAMESPACE})
-  --eventing               include the Knative Eventing objects
-  --serving-min-scale N    serving min-scale: 0 scales to zero (default), 1 keeps one pod warm
-  --write DIR              write files into DIR instead of printing
+${flagHelp(MANIFESTS_FLAGS)}
 `;
+
+const STATUS_FLAGS = {
+  // Accepted so the dispatcher can pass `status --kube …` through unchanged.
+  kube: toggle('edge nodes in a Knative cluster'),
+  namespace: text(`namespace (default $${ENV.namespace} or ${DEFAULT_NAMESPACE})`, { arg: 'NS' }),
+  json: toggle('print JSON instead of a table'),
+  ...HELP_FLAG,
+};
 
 const STATUS_USAGE = `Usage: edgefl status --kube [--namespace NS] [--json]
 
 Shows each edge node's trainer and serving Knative Service: readiness, latest ready
 revision and current pods. Uses $KUBECONFIG / ~/.kube/config (or the in-cluster account).
 
-  --namespace NS   namespace (default $${ENV.namespace} or ${DEFAULT_NAMESPACE})
-  --json           print JSON instead of a table
+${flagHelp(STATUS_FLAGS)}
 `;
 
-class UsageError extends Error {}
-
-function intFlag(name: string, raw: string | undefined, fallback: number, min: number): number {
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw) || Number(raw) < min) throw new UsageError(`--${name} must be an integer >= ${min}; got '${raw}'`);
-  return Number(raw);
+/** The parsed flags, or the exit code when there is nothing to run: 0 after --help, 2 after a usage error (with the usage). */
+function parseCommand<F extends Flags>(flags: F, argv: string[], usage: string, io: CommandIO): FlagValues<F> | number {
+  try {
+    const values = parseFlags(flags, argv);
+    if (!values.help) return values;
+    io.stdout.write(usage);
+    return 0;
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    io.stderr.write(`${err.message}\n\n${usage}`);
+    return 2;
+  }
 }
 
 export async function runManifestsCommand(argv: string[], io: CommandIO = defaultIO): Promise<number> {
-  let values;
+  const values = parseCommand(MANIFESTS_FLAGS, argv, MANIFESTS_USAGE, io);
+  if (typeof values === 'number') return values;
   try {
-    ({ values } = parseArgs({
-      args: argv,
-      allowPositionals: false,
-      options: {
-        nodes: { type: 'string' },
-        image: { type: 'string' },
-        namespace: { type: 'string' },
-        eventing: { type: 'boolean', default: false },
-        'serving-min-scale': { type: 'string' },
-        write: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    }));
-  } catch (err) {
-    io.stderr.write(`${(err as Error).message}\n\n${MANIFESTS_USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.stdout.write(MANIFESTS_USAGE);
-    return 0;
-  }
-  try {
-    const opts = {
-      nodes: intFlag('nodes', values.nodes, DEFAULT_NODES, 1),
-      image: values.image ?? DEFAULT_IMAGE,
-      namespace: values.namespace ?? DEFAULT_NAMESPACE,
-      servingMinScale: intFlag('serving-min-scale', values['serving-min-scale'], 0, 0),
-    };
+    const opts = { nodes: values.nodes, image: values.image, namespace: values.namespace, servingMinScale: values['serving-min-scale'] };
     let manifests: typeof import('../kube/manifests.js');
     try {
       manifests = await import('../kube/manifests.js');
@@ -100,7 +92,7 @@ export async function runManifestsCommand(argv: string[], io: CommandIO = defaul
     return 0;
   } catch (err) {
     io.stderr.write(`edgefl manifests: ${(err as Error).message}\n`);
-    return err instanceof UsageError ? 2 : 1;
+    return 1;
   }
 }
 
@@ -110,27 +102,8 @@ function pad(rows: string[][]): string {
 }
 
 export async function runKubeStatusCommand(argv: string[], io: CommandIO = defaultIO): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      allowPositionals: false,
-      options: {
-        // Accepted so the dispatcher can pass `status --kube …` through unchanged.
-        kube: { type: 'boolean', default: false },
-        namespace: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    }));
-  } catch (err) {
-    io.stderr.write(`${(err as Error).message}\n\n${STATUS_USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.stdout.write(STATUS_USAGE);
-    return 0;
-  }
+  const values = parseCommand(STATUS_FLAGS, argv, STATUS_USAGE, io);
+  if (typeof values === 'number') return values;
   const namespace = values.namespace ?? (process.env[ENV.namespace] || DEFAULT_NAMESPACE);
   try {
     const discovery = await import('../kube/discovery.js');

@@ -5,10 +5,32 @@ import { buildModel, countParams, evaluate, getFlatWeights, modelSpec } from '..
 import { trainLocal } from '../core/train.js';
 import { loadDataset, partition } from '../../datasets/index.js';
 import { subset } from '../../datasets/types.js';
-import { envFromFlags, num, parse, serviceOptions } from './args.js';
+import { envFromFlags, SERVICE_FLAGS } from './args.js';
+import { HELP_FLAG, flagHelp, int, num, oneOf, parseFlags, toggle, type Flags } from './flags.js';
+
+const JSON_FLAG = { json: toggle('print JSON instead of text') };
+const SUMMARY_FLAGS = { ...JSON_FLAG, ...HELP_FLAG };
+const INSPECT_FLAGS = { ...SERVICE_FLAGS, ...JSON_FLAG, ...HELP_FLAG };
+const TRAIN_LOCAL_FLAGS = {
+  ...SERVICE_FLAGS,
+  epochs: int('epochs', { min: 1, max: 1000, default: 3 }),
+  'batch-size': int('batch size', { min: 1, max: 4096, default: 32 }),
+  'learning-rate': num('learning rate', { above: 0, max: 10, default: 0.001, arg: 'LR' }),
+  optimizer: oneOf(['adam', 'sgd'], '', { default: 'adam' }),
+  samples: int('train on the first N samples only', { min: 1 }),
+  ...JSON_FLAG,
+  ...HELP_FLAG,
+};
+
+/** Prints `usage` and the flag table; the exit code of a --help. */
+function help(usage: string, flags: Flags): number {
+  console.log(`${usage}\n\n${flagHelp(flags)}`);
+  return 0;
+}
 
 export async function modelSummary(argv: string[]): Promise<number> {
-  const values = parse(argv, { json: { type: 'boolean' } });
+  const values = parseFlags(SUMMARY_FLAGS, argv);
+  if (values.help) return help('edgefl model summary [--json]', SUMMARY_FLAGS);
   const model = buildModel(1);
   const params = countParams(model);
   const flat = getFlatWeights(model);
@@ -26,7 +48,8 @@ export async function modelSummary(argv: string[]): Promise<number> {
 }
 
 export async function dataInspect(argv: string[]): Promise<number> {
-  const values = parse(argv, { ...serviceOptions, json: { type: 'boolean' } });
+  const values = parseFlags(INSPECT_FLAGS, argv);
+  if (values.help) return help('edgefl data inspect [flags]: label histograms of each node\'s shard', INSPECT_FLAGS);
   const cfg = loadConfig({ ...process.env, ...envFromFlags(values) });
   const split = loadDataset({ dataset: cfg.data.dataset, idxDir: cfg.data.idxDir, testSize: cfg.data.testSize, seed: cfg.data.seed });
   const shards = partition(split.train.labels, split.train.numClasses, { ...cfg.partition });
@@ -52,33 +75,26 @@ export async function dataInspect(argv: string[]): Promise<number> {
 }
 
 export async function trainLocalCommand(argv: string[]): Promise<number> {
-  const values = parse(argv, {
-    ...serviceOptions,
-    epochs: { type: 'string' },
-    'batch-size': { type: 'string' },
-    'learning-rate': { type: 'string' },
-    optimizer: { type: 'string' },
-    samples: { type: 'string' },
-    json: { type: 'boolean' },
-  });
+  const values = parseFlags(TRAIN_LOCAL_FLAGS, argv);
+  if (values.help) return help('edgefl train-local [flags]: centralised baseline on one machine', TRAIN_LOCAL_FLAGS);
   const cfg = loadConfig({ ...process.env, ...envFromFlags(values) });
-  const json = Boolean(values.json);
+  const json = values.json;
   const say = (line: string) => {
     if (!json) console.log(line);
   };
   const backend = await initBackend(cfg.backend, say);
   const split = loadDataset({ dataset: cfg.data.dataset, idxDir: cfg.data.idxDir, testSize: cfg.data.testSize, seed: cfg.data.seed });
-  const samples = Math.min(num(values, 'samples', split.train.count), split.train.count);
+  const samples = Math.min(values.samples ?? split.train.count, split.train.count);
   const train = samples < split.train.count ? subset(split.train, Array.from({ length: samples }, (_, i) => i)) : split.train;
   const model = buildModel(1);
   say(`training on ${train.count} samples of ${split.name} (${backend.name} backend), evaluating on ${split.test.count} held-out`);
   const epochs: { epoch: number; loss: number; accuracy: number; samplesPerSecond: number; heldOutAccuracy: number; heldOutLoss: number }[] = [];
   const bar = !json && process.stdout.isTTY;
   const result = await trainLocal(model, train, {
-    epochs: num(values, 'epochs', 3),
-    batchSize: num(values, 'batch-size', 32),
-    learningRate: num(values, 'learning-rate', 0.001),
-    optimizer: values.optimizer === 'sgd' ? 'sgd' : 'adam',
+    epochs: values.epochs,
+    batchSize: values['batch-size'],
+    learningRate: values['learning-rate'],
+    optimizer: values.optimizer,
     onProgress: bar
       ? (epoch, done, total) => {
           if (done % 320 !== 0 && done !== total) return;

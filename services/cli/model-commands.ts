@@ -1,12 +1,29 @@
 import { ENV } from '../shared/config.js';
-import { UsageError, num, parse } from './args.js';
-import { aggregatorUrl } from './remote-commands.js';
+import { HELP_FLAG, UsageError, flagHelp, int, parseFlags, text, toggle, type Flags } from './flags.js';
+import { aggregatorUrl, request as fetchAggregator } from './remote-commands.js';
 
 export const MODELS_USAGE = `usage: edgefl models list|promoted|promote V [--nodes node-1,...]|rollback [--nodes ...]|prune [--dry-run] --aggregator URL [--token T]`;
 
-const COMMON = { aggregator: { type: 'string' }, token: { type: 'string' }, json: { type: 'boolean' } } as const;
+const COMMON = {
+  aggregator: text('the aggregator (default $EDGEFL_AGGREGATOR_URL)', { arg: 'URL' }),
+  token: text(`admin token (default $${ENV.adminToken})`, { arg: 'TOKEN' }),
+  json: toggle('print JSON instead of text'),
+  ...HELP_FLAG,
+};
+const SCOPE = {
+  ...COMMON,
+  nodes: text('comma-separated edge nodes: a canary (default: the whole fleet)', { arg: 'LIST' }),
+  reason: text('why (recorded in the promotion history)', { arg: 'TEXT' }),
+};
+const PRUNE = {
+  ...COMMON,
+  'dry-run': toggle('only show what would be pruned'),
+  'keep-candidates': int('keep the newest N versions whatever they are (default 10)', { min: 1 }),
+  'keep-rollback-targets': int('keep the last N promoted versions loadable (default 5)', { min: 0 }),
+  'keep-updates': toggle("keep the trainers' updates of finished rounds"),
+};
 
-/** `edgefl models ...`: the model lifecycle on a running aggregator (promote and roll back need the admin token). */
+/** `edgefl models ...`: the model lifecycle on a running aggregator (promote, rollback and prune need the admin token). */
 export async function modelsCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   switch (sub) {
@@ -31,12 +48,19 @@ interface Call {
   json: boolean;
 }
 
-function call(v: Record<string, string | boolean | undefined>): Call {
-  return { base: aggregatorUrl(v.aggregator), token: (v.token as string | undefined) ?? process.env[ENV.adminToken], json: Boolean(v.json) };
+/** Parses the flags; undefined when --help was asked for (and printed). */
+function call<F extends Flags>(flags: F, argv: string[], what: string): (Call & { v: ReturnType<typeof parseFlags<F>> }) | undefined {
+  const v = parseFlags(flags, argv, { positionals: true });
+  if (v.help) {
+    console.log(`edgefl models ${what}\n\n${flagHelp(flags)}`);
+    return undefined;
+  }
+  const token = (v.token as string | undefined) ?? process.env[ENV.adminToken];
+  return { base: aggregatorUrl(v.aggregator as string | undefined), token: token || undefined, json: Boolean(v.json), v };
 }
 
 async function request(c: Call, method: string, route: string, body?: unknown): Promise<Record<string, any> | undefined> {
-  const res = await fetch(c.base + route, {
+  const res = await fetchAggregator(c.base + route, {
     method,
     headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(c.token ? { authorization: `Bearer ${c.token}` } : {}) },
     body: body ? JSON.stringify(body) : undefined,
@@ -51,7 +75,8 @@ const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(2)}%` 
 const nodesFlag = (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
 
 async function list(argv: string[]): Promise<number> {
-  const c = call(parse(argv, COMMON));
+  const c = call(COMMON, argv, 'list --aggregator URL: every version and its status');
+  if (!c) return 0;
   const out = await request(c, 'GET', '/models');
   if (!out) return 1;
   if (c.json) return void console.log(JSON.stringify(out, null, 2)), 0;
@@ -78,7 +103,8 @@ function servedText(s: Record<string, any> | null | undefined): string {
 }
 
 async function promoted(argv: string[]): Promise<number> {
-  const c = call(parse(argv, COMMON));
+  const c = call(COMMON, argv, 'promoted --aggregator URL: what is promoted, what each node serves, the history');
+  if (!c) return 0;
   const out = await request(c, 'GET', '/models/promoted');
   if (!out) return 1;
   if (c.json) return void console.log(JSON.stringify(out, null, 2)), 0;
@@ -90,31 +116,30 @@ async function promoted(argv: string[]): Promise<number> {
 }
 
 async function promoteCommand(argv: string[]): Promise<number> {
-  const version = argv[0];
-  if (!version || version.startsWith('-')) throw new UsageError(MODELS_USAGE);
-  const v = parse(argv.slice(1), { ...COMMON, nodes: { type: 'string' }, reason: { type: 'string' } });
-  const c = call(v);
-  const out = await request(c, 'POST', `/models/${encodeURIComponent(version)}/promote`, { nodes: nodesFlag(v.nodes), reason: v.reason });
+  const c = call(SCOPE, argv, 'promote V --aggregator URL [--nodes node-1,...]: to the fleet, or a canary to named nodes');
+  if (!c) return 0;
+  const [version, ...extra] = c.v._;
+  if (!version || extra.length) throw new UsageError(MODELS_USAGE);
+  const out = await request(c, 'POST', `/models/${encodeURIComponent(version)}/promote`, { nodes: nodesFlag(c.v.nodes), reason: c.v.reason });
   if (!out) return 1;
   console.log(c.json ? JSON.stringify(out, null, 2) : `promoted ${describePromotion(out)}`);
   return 0;
 }
 
 async function rollback(argv: string[]): Promise<number> {
-  const v = parse(argv, { ...COMMON, nodes: { type: 'string' }, reason: { type: 'string' } });
-  const c = call(v);
-  const out = await request(c, 'POST', '/models/rollback', { nodes: nodesFlag(v.nodes), reason: v.reason });
+  const c = call(SCOPE, argv, 'rollback --aggregator URL [--nodes ...]: promote the previous promoted version again');
+  if (!c) return 0;
+  const out = await request(c, 'POST', '/models/rollback', { nodes: nodesFlag(c.v.nodes), reason: c.v.reason });
   if (!out) return 1;
   console.log(c.json ? JSON.stringify(out, null, 2) : `rolled back: ${describePromotion(out)}`);
   return 0;
 }
 
 async function prune(argv: string[]): Promise<number> {
-  const v = parse(argv, { ...COMMON, 'dry-run': { type: 'boolean' }, 'keep-candidates': { type: 'string' }, 'keep-rollback-targets': { type: 'string' }, 'keep-updates': { type: 'boolean' } });
-  const c = call(v);
-  const body: Record<string, unknown> = { dryRun: Boolean(v['dry-run']), pruneUpdates: !v['keep-updates'] };
-  if (v['keep-candidates'] !== undefined) body.keepCandidates = num(v, 'keep-candidates', 10);
-  if (v['keep-rollback-targets'] !== undefined) body.keepRollbackTargets = num(v, 'keep-rollback-targets', 5);
+  const c = call(PRUNE, argv, 'prune --aggregator URL [--dry-run]: retention, what goes, what is kept and why');
+  if (!c) return 0;
+  const v = c.v;
+  const body = { dryRun: v['dry-run'], pruneUpdates: !v['keep-updates'], keepCandidates: v['keep-candidates'], keepRollbackTargets: v['keep-rollback-targets'] };
   const out = await request(c, 'POST', '/models/prune', body);
   if (!out) return 1;
   if (c.json) return void console.log(JSON.stringify(out, null, 2)), 0;

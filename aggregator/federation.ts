@@ -1,3 +1,4 @@
+import { setTimeout as timeout } from 'node:timers/promises';
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
@@ -222,14 +223,7 @@ function connectionLost(cause: Error): Error {
   return Object.assign(new Error(`lost the run's lock connection: ${cause.message}`), { code: '57P01' });
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
+/** Waits `ms`, or less once `signal` aborts; never throws (the caller checks the signal). */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return timeout(ms, undefined, { signal }).catch(() => undefined);
 }

@@ -1,5 +1,7 @@
 import { asObject, enumField, intField, numberField, stringField, timeField } from '../http/validate.js';
 import type { OptimizerName } from '../core/train.js';
+import { badRequest } from '../http/errors.js';
+import { parseDpConfig, type DpConfig } from '../core/privacy/config.js';
 
 /** What the aggregator asks a node to do for one round (the data of a dev.edgefl.round.train event). */
 export interface TrainRequest {
@@ -13,6 +15,8 @@ export interface TrainRequest {
   proximalMu: number;
   deadline: Date;
   seed: number;
+  /** Record-level DP-SGD on this node, when the run asks for it (mode 'local'). */
+  dp?: DpConfig;
 }
 
 export const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -30,5 +34,14 @@ export function parseTrainRequest(data: unknown, now = Date.now()): TrainRequest
     proximalMu: numberField(o, 'proximalMu', { min: 0, max: 1000, default: 0 }),
     deadline: timeField(o, 'deadline', new Date(now + 10 * 60_000)),
     seed: intField(o, 'seed', { min: 0, max: 2 ** 31, default: 1 }),
+    dp: dpField(o.dp),
   };
+}
+
+function dpField(value: unknown): DpConfig | undefined {
+  try {
+    return parseDpConfig(value);
+  } catch (e) {
+    throw badRequest('invalid_field', (e as Error).message);
+  }
 }

@@ -87,15 +87,20 @@ export function privateGradient(
   return { grads, lossSum, correct };
 }
 
+/**
+ * The mechanism a DP-SGD training WILL run, known before it starts: what a node checks
+ * against its budget. q = batchSize / N (batchSize is the expected batch), and as many
+ * steps as non-private training would take: epochs × ⌈N / batchSize⌉.
+ */
+export function dpSgdPlan(count: number, epochs: number, batchSize: number, noiseMultiplier: number): GaussianEvent {
+  return { samplingRate: Math.min(1, batchSize / count), noiseMultiplier, steps: epochs * Math.ceil(count / batchSize) };
+}
+
 function makeOptimizer(opts: TrainOptions): tf.Optimizer {
   return opts.optimizer === 'sgd' ? tf.train.momentum(opts.learningRate, 0.9) : tf.train.adam(opts.learningRate);
 }
 
-/**
- * Local DP-SGD training. `batchSize` is the EXPECTED batch: q = batchSize / N. It takes
- * as many steps as non-private training would (epochs × ⌈N / batchSize⌉), so ε depends
- * only on (q, σ, steps), all reported in `privacy`.
- */
+/** Local DP-SGD training, running exactly the mechanism `dpSgdPlan` describes (reported in `privacy`). */
 export async function trainLocalDp(model: tfl.LayersModel, data: ImageSet, opts: TrainOptions & { dp: DpSgdConfig }): Promise<DpTrainResult> {
   if (data.count === 0) throw new Error('cannot train on an empty shard');
   if (!(opts.dp.clipNorm > 0) || !(opts.dp.noiseMultiplier >= 0)) throw new Error('DP-SGD needs clipNorm > 0 and noiseMultiplier ≥ 0');
@@ -103,9 +108,10 @@ export async function trainLocalDp(model: tfl.LayersModel, data: ImageSet, opts:
   const ops = opsOf(model);
   const variables = ops.flatMap((o) => (o.kind === 'conv' || o.kind === 'dense' ? [o.kernel, o.bias] : []));
   const rng = createRng(opts.seed ?? 1);
-  const q = Math.min(1, opts.batchSize / data.count);
+  const plan = dpSgdPlan(data.count, opts.epochs, opts.batchSize, opts.dp.noiseMultiplier);
+  const q = plan.samplingRate;
   const expectedBatch = q * data.count;
-  const stepsPerEpoch = Math.ceil(data.count / opts.batchSize);
+  const stepsPerEpoch = plan.steps / opts.epochs;
   const optimizer = makeOptimizer(opts);
   const mu = opts.proximalMu ?? 0;
   const anchors = mu > 0 ? variables.map((v) => tf.keep(v.clone())) : [];

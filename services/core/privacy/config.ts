@@ -1,0 +1,39 @@
+/**
+ * The privacy settings a run asks for, validated once with zod and shared by the
+ * aggregator (POST /runs) and the trainer (each round's request).
+ *
+ * - mode 'local': record-level DP-SGD on every node (noiseMultiplier σ, clip C per example).
+ * - mode 'central': client-level DP-FedAvg at the aggregator (clip per update).
+ * - epsilonBudget / delta: each node's total (ε, δ) across rounds AND runs; a node refuses
+ *   a round that would take it past the budget.
+ */
+import { z } from 'zod';
+
+export const DP_MODES = ['local', 'central'] as const;
+export type DpMode = (typeof DP_MODES)[number];
+
+export const dpConfigSchema = z
+  .object({
+    mode: z.enum(DP_MODES).default('local'),
+    epsilonBudget: z.number().positive().max(1000),
+    // δ should be well below 1/N; anything ≥ 0.01 gives no meaningful guarantee.
+    delta: z.number().positive().max(0.01).default(1e-5),
+    noiseMultiplier: z.number().positive().max(1000),
+    clip: z.number().positive().max(1e6).default(1),
+  })
+  .strict();
+
+export type DpConfig = z.infer<typeof dpConfigSchema>;
+
+/** One line per problem, "dp.field: message", for a 400 body. */
+export function describeDpIssues(error: z.ZodError): string {
+  return error.issues.map((i) => `dp${i.path.length ? '.' + i.path.join('.') : ''}: ${i.message}`).join('; ');
+}
+
+/** undefined when absent (no DP); the parsed config; or throws with a readable message. */
+export function parseDpConfig(value: unknown): DpConfig | undefined {
+  if (value === undefined || value === null) return undefined;
+  const r = dpConfigSchema.safeParse(value);
+  if (!r.success) throw new Error(describeDpIssues(r.error));
+  return r.data;
+}

@@ -46,6 +46,7 @@ export const BENCHMARKS: Record<string, Loader> = {
   fl: async () => (await import('./fl.js')).fl,
   train: async () => (await import('./train.js')).train,
   summary: async () => (await import('./summary.js')).summary,
+  privacy: async () => (await import('./privacy.js')).privacy,
 };
 
 export const EXTERNAL = ['chaos'] as const;

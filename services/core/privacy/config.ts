@@ -8,6 +8,7 @@
  *   a round that would take it past the budget.
  */
 import { z } from 'zod';
+import { dpSgdEpsilon } from './rdp.js';
 
 export const DP_MODES = ['local', 'central'] as const;
 export type DpMode = (typeof DP_MODES)[number];
@@ -36,4 +37,34 @@ export function parseDpConfig(value: unknown): DpConfig | undefined {
   const r = dpConfigSchema.safeParse(value);
   if (!r.success) throw new Error(describeDpIssues(r.error));
   return r.data;
+}
+
+/** What a run will do, as far as privacy cost goes. */
+export interface RunShape {
+  epochs: number;
+  batchSize: number;
+  /** Shard sizes of the nodes that may take part (unknown nodes: leave empty). */
+  shardSizes: readonly number[];
+  /** Clients per round / clients in the federation (central mode). */
+  participationRate: number;
+}
+
+/**
+ * Settings that can never train: a budget that not even one round fits in, or a δ so
+ * large that the guarantee is void (δ ≥ 1/N allows publishing a record outright).
+ * Returns readable problems; empty when the run is feasible.
+ */
+export function dpProblems(dp: DpConfig, run: RunShape): string[] {
+  const problems: string[] = [];
+  if (dp.mode === 'local') {
+    for (const n of new Set(run.shardSizes)) {
+      if (dp.delta >= 1 / n) problems.push(`dp.delta ${dp.delta} is not below 1/N for a node holding ${n} records`);
+      const oneRound = dpSgdEpsilon({ samplingRate: Math.min(1, run.batchSize / n), noiseMultiplier: dp.noiseMultiplier, steps: run.epochs * Math.ceil(n / run.batchSize), delta: dp.delta }).epsilon;
+      if (oneRound > dp.epsilonBudget) problems.push(`one round on a node holding ${n} records costs ε = ${oneRound.toFixed(2)}, above dp.epsilonBudget ${dp.epsilonBudget}: raise dp.noiseMultiplier or the budget`);
+    }
+  } else {
+    const oneRound = dpSgdEpsilon({ samplingRate: run.participationRate, noiseMultiplier: dp.noiseMultiplier, steps: 1, delta: dp.delta }).epsilon;
+    if (oneRound > dp.epsilonBudget) problems.push(`one DP-FedAvg round costs client-level ε = ${oneRound.toFixed(2)}, above dp.epsilonBudget ${dp.epsilonBudget}: raise dp.noiseMultiplier or the budget`);
+  }
+  return problems;
 }

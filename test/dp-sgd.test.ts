@@ -3,7 +3,7 @@ import { tf } from '../services/core/tf.js';
 import { initBackend } from '../services/core/backend.js';
 import { PIXELS, buildModel, evaluate, getFlatWeights } from '../services/core/model.js';
 import { disposeTrace, im2col, materializePerExample, opsOf, traceBatch } from '../services/core/privacy/per-example.js';
-import { clipFactors, poissonSample, privateGradient, trainLocalDp } from '../services/core/privacy/dp-sgd.js';
+import { clipFactors, poissonSample, privateGradient, secureRng, trainLocalDp } from '../services/core/privacy/dp-sgd.js';
 import { builtinMnistSplit } from '../datasets/builtin-mnist.js';
 import { createRng } from '../datasets/rng.js';
 
@@ -100,7 +100,7 @@ describe('clipping', () => {
       const s = Math.min(1, C / (norm(g) + 1e-6));
       g.forEach((x, j) => (want[j]! += s * x));
     }
-    const { grads } = privateGradient(ops, pixels, labels, { clipNorm: C, noiseMultiplier: 0 }, 1, 1);
+    const { grads } = privateGradient(ops, pixels, labels, { clipNorm: C, noiseMultiplier: 0 }, 1, createRng(1));
     const got = tf.tidy(() => tf.concat(grads.map((g) => tf.reshape(g, [-1]))).dataSync() as Float32Array);
     tf.dispose(grads);
     let maxDiff = 0;
@@ -117,7 +117,7 @@ describe('noise', () => {
     const cfg = { clipNorm: 1.5, noiseMultiplier: 1.1 };
     const L = 64;
     const flat = (seed: number) => {
-      const { grads } = privateGradient(ops, pixels, labels, cfg, L, seed);
+      const { grads } = privateGradient(ops, pixels, labels, cfg, L, createRng(seed));
       const v = tf.tidy(() => tf.concat(grads.map((g) => tf.reshape(g, [-1]))).dataSync() as Float32Array);
       tf.dispose(grads);
       return v;
@@ -139,7 +139,7 @@ describe('noise', () => {
     expect(Math.abs(std / want - 1)).toBeLessThan(0.01);
     expect(Math.abs(mean)).toBeLessThan(0.01 * want);
     // An empty Poisson batch still releases noise of the same scale.
-    const { grads } = privateGradient(ops, new Float32Array(0), new Int32Array(0), cfg, L, 5);
+    const { grads } = privateGradient(ops, new Float32Array(0), new Int32Array(0), cfg, L, secureRng());
     const e = tf.tidy(() => tf.moments(tf.concat(grads.map((g) => tf.reshape(g, [-1])))).variance.dataSync()[0]!);
     tf.dispose(grads);
     expect(Math.abs(Math.sqrt(e) / (want / Math.SQRT2) - 1)).toBeLessThan(0.01);
@@ -159,12 +159,27 @@ describe('Poisson sampling and training', () => {
     const m = buildModel(3);
     const data = { ...train, count: 600, images: train.images.subarray(0, 600 * PIXELS), labels: train.labels.subarray(0, 600) };
     const before = getFlatWeights(m);
-    const r = await trainLocalDp(m, data, { epochs: 2, batchSize: 60, learningRate: 0.1, optimizer: 'sgd', seed: 4, dp: { clipNorm: 1, noiseMultiplier: 0.8 } });
+    const r = await trainLocalDp(m, data, { epochs: 2, batchSize: 60, learningRate: 0.1, optimizer: 'sgd', seed: 4, dp: { clipNorm: 1, noiseMultiplier: 0.8, insecureSeed: 4 } });
     expect(r.privacy).toEqual({ samplingRate: 0.1, noiseMultiplier: 0.8, steps: 20 });
     expect(getFlatWeights(m)).not.toEqual(before);
     const acc = evaluate(m, split.test.images, split.test.labels).accuracy;
     // 20 noisy steps on 600 digits: far from converged, but well above chance (0.1).
     expect(acc).toBeGreaterThan(0.3);
     m.dispose();
+  });
+
+  it('an attacker who knows the request seed cannot reproduce the noise: same seed, different updates', async () => {
+    const data = { ...train, count: 100, images: train.images.subarray(0, 100 * PIXELS), labels: train.labels.subarray(0, 100) };
+    const run = async () => {
+      const m = buildModel(3);
+      await trainLocalDp(m, data, { epochs: 1, batchSize: 50, learningRate: 0.1, optimizer: 'sgd', seed: 42, dp: { clipNorm: 1, noiseMultiplier: 1 } });
+      const w = getFlatWeights(m);
+      m.dispose();
+      return w;
+    };
+    const [a, b] = [await run(), await run()];
+    let diff = 0;
+    for (let j = 0; j < a.length; j++) diff = Math.max(diff, Math.abs(a[j]! - b[j]!));
+    expect(diff).toBeGreaterThan(1e-3);
   });
 });

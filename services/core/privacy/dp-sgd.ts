@@ -12,7 +12,8 @@
 import { tf, type tfl } from '../tf.js';
 import { PIXELS } from '../model.js';
 import type { TrainOptions, TrainResult } from '../train.js';
-import { createRng, type Rng } from '../../../datasets/rng.js';
+import { randomFillSync } from 'node:crypto';
+import { createRng, normal, type Rng } from '../../../datasets/rng.js';
 import type { ImageSet } from '../../../datasets/types.js';
 import type { GaussianEvent } from './rdp.js';
 import { convGradients, disposeTrace, opsOf, perExampleSquaredNorms, traceBatch, weightedGradientSum, type Op } from './per-example.js';
@@ -22,6 +23,32 @@ export interface DpSgdConfig {
   noiseMultiplier: number;
   /** C: every example's gradient is scaled down to at most this L2 norm. */
   clipNorm: number;
+  /**
+   * TESTS ONLY: draw the batches and the noise from this seed. Without it both come from
+   * the OS's CSPRNG, as they must: anyone who can reproduce the noise can subtract it, and
+   * the sampling amplification assumes nobody knows which records a batch held.
+   */
+  insecureSeed?: number;
+}
+
+/** Uniform [0, 1) numbers from the OS's CSPRNG, refilled 4,096 at a time. */
+export function secureRng(): Rng {
+  const buf = new Uint32Array(4096);
+  let at = buf.length;
+  return () => {
+    if (at === buf.length) {
+      randomFillSync(buf);
+      at = 0;
+    }
+    return buf[at++]! / 4294967296;
+  };
+}
+
+/** n standard normal draws (Box-Muller) from `rng`. */
+export function normals(n: number, rng: Rng): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = normal(rng);
+  return out;
 }
 
 export interface DpTrainResult extends TrainResult {
@@ -58,7 +85,7 @@ export function privateGradient(
   labels: Int32Array,
   cfg: DpSgdConfig,
   expectedBatch: number,
-  noiseSeed: number,
+  noiseRng: Rng,
   dropoutSeed?: number,
 ): PrivateGradient {
   const weights = ops.flatMap((o) => (o.kind === 'conv' || o.kind === 'dense' ? [o.kernel, o.bias] : []));
@@ -77,9 +104,9 @@ export function privateGradient(
     }
   }
   const std = cfg.noiseMultiplier * cfg.clipNorm;
-  const grads = sums.map((s, k) =>
+  const grads = sums.map((s) =>
     tf.tidy(() => {
-      const noisy = std > 0 ? tf.add(s, tf.randomNormal(s.shape, 0, std, 'float32', noiseSeed + k)) : s;
+      const noisy = std > 0 ? tf.add(s, tf.mul(tf.tensor(normals(s.size, noiseRng), s.shape), std)) : s;
       return tf.div(noisy, expectedBatch);
     }),
   );
@@ -107,7 +134,8 @@ export async function trainLocalDp(model: tfl.LayersModel, data: ImageSet, opts:
   const started = performance.now();
   const ops = opsOf(model);
   const variables = ops.flatMap((o) => (o.kind === 'conv' || o.kind === 'dense' ? [o.kernel, o.bias] : []));
-  const rng = createRng(opts.seed ?? 1);
+  const rng = opts.dp.insecureSeed === undefined ? secureRng() : createRng(opts.dp.insecureSeed);
+  const dropoutRng = createRng(opts.seed ?? 1);
   const plan = dpSgdPlan(data.count, opts.epochs, opts.batchSize, opts.dp.noiseMultiplier);
   const q = plan.samplingRate;
   const expectedBatch = q * data.count;
@@ -138,8 +166,7 @@ export async function trainLocalDp(model: tfl.LayersModel, data: ImageSet, opts:
           pixels.set(data.images.subarray(src * PIXELS, (src + 1) * PIXELS), i * PIXELS);
           labels[i] = data.labels[src]!;
         });
-        const seed = Math.floor(rng() * 2 ** 31);
-        const g = privateGradient(ops, pixels, labels, opts.dp, expectedBatch, seed, seed + 1);
+        const g = privateGradient(ops, pixels, labels, opts.dp, expectedBatch, rng, Math.floor(dropoutRng() * 2 ** 31));
         const withProx = mu > 0 ? g.grads.map((t, i) => tf.tidy(() => tf.add(t, tf.mul(mu, tf.sub(variables[i]!, anchors[i]!))))) : g.grads;
         optimizer.applyGradients(Object.fromEntries(variables.map((v, i) => [v.name, withProx[i]!])));
         tf.dispose(withProx === g.grads ? g.grads : [...g.grads, ...withProx]);

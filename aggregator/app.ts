@@ -10,6 +10,8 @@ import type { Federation, RoundSummary } from './federation.js';
 import type { TrainerTarget } from './invoke.js';
 import { parseRunConfig, type RunConfig } from './run-config.js';
 import { EVENT_TYPES, readEvent } from '../services/http/cloudevents.js';
+import { EVENTING } from '../services/kube/constants.js';
+import { deadLetterHandlers, type DeadLetterOptions } from './dead-letter.js';
 
 export interface AggregatorDeps {
   pool: pg.Pool;
@@ -20,6 +22,8 @@ export interface AggregatorDeps {
   servingUrls: () => string[];
   runDefaults?: Partial<RunConfig>;
   metrics?: Metrics;
+  /** Dead-letter sink settings (broker URL, invoke secret) for undeliverable round events. */
+  deadLetter?: Omit<DeadLetterOptions, 'metrics' | 'log'>;
   /** Extra routes (the dashboard) mounted before the 404 handler. */
   mount?: (app: express.Express) => void;
 }
@@ -105,6 +109,9 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     req.log.info('update event received', { event_id: event.id, source: event.source, run_id: data.runId, round: data.round, node: data.nodeId, update_id: data.updateId });
     res.status(202).end();
   });
+
+  /** Knative Triggers dead-letter undeliverable round.train events here (aggregator/dead-letter.ts). */
+  app.post(EVENTING.deadLetterPath, ...deadLetterHandlers({ ...deps.deadLetter, metrics, log: deps.log }));
 
   app.get('/models', async (_req, res) => {
     res.json({ models: await store.listModels(deps.pool) });

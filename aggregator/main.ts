@@ -45,6 +45,7 @@ export async function startAggregator(cfg: Config, opts: AggregatorOptions = {})
     servingUrls: () => cfg.servingUrls,
     runDefaults: opts.runDefaults,
     metrics,
+    deadLetter: { brokerUrl: cfg.eventSink, invokeSecret: cfg.invokeSecret },
     mount: opts.mount,
   });
   const server = await listen(app, cfg.port, log, async () => {

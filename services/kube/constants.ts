@@ -4,10 +4,18 @@
  * (the aggregator's kube discovery) can use it without the devDependency model packages.
  */
 
-export const DEFAULT_IMAGE = 'ghcr.io/edgefl/edgefl:latest';
+/**
+ * Explicit versions, never `latest`: Knative resolves a tag to a digest per revision, but a
+ * Deployment or Job re-pulls a mutable tag on every restart and can silently change code.
+ * The edgefl tag follows package.json's version (a test keeps them equal); pin digests with
+ * `kustomize edit set image` in a deployment checkout.
+ */
+export const DEFAULT_IMAGE = 'ghcr.io/edgefl/edgefl:0.1.0';
 export const DEFAULT_NAMESPACE = 'edgefl';
 export const DEFAULT_NODES = 3;
-export const POSTGRES_IMAGE = 'postgres:16';
+export const POSTGRES_IMAGE = 'postgres:16.10-bookworm';
+/** uid/gid of the `postgres` user in the official image; runAsNonRoot needs it numerically. */
+export const POSTGRES_UID = 999;
 
 /** Knative injects PORT=8080; the aggregator Deployment sets it explicitly to the same value. */
 export const CONTAINER_PORT = 8080;
@@ -41,8 +49,12 @@ export const NAMES = {
   appSecret: 'edgefl-secrets',
   /** DATABASE_URL lives alone in this Secret so an external database replaces it by editing one object. */
   databaseSecret: 'edgefl-database',
-  /** POSTGRES_* for the bundled StatefulSet. */
+  /** POSTGRES_* for the bundled StatefulSet; the only place the database password lives. */
   postgresSecret: 'edgefl-postgres',
+  /** Job (and its ServiceAccount/Role) that creates the Secrets above with random values if absent. */
+  secretsInit: 'edgefl-secrets-init',
+  /** Grafana sidecar ConfigMap holding the dashboard. */
+  dashboardConfigMap: 'edgefl-grafana-dashboard',
 } as const;
 
 /** Keys inside the Secrets above. */
@@ -85,8 +97,15 @@ export const RESOURCES: Record<ManifestRole, Resources> = {
 export const KNATIVE_TUNING = {
   /** One round at a time per trainer: training saturates the pod, a second request would only slow both. */
   trainerContainerConcurrency: 1,
-  /** A round may train for minutes on a small edge CPU. */
+  /**
+   * A round may train for minutes on a small edge CPU, and the trainer sends no byte until it
+   * is done, so responseStartTimeoutSeconds is set to the same value (Knative would otherwise
+   * default it to 300 s). 600 is also Knative's default `max-revision-timeout-seconds`; going
+   * higher needs the cluster's config-defaults raised first (see ManifestOptions).
+   */
   trainerTimeoutSeconds: 600,
+  /** Knative Serving's default `max-revision-timeout-seconds` (config-defaults). */
+  clusterMaxRevisionTimeoutSeconds: 600,
   /** One trainer per edge node: its shard is per node, and a 2nd pod would double memory on a small machine. */
   trainerMaxScale: 1,
   /** Hard cap so a burst queues in the activator instead of OOM-ing a 256Mi pod. */
@@ -109,6 +128,22 @@ export const EVENTING = {
   /** CloudEvents extension attribute carrying the target node id (lowercase alnum, as the spec requires). */
   nodeAttribute: 'edgeflnode',
   aggregatorPath: '/events',
+  /** Where Triggers dead-letter round.train events they could not deliver (the aggregator retries them). */
+  deadLetterPath: '/events/dead-letter',
+  /**
+   * Broker class written on the Broker. MTChannelBasedBroker is in every Eventing install; its
+   * durability is that of the channel behind it (in-memory by default). For durable rounds use
+   * `Kafka` (Knative's Kafka broker) or back MTChannelBasedBroker with a KafkaChannel.
+   */
+  defaultBrokerClass: 'MTChannelBasedBroker',
+} as const;
+
+/** Labels the Prometheus scrape adds to every edgefl series (from pod labels); the dashboard uses them. */
+export const SCRAPE_LABELS = {
+  node: 'edgefl_node',
+  role: 'edgefl_role',
+  knativeService: 'knative_service',
+  knativeRevision: 'knative_revision',
 } as const;
 
 /** Values passed to every trainer so all nodes compute the same partition of the data. */
@@ -117,5 +152,5 @@ export const PARTITION_DEFAULTS = { partition: 'dirichlet', alpha: '0.5', seed: 
 /** Writable scratch space in the read-only-ish container (the app dir belongs to root). */
 export const DATA_DIR = '/tmp/edgefl';
 
-/** Container uid of the `node` user in node:20-bookworm-slim; runAsNonRoot needs a numeric uid. */
+/** Container uid of the `node` user in the node:*-bookworm-slim images; runAsNonRoot needs a numeric uid. */
 export const NODE_UID = 1000;

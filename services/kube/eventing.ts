@@ -1,0 +1,102 @@
+/**
+ * The optional Knative Eventing transport: a Broker, one Trigger per edge node routing
+ * `round.train` events to its trainer, one routing `update.ready` replies to the aggregator,
+ * and the SinkBinding that tells the aggregator the Broker's URL.
+ *
+ * Delivery is bounded and never silent: each train Trigger retries with exponential backoff,
+ * waits as long as a trainer may train (timeout), and dead-letters what still fails to the
+ * aggregator (aggregator/dead-letter.ts), which counts it, logs it and republishes it while the
+ * round is open.
+ */
+import { Broker, Trigger } from '@kubernetes-models/knative/eventing.knative.dev/v1';
+import { SinkBinding } from '@kubernetes-models/knative/sources.knative.dev/v1';
+import { EVENTING, LABELS, NAMES, PART_OF } from './constants.js';
+import { isoSeconds, type ResolvedOptions } from './options.js';
+import { labels } from './workloads.js';
+
+export const BROKER_CLASS_ANNOTATION = 'eventing.knative.dev/broker.class';
+
+/** Retries per delivery of a train event; the aggregator republishes a dead letter on top (bounded there). */
+export const TRAIN_DELIVERY_RETRIES = 3;
+
+export function brokerObjects(opts: ResolvedOptions) {
+  return [
+    new Broker({
+      metadata: {
+        name: EVENTING.broker,
+        namespace: opts.namespace,
+        labels: { [LABELS.partOf]: PART_OF },
+        // Named, not left to the cluster default, so what durability a round gets is a visible choice.
+        annotations: { [BROKER_CLASS_ANNOTATION]: opts.brokerClass },
+      },
+    }),
+  ];
+}
+
+const aggregatorRef = { apiVersion: 'v1', kind: 'Service', name: NAMES.aggregator };
+
+// Informational: the update itself is already in PostgreSQL, so no dead-letter sink (it would be
+// this same aggregator); retries cover an aggregator restart.
+const updateReadyDelivery = { retry: 5, backoffPolicy: 'exponential', backoffDelay: 'PT1S', timeout: 'PT10S' };
+
+export function triggerObjects(opts: ResolvedOptions) {
+  const triggers: Trigger[] = [];
+  for (let node = 0; node < opts.nodes; node++) {
+    triggers.push(
+      new Trigger({
+        metadata: { name: `edgefl-train-${node}`, namespace: opts.namespace, labels: labels('trainer', node) },
+        spec: {
+          broker: EVENTING.broker,
+          filter: { attributes: { type: EVENTING.trainType, [EVENTING.nodeAttribute]: String(node) } },
+          subscriber: { ref: { apiVersion: 'serving.knative.dev/v1', kind: 'Service', name: NAMES.trainer(node) } },
+          delivery: trainDelivery(opts),
+        },
+      }),
+    );
+  }
+  triggers.push(
+    new Trigger({
+      metadata: { name: 'edgefl-update-ready', namespace: opts.namespace, labels: labels('aggregator') },
+      spec: {
+        broker: EVENTING.broker,
+        filter: { attributes: { type: EVENTING.updateReadyType } },
+        // ref + relative uri: Knative appends the path to the resolved Service address.
+        subscriber: { ref: aggregatorRef, uri: EVENTING.aggregatorPath },
+        delivery: updateReadyDelivery,
+      },
+    }),
+  );
+  return triggers;
+}
+
+/*
+ * The delivery specs are typed locally: the models package predates DeliverySpec.timeout
+ * (Eventing feature `delivery-timeout`, beta and on by default), and would refuse the field
+ * in an object literal although its schema accepts it.
+ */
+function trainDelivery(opts: ResolvedOptions) {
+  return {
+    // A redelivery reaching a trainer that already stored its update gets that update back,
+    // so retries are safe; backoff gives a cold start (seconds) time to finish.
+    retry: TRAIN_DELIVERY_RETRIES,
+    backoffPolicy: 'exponential',
+    backoffDelay: 'PT2S',
+    // Training answers only when done: a shorter timeout would retry into a busy trainer.
+    timeout: isoSeconds(opts.trainerTimeoutSeconds),
+    deadLetterSink: { ref: aggregatorRef, uri: EVENTING.deadLetterPath },
+  };
+}
+
+
+/** Injects K_SINK (the broker URL) into the aggregator so it can publish round.train events. */
+export function sinkBindingObjects(opts: ResolvedOptions) {
+  return [
+    new SinkBinding({
+      metadata: { name: NAMES.aggregator, namespace: opts.namespace, labels: labels('aggregator') },
+      spec: {
+        subject: { apiVersion: 'apps/v1', kind: 'Deployment', name: NAMES.aggregator },
+        sink: { ref: { apiVersion: 'eventing.knative.dev/v1', kind: 'Broker', name: EVENTING.broker } },
+      },
+    }),
+  ];
+}

@@ -75,8 +75,11 @@ describe('per-node privacy budget, end to end through the trainer', () => {
   it('trains DP rounds within the budget, reporting the growing ε, then refuses the round past it', async () => {
     const r1 = await train('run-a', 1);
     expect(r1.status).toBe(201);
-    const b1 = (await r1.json()) as { metrics: { epsilon: number } };
+    const b1 = (await r1.json()) as { metrics: { epsilon: number; loss: unknown; accuracy: unknown } };
     expect(b1.metrics.epsilon).toBeCloseTo(spentEpsilon([ROUND], DELTA), 3);
+    // Training loss/accuracy are not noised, so a DP round does not release them.
+    expect(b1.metrics.loss).toBeNull();
+    expect(b1.metrics.accuracy).toBeNull();
     const r2 = await train('run-a', 2);
     expect(r2.status).toBe(201);
     expect(((await r2.json()) as { metrics: { epsilon: number } }).metrics.epsilon).toBeCloseTo(AFTER2, 3);

@@ -34,7 +34,9 @@ export function trainWithPrivacy(
       );
     }
     const result = await trainLocalDp(model, data, { ...opts, dp: { noiseMultiplier: dp.noiseMultiplier, clipNorm: dp.clip } });
-    return { ...result, epsilon: r.entry.epsilonTotal };
+    // Loss and accuracy on the node's own records are not noised: releasing them would
+    // leak outside the guarantee, so a DP round reports neither (null in the metrics).
+    return { ...result, loss: NaN, accuracy: NaN, epsilon: r.entry.epsilonTotal };
   };
 }
 

@@ -8,7 +8,7 @@ import { createMetrics, type Metrics } from '../services/shared/metrics.js';
 import * as store from '../services/store/model-store.js';
 import type { Federation, RoundSummary } from './federation.js';
 import type { TrainerTarget } from './invoke.js';
-import { parseRunConfig, type RunConfig } from './run-config.js';
+import { parseRunConfig, unreachableQuorum, type RunConfig } from './run-config.js';
 import { EVENT_TYPES, readEvent } from '../services/http/cloudevents.js';
 import { EVENTING } from '../services/kube/constants.js';
 import { deadLetterHandlers, type DeadLetterOptions } from './dead-letter.js';
@@ -59,7 +59,8 @@ export function createAggregatorApp(deps: AggregatorDeps) {
       if (unknown.length) throw new HttpError(422, 'unknown_nodes', `no trainer known for: ${unknown.join(', ')}`);
     }
     if (usable.length === 0) throw new HttpError(409, 'no_trainers', 'no trainer endpoints are known (EDGEFL_TRAINER_URLS or cluster discovery)');
-    if (config.minQuorum > usable.length) throw new HttpError(422, 'quorum_unreachable', `minQuorum ${config.minQuorum} exceeds the ${usable.length} available nodes`);
+    const unreachable = unreachableQuorum(config, usable.length);
+    if (unreachable) throw new HttpError(422, 'quorum_unreachable', unreachable);
     const run = await deps.federation.startRun(config);
     res.status(201).location(`/runs/${run.id}`).json(await runView(run.id));
   });
@@ -72,12 +73,23 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     if (!view) throw notFound('run_not_found', `no run '${req.params.id}'`);
     res.json(view);
   });
-  app.post('/runs/:id/stop', requireAdmin, async (req, res) => {
-    const run = RUN_ID.test(String(req.params.id)) ? await store.getRun(deps.pool, String(req.params.id)) : undefined;
-    if (!run) throw notFound('run_not_found', `no run '${req.params.id}'`);
+  const runningRun = async (id: string) => {
+    const run = RUN_ID.test(id) ? await store.getRun(deps.pool, id) : undefined;
+    if (!run) throw notFound('run_not_found', `no run '${id}'`);
     if (run.status !== 'running') throw new HttpError(409, 'run_not_running', `run is already ${run.status}`);
+    return run;
+  };
+  /** Stops after the current round: that round still completes (or fails) and publishes as usual. */
+  app.post('/runs/:id/stop', requireAdmin, async (req, res) => {
+    const run = await runningRun(String(req.params.id));
     await deps.federation.stop(run.id);
     res.status(202).json({ id: run.id, stopRequested: true });
+  });
+  /** Stops now: the round in progress is closed as failed and publishes nothing. */
+  app.post('/runs/:id/abort', requireAdmin, async (req, res) => {
+    const run = await runningRun(String(req.params.id));
+    await deps.federation.abort(run.id);
+    res.status(202).json({ id: run.id, aborted: true });
   });
   /** Server-sent events: every round summary and run status change, for the dashboard. */
   app.get('/events', (req, res) => {

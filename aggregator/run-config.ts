@@ -1,86 +1,87 @@
-import { asObject, enumField, intField, numberField, stringListField } from '../services/http/validate.js';
+import { z } from 'zod';
+import { asObject } from '../services/http/validate.js';
 import { badRequest } from '../services/http/errors.js';
-import { STRATEGIES, type StrategyName } from './strategies.js';
+import { STRATEGIES, createStrategy, type StrategyName } from './strategies.js';
 
-/** Everything that defines a training run; stored with the run so a resumed run behaves the same. */
-export interface RunConfig {
-  /** Node ids to use (default: every known trainer). */
-  nodes: string[] | null;
-  rounds: number;
-  targetAccuracy: number;
-  patience: number;
-  minQuorum: number;
-  fraction: number;
-  epochs: number;
-  batchSize: number;
-  learningRate: number;
-  optimizer: 'adam' | 'sgd';
-  strategy: StrategyName;
-  proximalMu: number;
-  serverMomentum: number;
-  serverLearningRate: number;
-  trimFraction: number;
-  roundTimeoutS: number;
-  maxRoundAttempts: number;
-  maxUpdateNorm: number | null;
-  normPolicy: 'clip' | 'reject';
-  init: 'fresh' | 'latest';
-  seed: number;
+/**
+ * Everything that defines a training run, as one schema: its defaults are the only ones
+ * (POST /runs, `edgefl up` and the strategies all read them from here). The parsed config
+ * is stored with the run so a resumed run behaves the same.
+ */
+export const RunConfigSchema = z
+  .object({
+    /** Node ids to use (default: every known trainer). */
+    nodes: z.array(z.string().min(1).max(128)).max(10_000).nullable().default(null),
+    rounds: z.number().int().min(1).max(10_000).default(20),
+    targetAccuracy: z.number().min(0).max(1).default(0.985),
+    patience: z.number().int().min(1).max(10_000).default(5),
+    /** Accepted updates a round needs; defaults to the strategy's own minimum (3 for the median) when not given. */
+    minQuorum: z.number().int().min(1).max(10_000).default(1),
+    fraction: z.number().min(0.01).max(1).default(1),
+    epochs: z.number().int().min(1).max(100).default(2),
+    batchSize: z.number().int().min(1).max(4096).default(32),
+    learningRate: z.number().min(1e-7).max(10).default(0.001),
+    optimizer: z.enum(['adam', 'sgd']).default('adam'),
+    strategy: z.enum(STRATEGIES as [StrategyName, ...StrategyName[]]).default('fedavg'),
+    proximalMu: z.number().min(0).max(1000).default(0.01),
+    serverMomentum: z.number().min(0).max(0.999).default(0.9),
+    serverLearningRate: z.number().min(1e-4).max(10).default(1),
+    /** Trimmed mean: share cut at each end per coordinate; 0.34 cuts one of three, so three nodes tolerate one bad one. */
+    trimFraction: z.number().min(0).max(0.49).default(0.34),
+    roundTimeoutS: z.number().min(1).max(24 * 3600).default(300),
+    maxRoundAttempts: z.number().int().min(1).max(100).default(3),
+    maxUpdateNorm: z.number().min(1e-6).nullable().default(null),
+    normPolicy: z.enum(['clip', 'reject']).default('clip'),
+    init: z.enum(['fresh', 'latest']).default('fresh'),
+    seed: z.number().int().min(0).max(2 ** 31).default(1),
+    /** Which round models become the promoted (served) version. */
+    promote: z.enum(['best', 'latest', 'manual']).default('best'),
+    /** 'best' promotes only a candidate at least this much more accurate than the promoted version. */
+    minImprovement: z.number().min(0).max(1).default(0),
+  })
+  .strict();
+
+export type RunConfig = z.infer<typeof RunConfigSchema>;
+
+/** Every default, as the schema gives it. */
+export const DEFAULT_RUN: RunConfig = RunConfigSchema.parse({});
+
+/**
+ * Parses a POST /runs body over the deployment's defaults (`edgefl up` passes its quorum).
+ * A field left out (or null) takes its default; a robust strategy raises a defaulted quorum
+ * to what it needs, while an explicit quorum below that is refused.
+ */
+export function parseRunConfig(body: unknown, defaults: Partial<RunConfig> = {}): RunConfig {
+  const given = Object.fromEntries(Object.entries(asObject(body ?? {})).filter(([, v]) => v !== null));
+  const parsed = RunConfigSchema.safeParse({ ...defaults, ...given });
+  if (!parsed.success) throw badRequest(...describeIssue(parsed.error.issues[0]!));
+  const config = parsed.data;
+  const strategy = createStrategy(config.strategy, config);
+  if (config.strategy === 'trimmed-mean' && !Number.isFinite(strategy.minUpdates)) {
+    throw badRequest('invalid_field', `'trimFraction' must be > 0 for trimmed-mean: it has to cut at least one value per side to be robust`);
+  }
+  if (given.minQuorum === undefined) return { ...config, minQuorum: Math.max(config.minQuorum, strategy.minUpdates) };
+  if (config.minQuorum < strategy.minUpdates) {
+    throw badRequest('invalid_field', `'minQuorum' must be >= ${strategy.minUpdates} for ${config.strategy}: with fewer updates it is no more robust than a plain mean`);
+  }
+  return config;
 }
 
-export const DEFAULT_RUN: RunConfig = {
-  nodes: null,
-  rounds: 20,
-  targetAccuracy: 0.985,
-  patience: 5,
-  minQuorum: 1,
-  fraction: 1,
-  epochs: 2,
-  batchSize: 32,
-  learningRate: 0.001,
-  optimizer: 'adam',
-  strategy: 'fedavg',
-  proximalMu: 0.01,
-  serverMomentum: 0.9,
-  serverLearningRate: 1,
-  trimFraction: 0.34,
-  roundTimeoutS: 300,
-  maxRoundAttempts: 3,
-  maxUpdateNorm: null,
-  normPolicy: 'clip',
-  init: 'fresh',
-  seed: 1,
-};
+/** One zod issue as a one-line message naming the field. */
+function describeIssue(issue: z.core.$ZodIssue): [code: string, message: string] {
+  if (issue.code === 'unrecognized_keys') return ['unknown_field', `unknown field(s): ${issue.keys.join(', ')}`];
+  const field = issue.path.length ? issue.path.map(String).join('.') : 'body';
+  return ['invalid_field', `'${field}': ${issue.message}`];
+}
 
-export function parseRunConfig(body: unknown, defaults: Partial<RunConfig> = {}): RunConfig {
-  const o = asObject(body ?? {});
-  const d = { ...DEFAULT_RUN, ...defaults };
-  const known = new Set(Object.keys(DEFAULT_RUN));
-  const unknown = Object.keys(o).filter((k) => !known.has(k));
-  if (unknown.length) throw badRequest('unknown_field', `unknown field(s): ${unknown.join(', ')}`);
-  const maxNorm = o.maxUpdateNorm === undefined || o.maxUpdateNorm === null ? d.maxUpdateNorm : numberField(o, 'maxUpdateNorm', { min: 1e-6 });
-  const cfg: RunConfig = {
-    nodes: o.nodes === undefined || o.nodes === null ? d.nodes : stringListField(o, 'nodes'),
-    rounds: intField(o, 'rounds', { min: 1, max: 10_000, default: d.rounds }),
-    targetAccuracy: numberField(o, 'targetAccuracy', { min: 0, max: 1, default: d.targetAccuracy }),
-    patience: intField(o, 'patience', { min: 1, max: 10_000, default: d.patience }),
-    minQuorum: intField(o, 'minQuorum', { min: 1, max: 10_000, default: d.minQuorum }),
-    fraction: numberField(o, 'fraction', { min: 0.01, max: 1, default: d.fraction }),
-    epochs: intField(o, 'epochs', { min: 1, max: 100, default: d.epochs }),
-    batchSize: intField(o, 'batchSize', { min: 1, max: 4096, default: d.batchSize }),
-    learningRate: numberField(o, 'learningRate', { min: 1e-7, max: 10, default: d.learningRate }),
-    optimizer: enumField(o, 'optimizer', ['adam', 'sgd'] as const, d.optimizer),
-    strategy: enumField(o, 'strategy', STRATEGIES, d.strategy),
-    proximalMu: numberField(o, 'proximalMu', { min: 0, max: 1000, default: d.proximalMu }),
-    serverMomentum: numberField(o, 'serverMomentum', { min: 0, max: 0.999, default: d.serverMomentum }),
-    serverLearningRate: numberField(o, 'serverLearningRate', { min: 1e-4, max: 10, default: d.serverLearningRate }),
-    trimFraction: numberField(o, 'trimFraction', { min: 0, max: 0.49, default: d.trimFraction }),
-    roundTimeoutS: numberField(o, 'roundTimeoutS', { min: 1, max: 24 * 3600, default: d.roundTimeoutS }),
-    maxRoundAttempts: intField(o, 'maxRoundAttempts', { min: 1, max: 100, default: d.maxRoundAttempts }),
-    maxUpdateNorm: maxNorm,
-    normPolicy: enumField(o, 'normPolicy', ['clip', 'reject'] as const, d.normPolicy),
-    init: enumField(o, 'init', ['fresh', 'latest'] as const, d.init),
-    seed: intField(o, 'seed', { min: 0, max: 2 ** 31, default: d.seed }),
-  };
-  return cfg;
+/**
+ * Why this config cannot run on `nodes` trainers, or undefined: its quorum exceeds them, or a
+ * round's sample (⌈fraction·nodes⌉) is smaller than the strategy needs to stay robust.
+ */
+export function unreachableQuorum(config: RunConfig, nodes: number): string | undefined {
+  if (config.minQuorum > nodes) return `minQuorum ${config.minQuorum} exceeds the ${nodes} available nodes`;
+  const perRound = Math.max(1, Math.ceil(config.fraction * nodes));
+  const needed = createStrategy(config.strategy, config).minUpdates;
+  if (needed > perRound) return `${config.strategy} needs ${needed} updates per round, but fraction ${config.fraction} of ${nodes} nodes chooses ${perRound}`;
+  return undefined;
 }

@@ -1,167 +1,172 @@
 /**
- * Aggregation strategies on flat weight vectors. FedAvg-family strategies stream: each
- * update is folded into one running sum and can be dropped at once, so memory stays at
- * two model-sized vectors whatever the number of nodes. The robust statistics (median,
- * trimmed mean) need every update of the round at once by definition.
+ * Strategies in Flower's shape: a strategy configures each round's training
+ * (`configureFit`: which nodes, with which instructions) and turns the round's screened
+ * updates into the next global model (`aggregateFit`). The round driver knows nothing
+ * else about them, so a new strategy (differential privacy, secure aggregation, an
+ * asynchronous one) is one file exporting a StrategyFactory plus one line in REGISTRY.
+ *
+ * The FedAvg family streams: each update is folded into one running sum and dropped, so
+ * memory stays at two model-sized vectors whatever the number of nodes. The robust
+ * statistics (median, trimmed mean) need every update of the round at once by definition.
  */
-export type StrategyName = 'fedavg' | 'fedprox' | 'fedavgm' | 'median' | 'trimmed-mean';
-export const STRATEGIES: readonly StrategyName[] = ['fedavg', 'fedprox', 'fedavgm', 'median', 'trimmed-mean'];
+import type { TrainerTarget } from './invoke.js';
+import type { RunConfig } from './run-config.js';
+import { chooseNodes } from './round/plan.js';
+import { coordinateWise, median, trimmedMean, weightedMean } from './round/aggregate.js';
 
-export interface StrategyParams {
-  /** FedProx proximal weight sent to trainers. */
-  proximalMu?: number;
-  /** FedAvgM server momentum (beta) and server learning rate. */
-  serverMomentum?: number;
-  serverLearningRate?: number;
-  /** Trimmed mean: share of values cut at each end per coordinate. */
-  trimFraction?: number;
+export { clipToNorm, l2Distance, median, trimmedMean, weightedMean, type RoundAggregator } from './round/aggregate.js';
+
+/** What a trainer is asked to do this round (the driver adds run, round, base version and deadline). */
+export interface FitConfig {
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  optimizer: 'adam' | 'sgd';
+  /** FedProx proximal weight (0: plain local training). */
+  proximalMu: number;
+  seed: number;
+  /** Strategy-specific instructions (a DP noise scale, a secure-aggregation mask seed) travel here too. */
+  [extra: string]: unknown;
 }
 
-export interface RoundAggregator {
-  add(update: Float32Array, samples: number): void;
-  /** The new global weights; throws when nothing was added. */
-  result(): Float32Array;
+export interface FitInstruction {
+  target: TrainerTarget;
+  config: FitConfig;
+}
+
+/** An update that passed screening (checksum, sample count, norm), decoded. */
+export interface ScreenedUpdate {
+  nodeId: string;
+  weights: Float32Array;
+  samples: number;
 }
 
 export interface Strategy {
-  readonly name: StrategyName;
-  /** Extra fields for the trainers' round request (FedProx's mu). */
-  trainerParams(): { proximalMu: number };
-  begin(global: Float32Array): RoundAggregator;
+  readonly name: string;
+  /** Fewest accepted updates for the aggregate to mean what the strategy claims (median: 3); Infinity when no count will do. */
+  readonly minUpdates: number;
+  /**
+   * The round's training instructions, one per chosen node. `keep` names the nodes a
+   * re-entered round already chose: they are kept rather than sampled again.
+   */
+  configureFit(round: number, candidates: readonly TrainerTarget[], keep?: readonly string[]): FitInstruction[];
+  /**
+   * The next global weights. `updates` is consumed once, lazily (a stream keeps one update
+   * in memory); it may end with an error (the round missed its quorum), so state must not
+   * change until it is fully consumed.
+   */
+  aggregateFit(global: Float32Array, updates: AsyncIterable<ScreenedUpdate>): Promise<Float32Array>;
   /** Server-side state to persist after a round (FedAvgM's momentum); undefined for stateless strategies. */
   saveState?(): Buffer | undefined;
   /** Restores what saveState returned, when a run resumes in a new process. */
   loadState?(state: Buffer): void;
 }
 
-export function createStrategy(name: StrategyName, params: StrategyParams = {}): Strategy {
-  switch (name) {
-    case 'fedavg':
-      return { name, trainerParams: () => ({ proximalMu: 0 }), begin: () => weightedMean() };
-    case 'fedprox':
-      return { name, trainerParams: () => ({ proximalMu: params.proximalMu ?? 0.01 }), begin: () => weightedMean() };
-    case 'fedavgm':
-      return fedAvgM(params.serverMomentum ?? 0.9, params.serverLearningRate ?? 1);
-    case 'median':
-      return { name, trainerParams: () => ({ proximalMu: 0 }), begin: () => coordinateWise((vals) => median(vals)) };
-    case 'trimmed-mean': {
-      const trim = params.trimFraction ?? 0.2;
-      if (!(trim >= 0 && trim < 0.5)) throw new Error('trimFraction must be in [0, 0.5)');
-      return { name, trainerParams: () => ({ proximalMu: 0 }), begin: () => coordinateWise((vals) => trimmedMean(vals, trim)) };
-    }
-    default:
-      throw new Error(`unknown strategy '${String(name)}'; expected one of ${STRATEGIES.join(', ')}`);
-  }
-}
+/** The run settings a strategy reads. */
+export type StrategyConfig = Pick<
+  RunConfig,
+  'fraction' | 'seed' | 'epochs' | 'batchSize' | 'learningRate' | 'optimizer' | 'proximalMu' | 'serverMomentum' | 'serverLearningRate' | 'trimFraction'
+>;
+export type StrategyFactory = (config: StrategyConfig) => Strategy;
 
-/** Σ n_k·w_k / Σ n_k, accumulated in float64 so the order of arrival does not change the result. */
-export function weightedMean(): RoundAggregator {
-  let sum: Float64Array | undefined;
-  let total = 0;
-  return {
-    add(update, samples) {
-      if (!(samples > 0)) throw new Error('an update needs a positive sample count');
-      sum ??= new Float64Array(update.length);
-      if (update.length !== sum.length) throw new Error(`update has ${update.length} weights, expected ${sum.length}`);
-      for (let i = 0; i < update.length; i++) sum[i]! += update[i]! * samples;
-      total += samples;
-    },
-    result() {
-      if (!sum || total === 0) throw new Error('no updates to aggregate');
-      const out = new Float32Array(sum.length);
-      for (let i = 0; i < sum.length; i++) out[i] = sum[i]! / total;
-      return out;
-    },
+/** Training as configured, nodes sampled by `fraction`: the configureFit of every strategy here. */
+export function configureByConfig(config: StrategyConfig, extra: Partial<FitConfig> = {}): Strategy['configureFit'] {
+  return (round, candidates, keep) => {
+    const fit: FitConfig = { epochs: config.epochs, batchSize: config.batchSize, learningRate: config.learningRate, optimizer: config.optimizer, proximalMu: 0, seed: config.seed, ...extra };
+    return chooseNodes(candidates, config, round, keep).map((target) => ({ target, config: { ...fit } }));
   };
 }
+
+async function meanOf(updates: AsyncIterable<ScreenedUpdate>): Promise<Float32Array> {
+  const sum = weightedMean();
+  for await (const u of updates) sum.add(u.weights, u.samples);
+  return sum.result();
+}
+
+const fedavg: StrategyFactory = (config) => ({ name: 'fedavg', minUpdates: 1, configureFit: configureByConfig(config), aggregateFit: (_g, updates) => meanOf(updates) });
+
+const fedprox: StrategyFactory = (config) => ({
+  name: 'fedprox',
+  minUpdates: 1,
+  configureFit: configureByConfig(config, { proximalMu: config.proximalMu }),
+  aggregateFit: (_g, updates) => meanOf(updates),
+});
 
 /**
  * FedAvgM (Hsu et al., 2019): the averaged change is treated as a pseudo-gradient
  * g = w_global − avg, with server momentum v ← βv + g and w ← w_global − η·v.
  * The momentum buffer lives as long as the strategy (one run).
  */
-function fedAvgM(beta: number, lr: number): Strategy {
+const fedavgm: StrategyFactory = (config) => {
+  const beta = config.serverMomentum;
+  const lr = config.serverLearningRate;
   let velocity: Float32Array | undefined;
   return {
     name: 'fedavgm',
-    trainerParams: () => ({ proximalMu: 0 }),
+    minUpdates: 1,
+    configureFit: configureByConfig(config),
     saveState: () => (velocity ? Buffer.from(velocity.buffer, velocity.byteOffset, velocity.byteLength) : undefined),
     loadState(state) {
       if (state.byteLength % 4 !== 0) throw new Error('FedAvgM state is not a float32 vector');
       // Copy: the Buffer may share a pooled ArrayBuffer at an unaligned offset.
       velocity = new Float32Array(Uint8Array.from(state).buffer);
     },
-    begin(global) {
-      const inner = weightedMean();
-      return {
-        add: (u, n) => inner.add(u, n),
-        result() {
-          const avg = inner.result();
-          velocity ??= new Float32Array(global.length);
-          const out = new Float32Array(global.length);
-          for (let i = 0; i < global.length; i++) {
-            const v = beta * velocity[i]! + (global[i]! - avg[i]!);
-            velocity[i] = v;
-            out[i] = global[i]! - lr * v;
-          }
-          return out;
-        },
-      };
-    },
-  };
-}
-
-function coordinateWise(reduce: (values: Float64Array) => number): RoundAggregator {
-  const updates: Float32Array[] = [];
-  return {
-    add(update) {
-      if (updates.length && update.length !== updates[0]!.length) throw new Error(`update has ${update.length} weights, expected ${updates[0]!.length}`);
-      updates.push(update);
-    },
-    result() {
-      if (!updates.length) throw new Error('no updates to aggregate');
-      const out = new Float32Array(updates[0]!.length);
-      const column = new Float64Array(updates.length);
-      for (let i = 0; i < out.length; i++) {
-        for (let k = 0; k < updates.length; k++) column[k] = updates[k]![i]!;
-        out[i] = reduce(column);
+    async aggregateFit(global, updates) {
+      const avg = await meanOf(updates);
+      velocity ??= new Float32Array(global.length);
+      const out = new Float32Array(global.length);
+      for (let i = 0; i < global.length; i++) {
+        const v = beta * velocity[i]! + (global[i]! - avg[i]!);
+        velocity[i] = v;
+        out[i] = global[i]! - lr * v;
       }
       return out;
     },
   };
+};
+
+function robust(name: string, minUpdates: number, config: StrategyConfig, reduce: (values: Float64Array) => number): Strategy {
+  return {
+    name,
+    minUpdates,
+    configureFit: configureByConfig(config),
+    async aggregateFit(_global, updates) {
+      const all = coordinateWise(reduce);
+      for await (const u of updates) all.add(u.weights);
+      return all.result();
+    },
+  };
 }
 
-export function median(values: Float64Array): number {
-  const s = Float64Array.from(values).sort();
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+/** One bad value of three is outvoted; with two, the median is their mean. */
+const medianStrategy: StrategyFactory = (config) => robust('median', 3, config, median);
+
+const trimmedMeanStrategy: StrategyFactory = (config) => {
+  const trim = config.trimFraction;
+  if (!(trim >= 0 && trim < 0.5)) throw new Error('trimFraction must be in [0, 0.5)');
+  return robust('trimmed-mean', trimmedMeanMinimum(trim), config, (values) => trimmedMean(values, trim));
+};
+
+/** Fewest values n (at least 3) for which ⌊trim·n⌋ ≥ 1 value is cut at each end; Infinity for trim 0. */
+export function trimmedMeanMinimum(trim: number): number {
+  if (!(trim > 0)) return Infinity;
+  for (let n = 3; ; n++) if (Math.floor(trim * n) >= 1) return n;
 }
 
-/** Drops ⌊trim·n⌋ values at each end, then averages; with 3 nodes and trim ≥ 1/3 that is the median. */
-export function trimmedMean(values: Float64Array, trim: number): number {
-  const s = Float64Array.from(values).sort();
-  let cut = Math.floor(trim * s.length);
-  if (s.length - 2 * cut <= 0) cut = (s.length - 1) >> 1;
-  let sum = 0;
-  for (let i = cut; i < s.length - cut; i++) sum += s[i]!;
-  return sum / (s.length - 2 * cut);
-}
+/** Every strategy by name: registering a strategy is one line here (the run schema lists these names). */
+const REGISTRY = {
+  fedavg,
+  fedprox,
+  fedavgm,
+  median: medianStrategy,
+  'trimmed-mean': trimmedMeanStrategy,
+} satisfies Record<string, StrategyFactory>;
 
-/** ‖update − global‖₂, the size of a node's step. */
-export function l2Distance(update: Float32Array, global: Float32Array): number {
-  let s = 0;
-  for (let i = 0; i < update.length; i++) {
-    const d = update[i]! - global[i]!;
-    s += d * d;
-  }
-  return Math.sqrt(s);
-}
+export type StrategyName = keyof typeof REGISTRY;
+export const STRATEGIES = Object.keys(REGISTRY) as StrategyName[];
 
-/** Scales the step down to `bound` (norm clipping, as in DP-FedAvg and robust FL). */
-export function clipToNorm(update: Float32Array, global: Float32Array, bound: number, norm = l2Distance(update, global)): Float32Array {
-  if (norm <= bound) return update;
-  const scale = bound / norm;
-  const out = new Float32Array(update.length);
-  for (let i = 0; i < update.length; i++) out[i] = global[i]! + (update[i]! - global[i]!) * scale;
-  return out;
+export function createStrategy(name: StrategyName, config: StrategyConfig): Strategy {
+  const factory = (REGISTRY as Record<string, StrategyFactory>)[name];
+  if (!factory) throw new Error(`unknown strategy '${String(name)}'; expected one of ${STRATEGIES.join(', ')}`);
+  return factory(config);
 }

@@ -100,7 +100,7 @@ describe('Federation against real trainers', () => {
   });
 
   it('completes a round with the quorum when some nodes hang, fail or refuse; records them', async () => {
-    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 1, roundTimeoutS: 3, minQuorum: 2, nodes: ['node-0', 'node-1', 'hang', 'err500', 'err400'] }));
+    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 1, roundTimeoutS: 6, minQuorum: 2, nodes: ['node-0', 'node-1', 'hang', 'err500', 'err400'] }));
     const started = Date.now();
     const done = await waitRunDone(db.pool, run.id);
     expect(done.status).toBe('completed');
@@ -120,7 +120,7 @@ describe('Federation against real trainers', () => {
   });
 
   it('fails a round without the quorum, retries it, then fails the run after maxRoundAttempts', async () => {
-    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 3, roundTimeoutS: 2, minQuorum: 2, maxRoundAttempts: 2, nodes: ['node-0', 'hang', 'err400'] }));
+    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 3, roundTimeoutS: 5, minQuorum: 2, maxRoundAttempts: 2, nodes: ['node-0', 'hang', 'err400'] }));
     const done = await waitRunDone(db.pool, run.id);
     expect(done.status).toBe('failed');
     expect(done.stopReason).toMatch(/round 1 failed 2 times/);
@@ -136,18 +136,7 @@ describe('Federation against real trainers', () => {
     const published = await db.pool.query('SELECT count(*)::int AS n FROM model_versions WHERE run_id = $1', [run.id]);
     expect(published.rows[0].n).toBe(1);
   });
-
-  it('stops a run on request, promptly, even in the middle of a round', async () => {
-    const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 50, roundTimeoutS: 60, nodes: ['node-0', 'hang'] }));
-    await waitFor('round 1 to start', async () => (await store.getRound(db.pool, run.id, 1)) !== undefined);
-    const asked = Date.now();
-    expect(await federation.stop(run.id)).toBe(true);
-    const done = await waitRunDone(db.pool, run.id, 10_000);
-    expect(Date.now() - asked).toBeLessThan(5_000);
-    expect(done.status).toBe('stopped');
-    expect(done.stopReason).toBe('stop requested');
-    expect(federation.isDriving(run.id)).toBe(false);
-  });
+  // Stop and abort: test/run-lifecycle.test.ts
 });
 
 describe('aggregator HTTP API', () => {
@@ -175,6 +164,7 @@ describe('aggregator HTTP API', () => {
       expect((await res.json()).error.code).toBe('unauthorized');
     }
     expect((await call('POST', '/runs/whatever/stop', undefined, {})).status).toBe(401);
+    expect((await call('POST', '/runs/whatever/abort', undefined, {})).status).toBe(401);
   });
 
   it('answers invalid run configs with 4xx {error:{code,message}}', async () => {
@@ -189,6 +179,11 @@ describe('aggregator HTTP API', () => {
       [{ nodes: ['node-9'] }, 422, 'unknown_nodes'],
       [{ nodes: ['node-0'], minQuorum: 2 }, 422, 'quorum_unreachable'],
       [{ maxUpdateNorm: -1 }, 400, 'invalid_field'],
+      // a robust strategy with fewer updates than it needs to outvote one bad node
+      [{ strategy: 'median', minQuorum: 2 }, 400, 'invalid_field'],
+      [{ strategy: 'trimmed-mean', trimFraction: 0 }, 400, 'invalid_field'],
+      [{ strategy: 'median', nodes: ['node-0', 'node-1'] }, 422, 'quorum_unreachable'],
+      [{ strategy: 'median', fraction: 0.3 }, 422, 'quorum_unreachable'],
     ];
     for (const [body, status, code] of cases) {
       const res = await call('POST', '/runs', body, admin);
@@ -199,6 +194,7 @@ describe('aggregator HTTP API', () => {
     }
     expect((await call('GET', '/runs/nope')).status).toBe(404);
     expect((await call('POST', '/runs/nope/stop', undefined, admin)).status).toBe(404);
+    expect((await call('POST', '/runs/nope/abort', undefined, admin)).status).toBe(404);
     expect((await call('GET', '/models/abc')).status).toBe(400);
     expect((await call('GET', '/models/99999')).status).toBe(404);
     expect((await call('GET', '/models/1?format=xml')).status).toBe(400);
@@ -219,6 +215,7 @@ describe('aggregator HTTP API', () => {
     expect(view.rounds[0].nodes).toHaveLength(2);
     expect(view.rounds[0].modelVersion).toBe(view.latestVersion);
     expect((await call('POST', `/runs/${created.id}/stop`, undefined, admin)).status).toBe(409);
+    expect((await call('POST', `/runs/${created.id}/abort`, undefined, admin)).status).toBe(409);
     const list = await (await call('GET', '/runs')).json();
     expect(list.runs.some((r: { id: string }) => r.id === created.id)).toBe(true);
 

@@ -60,6 +60,17 @@ describe('one malicious node of three', () => {
   });
 });
 
+describe('a robust strategy needs enough updates to be robust', () => {
+  it('median of two updates is refused: the round fails without publishing (an honest and a ×50 node would average to ×25.5)', async () => {
+    const two = await runWith(['evil-scaled'], { rounds: 1, strategy: 'median', nodes: ['node-0', 'evil-scaled'], maxRoundAttempts: 1 });
+    expect(two.done.status).toBe('failed');
+    expect(two.rounds).toHaveLength(1);
+    expect(two.rounds[0]).toMatchObject({ status: 'failed', globalVersion: null });
+    expect(two.rounds[0]!.metrics.reason).toBe('only 2 of 2 nodes delivered; median needs at least 3 accepted updates to stay robust');
+    expect(two.done.latestVersion).toBe(two.done.initialVersion);
+  });
+});
+
 describe('updates are checked before they count', () => {
   const statusOf = (round: store.RoundRow, node: string) => round.metrics.nodes.find((n: { nodeId: string }) => n.nodeId === node);
 

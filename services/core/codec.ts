@@ -111,6 +111,19 @@ export function decodeWeights(bytes: Uint8Array, expected?: readonly TensorSpec[
   return { specs, flat, dtype, checksum: sha256Hex(buf) };
 }
 
+/** What the store keeps for one set of weights: the codec bytes, their SHA-256 and the tensor manifest. */
+export interface StoredWeights {
+  bytes: Buffer;
+  checksum: string;
+  manifest: { tensors: TensorSpec[] };
+}
+
+/** The one way to produce weights for the store (global versions and client updates); decodeStoredWeights reads them back. */
+export function encodeStoredWeights(specs: readonly TensorSpec[], flat: Float32Array, dtype: WireDtype = 'float32'): StoredWeights {
+  const bytes = encodeWeights(specs, flat, dtype);
+  return { bytes, checksum: sha256Hex(bytes), manifest: { tensors: specs.map((s) => ({ name: s.name, shape: [...s.shape] })) } };
+}
+
 /**
  * Decodes weights read back from the store and insists they are exactly the bytes its
  * checksum column names (the codec's own trailer only proves the bytes are self-consistent).

@@ -263,6 +263,19 @@ export async function failRound(db: Queryable, runId: string, round: number, met
 }
 
 /**
+ * Closes, as failed with `reason`, every round still 'running' whose run has ended (an
+ * aggregator died between ending the run and closing its round). Returns how many.
+ */
+export async function closeRoundsOfEndedRuns(db: Queryable, reason: string): Promise<number> {
+  const res = await db.query(
+    `UPDATE rounds SET status = 'failed', finished_at = now(), metrics = rounds.metrics || jsonb_build_object('reason', $1::text)
+     FROM runs WHERE runs.id = rounds.run_id AND rounds.status = 'running' AND runs.status <> 'running'`,
+    [reason],
+  );
+  return res.rowCount ?? 0;
+}
+
+/**
  * Publishes the round's global model and closes the round in one transaction, so a crash
  * leaves either both or neither: a resumed run never publishes the same round twice.
  */

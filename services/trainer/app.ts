@@ -1,7 +1,7 @@
 import express from 'express';
 import type pg from 'pg';
 import { bearerToken, verifyInvokeToken } from '../shared/auth.js';
-import { encodeWeights, decodeWeights, sha256Hex } from '../core/codec.js';
+import { encodeStoredWeights, decodeWeights } from '../core/codec.js';
 import { AUTH_EXTENSION, EVENT_TYPES, encodeEvent, makeEvent, readEvent, type EventMode } from '../http/cloudevents.js';
 import { HttpError, conflict, notFound } from '../http/errors.js';
 import { applyCommonMiddleware, applyErrorHandlers } from '../http/common.js';
@@ -113,7 +113,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       // Nothing partial is stored: the aggregator has moved on without this node.
       throw conflict('deadline_passed', `round ${request.round} passed its deadline during training; update discarded`);
     }
-    const bytes = encodeWeights(modelSpec(deps.model), getFlatWeights(deps.model));
+    const { bytes, checksum } = encodeStoredWeights(modelSpec(deps.model), getFlatWeights(deps.model));
     const metricsOut = {
       loss: result.loss,
       accuracy: result.accuracy,
@@ -129,7 +129,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       nodeId: deps.nodeId,
       baseVersion: request.modelVersion,
       bytes,
-      checksum: sha256Hex(bytes),
+      checksum,
       sampleCount: deps.shard.count,
       metrics: metricsOut,
       durationMs: result.durationMs,

@@ -1,0 +1,100 @@
+import { encodeStoredWeights } from '../../services/core/codec.js';
+import { referenceModelSpec, type EvalResult } from '../../services/core/model.js';
+import * as store from '../../services/store/model-store.js';
+import type { RoundPlan } from './plan.js';
+import type { NodeRoundResult, RoundContext, RoundSummary } from './types.js';
+
+export interface RoundTiming {
+  started: number;
+  aggregationMs: number;
+  evaluationMs: number;
+}
+
+/**
+ * Publishes the round's model and closes the round in one transaction (with the strategy's
+ * state), then reports it: metrics, log line and the 'round' event.
+ */
+export async function publishRound(
+  ctx: RoundContext,
+  run: { id: string; bestAccuracy: number | null },
+  plan: RoundPlan,
+  next: Float32Array,
+  evaluation: EvalResult,
+  nodes: NodeRoundResult[],
+  timing: RoundTiming,
+  strategyState: Buffer | undefined,
+): Promise<RoundSummary> {
+  const participants = nodes.filter((n) => n.status === 'ok').map((n) => n.nodeId);
+  const trainingMs = Math.max(0, ...nodes.filter((n) => n.status === 'ok').map((n) => n.durationMs ?? 0));
+  const durationMs = Date.now() - timing.started;
+  const summaryMetrics = {
+    globalAccuracy: evaluation.accuracy,
+    globalLoss: evaluation.loss,
+    evaluatedOn: evaluation.samples,
+    participants,
+    stragglers: stragglersOf(nodes),
+    nodes,
+    durationMs,
+    trainingMs,
+    aggregationMs: timing.aggregationMs,
+    evaluationMs: timing.evaluationMs,
+    overheadShare: durationMs > 0 ? Math.max(0, 1 - trainingMs / durationMs) : 0,
+  };
+  const model = {
+    ...encodeStoredWeights(referenceModelSpec(), next),
+    parentVersion: plan.baseVersion,
+    runId: run.id,
+    round: plan.round,
+    metrics: { accuracy: evaluation.accuracy, loss: evaluation.loss, samples: evaluation.samples, participants: participants.length },
+  };
+  const best = Math.max(evaluation.accuracy, run.bestAccuracy ?? 0);
+  const version = await store.completeRound(ctx.pool, run.id, plan.round, model, summaryMetrics, best, strategyState);
+  const m = ctx.metrics;
+  m?.roundSeconds.observe(durationMs / 1000);
+  m?.roundParticipants.set(participants.length);
+  m?.roundFailedNodes.set(plan.instructions.length - participants.length);
+  m?.rounds.inc({ status: 'completed' });
+  m?.modelVersion.set(version);
+  m?.aggregationSeconds.observe(timing.aggregationMs / 1000);
+  m?.globalAccuracy.set(evaluation.accuracy);
+  const summary: RoundSummary = { runId: run.id, round: plan.round, status: 'completed', modelVersion: version, ...summaryMetrics };
+  ctx.log.info('round completed', { run_id: run.id, round: plan.round, model_version: version, accuracy: evaluation.accuracy, loss: evaluation.loss, participants, duration_ms: durationMs });
+  ctx.emit('round', summary);
+  return summary;
+}
+
+/** Closes the round as failed (nothing is published) and reports it. */
+export async function recordFailedRound(ctx: RoundContext, runId: string, plan: RoundPlan, nodes: NodeRoundResult[], reason: string, accepted: number, started: number): Promise<RoundSummary> {
+  const participants = nodes.filter((n) => n.status === 'ok').map((n) => n.nodeId);
+  const stragglers = stragglersOf(nodes);
+  const metrics = { nodes, participants, stragglers, reason };
+  await store.failRound(ctx.pool, runId, plan.round, metrics);
+  ctx.log.warn('round failed', { run_id: runId, round: plan.round, ...metrics });
+  const durationMs = Date.now() - started;
+  ctx.metrics?.rounds.inc({ status: 'failed' });
+  ctx.metrics?.roundSeconds.observe(durationMs / 1000);
+  ctx.metrics?.roundParticipants.set(accepted);
+  ctx.metrics?.roundFailedNodes.set(plan.instructions.length - accepted);
+  const summary: RoundSummary = {
+    runId,
+    round: plan.round,
+    status: 'failed',
+    modelVersion: null,
+    globalAccuracy: null,
+    globalLoss: null,
+    participants: [],
+    stragglers: nodes.filter((n) => n.status !== 'ok').map((n) => n.nodeId),
+    nodes,
+    durationMs,
+    trainingMs: 0,
+    aggregationMs: 0,
+    evaluationMs: 0,
+    overheadShare: 1,
+  };
+  ctx.emit('round', summary);
+  return summary;
+}
+
+function stragglersOf(nodes: NodeRoundResult[]): string[] {
+  return nodes.filter((n) => n.status === 'late' || n.status === 'failed').map((n) => n.nodeId);
+}

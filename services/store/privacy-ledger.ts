@@ -99,13 +99,19 @@ export async function reservePrivacy(
   }
 }
 
-/** Each node's total spent ε at δ, over every run (for GET /runs/:id and the dashboard). */
-export async function spentByNode(pool: pg.Pool, delta: number, nodeIds?: readonly string[]): Promise<Record<string, number>> {
-  const { rows } = await pool.query<Row>(
-    `SELECT ${COLUMNS} FROM privacy_ledger WHERE $1::text[] IS NULL OR node_id = ANY($1) ORDER BY id`,
-    [nodeIds ?? null],
-  );
-  const byNode = new Map<string, GaussianEvent[]>();
-  for (const r of rows.map(toEntry)) byNode.set(r.nodeId, [...(byNode.get(r.nodeId) ?? []), r]);
-  return Object.fromEntries([...byNode].map(([node, events]) => [node, spentEpsilon(events, delta)]));
+/** Shard sizes (from the nodes table) and ledgers of the given nodes, for the aggregator's budget view. */
+export async function ledgersOf(pool: pg.Pool, nodeIds: readonly string[]): Promise<{ sizes: Map<string, number>; ledgers: Map<string, LedgerEntry[]> }> {
+  const [nodes, entries] = await Promise.all([
+    pool.query<{ id: string; shard_size: number }>('SELECT id, shard_size FROM nodes WHERE id = ANY($1)', [nodeIds]),
+    pool.query<Row>(`SELECT ${COLUMNS} FROM privacy_ledger WHERE node_id = ANY($1) ORDER BY id`, [nodeIds]),
+  ]);
+  const ledgers = new Map<string, LedgerEntry[]>();
+  for (const e of entries.rows.map(toEntry)) ledgers.set(e.nodeId, [...(ledgers.get(e.nodeId) ?? []), e]);
+  return { sizes: new Map(nodes.rows.map((r) => [r.id, r.shard_size])), ledgers };
+}
+
+/** Each node's total spent ε at δ, over every run. */
+export async function spentByNode(pool: pg.Pool, delta: number, nodeIds: readonly string[]): Promise<Record<string, number>> {
+  const { ledgers } = await ledgersOf(pool, nodeIds);
+  return Object.fromEntries([...ledgers].map(([node, events]) => [node, spentEpsilon(events, delta)]));
 }

@@ -30,7 +30,7 @@ export function trainWithPrivacy(
       throw new HttpError(
         403,
         'privacy_budget_exhausted',
-        `node ${nodeId} has spent ε = ${r.spent.toFixed(3)} (δ = ${dp.delta}); this round would take it to ${r.wouldBe.toFixed(3)}, past its budget of ${r.budget}`,
+        `privacy_budget_exhausted: node ${nodeId} has spent ε = ${r.spent.toFixed(3)} (δ = ${dp.delta}); this round would take it to ${r.wouldBe.toFixed(3)}, past its budget of ${r.budget}`,
       );
     }
     const result = await trainLocalDp(model, data, { ...opts, dp: { noiseMultiplier: dp.noiseMultiplier, clipNorm: dp.clip } });

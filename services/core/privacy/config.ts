@@ -68,3 +68,10 @@ export function dpProblems(dp: DpConfig, run: RunShape): string[] {
   }
   return problems;
 }
+
+/** The strategy and the DP mode must agree: client-level noise is the dp-fedavg strategy's job, and only its. */
+export function dpStrategyIssue(strategy: string, dp: DpConfig | null): string | undefined {
+  if (strategy === 'dp-fedavg' && dp?.mode !== 'central') return "'strategy' dp-fedavg needs 'dp' with mode 'central'";
+  if (dp?.mode === 'central' && strategy !== 'dp-fedavg') return "'dp.mode' central needs 'strategy' dp-fedavg";
+  return undefined;
+}

@@ -34,27 +34,42 @@ export function l2Norm(v: Float32Array): number {
   return Math.sqrt(s);
 }
 
-/** base + (Σ_k clip_S(w_k − base) + N(0, σ²S²)) / expectedClients */
-export function dpFedAvgAggregate(base: Float32Array, clientWeights: readonly Float32Array[], o: DpFedAvgOptions): DpFedAvgResult {
-  if (!(o.clip > 0) || !(o.noiseMultiplier >= 0) || !(o.expectedClients > 0)) throw new Error('DP-FedAvg needs clip > 0, noiseMultiplier ≥ 0, expectedClients > 0');
+/**
+ * Streams the round: each client's delta is clipped and folded into one running sum, so
+ * memory stays at two model-sized vectors whatever the number of clients.
+ */
+export function clippedDeltaSum(base: Float32Array, clip: number) {
+  if (!(clip > 0)) throw new Error('DP-FedAvg needs clip > 0');
   const sum = new Float64Array(base.length);
   const delta = new Float32Array(base.length);
+  let clients = 0;
   let clipped = 0;
-  for (const w of clientWeights) {
-    if (w.length !== base.length) throw new Error(`client update has ${w.length} values, model has ${base.length}`);
-    for (let i = 0; i < base.length; i++) delta[i] = w[i]! - base[i]!;
-    const norm = l2Norm(delta);
-    const scale = norm > o.clip ? o.clip / norm : 1;
-    if (scale < 1) clipped++;
-    for (let i = 0; i < base.length; i++) sum[i]! += scale * delta[i]!;
-  }
-  const std = o.noiseMultiplier * o.clip;
-  const weights = new Float32Array(base.length);
-  for (let i = 0; i < base.length; i++) {
-    const noise = std > 0 ? std * normal(o.rng) : 0;
-    weights[i] = base[i]! + (sum[i]! + noise) / o.expectedClients;
-  }
-  return { weights, clippedShare: clientWeights.length ? clipped / clientWeights.length : 0 };
+  return {
+    add(w: Float32Array): void {
+      if (w.length !== base.length) throw new Error(`client update has ${w.length} values, model has ${base.length}`);
+      for (let i = 0; i < base.length; i++) delta[i] = w[i]! - base[i]!;
+      const norm = l2Norm(delta);
+      const scale = norm > clip ? clip / norm : 1;
+      if (scale < 1) clipped++;
+      clients++;
+      for (let i = 0; i < base.length; i++) sum[i]! += scale * delta[i]!;
+    },
+    /** base + (sum + N(0, σ²S²)) / expectedClients */
+    release(noiseMultiplier: number, expectedClients: number, rng: Rng): DpFedAvgResult {
+      if (!(noiseMultiplier >= 0) || !(expectedClients > 0)) throw new Error('DP-FedAvg needs noiseMultiplier ≥ 0 and expectedClients > 0');
+      const std = noiseMultiplier * clip;
+      const weights = new Float32Array(base.length);
+      for (let i = 0; i < base.length; i++) weights[i] = base[i]! + (sum[i]! + (std > 0 ? std * normal(rng) : 0)) / expectedClients;
+      return { weights, clippedShare: clients ? clipped / clients : 0 };
+    },
+  };
+}
+
+/** base + (Σ_k clip_S(w_k − base) + N(0, σ²S²)) / expectedClients, for a round held in memory. */
+export function dpFedAvgAggregate(base: Float32Array, clientWeights: readonly Float32Array[], o: DpFedAvgOptions): DpFedAvgResult {
+  const sum = clippedDeltaSum(base, o.clip);
+  for (const w of clientWeights) sum.add(w);
+  return sum.release(o.noiseMultiplier, o.expectedClients, o.rng);
 }
 
 /** Client-level ε of `rounds` DP-FedAvg rounds where each client takes part with probability q. */

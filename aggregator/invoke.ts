@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import { signInvokeToken } from '../services/shared/auth.js';
+import { invokeClaims, signInvokeToken } from '../services/shared/auth.js';
 import { AUTH_EXTENSION, EVENT_TYPES, NODE_EXTENSION, encodeEvent, makeEvent } from '../services/http/cloudevents.js';
 
 export interface TrainerTarget {
@@ -42,7 +42,7 @@ export async function invokeTrainer(target: TrainerTarget, data: Record<string, 
   let lastStatus: number | undefined;
   // Trigger filters match the bare node number (edgeflnode=0), as the manifests render them.
   const extensions: Record<string, string> = { [NODE_EXTENSION]: target.nodeId.replace(/^node-/, '') };
-  if (opts.brokerUrl && opts.secret) extensions[AUTH_EXTENSION] = signInvokeToken(opts.secret, target.nodeId, Math.min(opts.deadline.getTime() - Date.now() + 60_000, 3_600_000));
+  if (opts.brokerUrl && opts.secret) extensions[AUTH_EXTENSION] = signInvokeToken(opts.secret, invokeClaims(target.nodeId, data), Math.min(opts.deadline.getTime() - Date.now() + 60_000, 3_600_000));
   const event = makeEvent(EVENT_TYPES.roundTrain, '/edgefl/aggregator', data, extensions);
   while (true) {
     if (opts.signal?.aborted) return { ok: false, reason: 'stopped', detail: 'run stopped', attempts, ms: Date.now() - started };
@@ -51,7 +51,7 @@ export async function invokeTrainer(target: TrainerTarget, data: Record<string, 
     attempts++;
     const msg = encodeEvent(event, 'binary');
     const headers: Record<string, string> = { ...msg.headers, 'content-type': 'application/json' };
-    if (opts.secret && !opts.brokerUrl) headers.authorization = `Bearer ${signInvokeToken(opts.secret, target.nodeId, Math.min(remaining + 60_000, 3_600_000))}`;
+    if (opts.secret && !opts.brokerUrl) headers.authorization = `Bearer ${signInvokeToken(opts.secret, invokeClaims(target.nodeId, data), Math.min(remaining + 60_000, 3_600_000))}`;
     if (opts.requestId) headers['x-request-id'] = opts.requestId;
     let retryAfterMs: number | undefined;
     try {

@@ -2,6 +2,7 @@ import { initBackend } from '../services/core/backend.js';
 import type { Config } from '../services/shared/config.js';
 import { createLogger } from '../services/shared/log.js';
 import { createMetrics } from '../services/shared/metrics.js';
+import { describeAuth, resolveAuth, type ServiceAuth } from '../services/shared/secrets.js';
 import { loadHeldOut } from '../services/core/node-data.js';
 import { listen } from '../services/http/runtime.js';
 import { openDatabase } from '../services/store/database.js';
@@ -29,24 +30,31 @@ export interface AggregatorOptions {
 export async function startAggregator(cfg: Config, opts: AggregatorOptions = {}) {
   const sink = opts.logFile ? fileSink(opts.logFile) : undefined;
   const log = createLogger({ service: 'aggregator' }, cfg.logLevel, sink);
+  // Settled first: an aggregator without its secrets must not start at all (unless the user opted out).
+  const auth = resolveAuth(cfg, 'aggregator');
+  const authLine = describeAuth('aggregator', auth);
+  log[authLine.level](authLine.msg, authLine.fields);
   const metrics = createMetrics('aggregator');
   await initBackend(cfg.backend, (m) => log.info(m));
   const heldOut = loadHeldOut(cfg);
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
   const trainers = trainerSource(cfg, log);
-  const federation = new Federation({ pool: db.pool, log, heldOut, trainers, invokeSecret: cfg.invokeSecret, metrics, brokerUrl: cfg.eventSink });
+  const federation = new Federation({ pool: db.pool, log, heldOut, trainers, invokeSecret: auth.invokeSecret, metrics, brokerUrl: cfg.eventSink });
   if (cfg.eventSink) log.info('rounds travel through Knative Eventing', { broker: cfg.eventSink });
   const app = createAggregatorApp({
     pool: db.pool,
     federation,
     log,
-    adminToken: cfg.adminToken,
+    adminToken: auth.adminToken,
     trainers,
     servingUrls: () => cfg.servingUrls,
     runDefaults: opts.runDefaults,
     metrics,
-    deadLetter: { brokerUrl: cfg.eventSink, invokeSecret: cfg.invokeSecret },
-    mount: opts.mount,
+    deadLetter: { brokerUrl: cfg.eventSink, invokeSecret: auth.invokeSecret },
+    mount: (app) => {
+      mountStatus(app, auth);
+      opts.mount?.(app);
+    },
   });
   const server = await listen(app, cfg.port, log, async () => {
     await federation.shutdown();
@@ -55,4 +63,14 @@ export async function startAggregator(cfg: Config, opts: AggregatorOptions = {})
   const resumed = await federation.resumeAll();
   if (resumed.length) log.info('resumed runs', { runs: resumed });
   return { server, db, federation, app, log };
+}
+
+/** GET /status: how this aggregator is protected, for the dashboard's warning banner (never a secret). */
+function mountStatus(app: express.Express, auth: ServiceAuth): void {
+  const status = {
+    service: 'edgefl-aggregator',
+    insecure: auth.insecure,
+    auth: { admin: auth.adminToken ? 'bearer-token' : 'off', trainerInvocation: auth.invokeSecret ? 'hmac-token' : 'off', secrets: auth.source },
+  };
+  app.get('/status', (_req, res) => void res.json(status));
 }

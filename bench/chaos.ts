@@ -36,6 +36,8 @@ import * as store from '../services/store/model-store.js';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.basename(path.dirname(HERE)) === 'dist' ? path.resolve(HERE, '../..') : path.resolve(HERE, '..');
 const CLI = path.join(ROOT, 'dist/services/cli/edgefl.js');
+/** Trainers and the aggregator refuse to start without their secrets (an external database gives no local ones). */
+const CHAOS_ADMIN_TOKEN = 'chaos-admin-token-0123456789';
 
 export interface FaultResult {
   fault: string;
@@ -197,7 +199,7 @@ export class Cluster {
       EDGEFL_TEST_SIZE: '300',
       EDGEFL_LOG_LEVEL: 'warn',
       EDGEFL_INVOKE_SECRET: 'chaos-invoke-secret',
-      EDGEFL_ADMIN_TOKEN: '',
+      EDGEFL_ADMIN_TOKEN: CHAOS_ADMIN_TOKEN,
     };
   }
 
@@ -218,7 +220,7 @@ export class Cluster {
   }
 
   async startRun(config: Record<string, unknown>): Promise<string> {
-    const res = await fetch(this.aggregator.url + '/runs', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(config) });
+    const res = await fetch(this.aggregator.url + '/runs', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAOS_ADMIN_TOKEN}` }, body: JSON.stringify(config) });
     const body = (await res.json()) as { id?: string; error?: unknown };
     if (res.status !== 201 || !body.id) throw new Error(`POST /runs: ${res.status} ${JSON.stringify(body)}`);
     return body.id;
@@ -316,7 +318,7 @@ export async function trainerKill9(c: Cluster, iteration: number, opts: { roundT
     const rounds = await store.listRounds(c.pool, runId);
     return rounds.find((r) => r.round > 1 && r.status === 'completed' && (r.metrics.participants ?? []).includes(victimId))?.round;
   }, 180_000, 200).catch(() => undefined);
-  await fetch(`${c.aggregator.url}/runs/${runId}/stop`, { method: 'POST' });
+  await fetch(`${c.aggregator.url}/runs/${runId}/stop`, { method: 'POST', headers: { authorization: `Bearer ${CHAOS_ADMIN_TOKEN}` } });
   await c.waitRun(runId);
   const { problems } = await c.audit(runId, ['stopped', 'completed']);
   return {

@@ -75,6 +75,7 @@ export async function trainerMemory(env: BenchEnv, p: Pick<MemoryParams, 'max_tr
     EDGEFL_NODES: '1',
     EDGEFL_MAX_TRAIN_SAMPLES: String(p.max_train_samples),
     EDGEFL_INVOKE_SECRET: '',
+    EDGEFL_INSECURE: '1', // posted to directly with plain JSON, as a user would with curl
   });
   const url = `http://127.0.0.1:${port}`;
   try {

@@ -101,13 +101,13 @@ describe('Federation against real trainers', () => {
 
   it('completes a round with the quorum when some nodes hang, fail or refuse; records them', async () => {
     const run = await federation.startRun(parseRunConfig({ ...FAST, rounds: 1, roundTimeoutS: 6, minQuorum: 2, nodes: ['node-0', 'node-1', 'hang', 'err500', 'err400'] }));
-    const started = Date.now();
     const done = await waitRunDone(db.pool, run.id);
     expect(done.status).toBe('completed');
-    // the round waited for the stragglers until its deadline, not (much) longer
-    expect(Date.now() - started).toBeLessThan(15_000);
     const [round] = await store.listRounds(db.pool, run.id);
     expect(round!.status).toBe('completed');
+    // It waited for the stragglers until the deadline (the aggregator's own clock, both stamps), and
+    // then stopped waiting: the hanging node never answers, so completing at all proves it gave up.
+    expect(Date.parse(round!.finishedAt!)).toBeGreaterThanOrEqual(Date.parse(round!.deadline));
     const byNode = Object.fromEntries(round!.metrics.nodes.map((n: { nodeId: string }) => [n.nodeId, n]));
     expect(round!.metrics.participants).toEqual(['node-0', 'node-1']);
     expect(byNode.hang.status).toBe('late');
@@ -248,6 +248,7 @@ describe('resume after the aggregator is killed', () => {
         EDGEFL_TEST_SIZE: '300',
         EDGEFL_LOG_LEVEL: 'error',
         EDGEFL_ADMIN_TOKEN: '',
+        EDGEFL_INSECURE: '1', // the in-process trainers of this file run without a secret
       },
       stdio: ['ignore', 'ignore', 'inherit'],
     });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,7 +74,7 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${port}`;
   fed = spawn(
     process.execPath,
-    [path.join(ROOT, 'services/cli/bin.mjs'), 'up', '--nodes', '2', '--rounds', String(ROUNDS), '--epochs', '1', '--max-train-samples', '300', '--port', String(port), '--data-dir', dataDir, '--target', '0.999', '--test-size', '500'],
+    [path.join(ROOT, 'services/cli/bin.mjs'), 'up', '--nodes', '2', '--rounds', String(ROUNDS), '--epochs', '1', '--max-train-samples', '300', '--port', String(port), '--data-dir', dataDir, '--target', '0.999', '--test-size', '500', '--no-run'],
     { cwd: ROOT, env: { ...process.env, DATABASE_URL: db.url, EDGEFL_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   fed.stdout!.on('data', (d: Buffer) => (fedOut += d.toString()));
@@ -114,9 +114,9 @@ describe('dashboard end to end', () => {
 
   it('follows a live federation: chart, rounds, nodes and models', async () => {
     try {
-      // The run is created as soon as the aggregator is up; open the page while it trains.
-      runId = await until('the run to start', async () => (await getJSON<{ runs: { id: string }[] }>(`${base}/runs`)).runs[0]?.id, 150_000, fed);
-      mark(`federation up, run ${runId} started`);
+      // The page opens before the run exists, so every round it shows must arrive live, over SSE.
+      await until('the aggregator and its dashboard', async () => ((await getJSON<{ runs: unknown[] }>(`${base}/runs`)).runs ? true : undefined), 150_000, fed);
+      mark('federation up (no run yet)');
       const res = await fetch(`${base}/`, { headers: { accept: 'text/html' } });
       expect(res.headers.get('content-type')).toMatch(/text\/html/);
       const csp = res.headers.get('content-security-policy') ?? '';
@@ -129,7 +129,6 @@ describe('dashboard end to end', () => {
       page = ctx!.pages()[0] ?? (await ctx!.newPage());
       watchErrors(page);
       await page.goto(`${base}/`);
-      const doneAtOpen = (await getJSON(`${base}/runs/${runId}`)).rounds.filter((r: { status: string }) => r.status === 'completed').length;
       // Record every value the chart's round count takes, to see it grow without a reload.
       await page.evaluate(() => {
         const chart = document.querySelector('#chart')!;
@@ -140,6 +139,16 @@ describe('dashboard end to end', () => {
         }).observe(chart, { attributes: true, attributeFilter: ['data-rounds'] });
       });
       await page.waitForSelector('#live.on', { timeout: 10_000 });
+      // `edgefl up` keeps the admin token in the data directory (never on the terminal).
+      const { adminToken } = JSON.parse(readFileSync(path.join(dataDir, 'local.json'), 'utf8')) as { adminToken: string };
+      const started = await fetch(`${base}/runs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+        body: JSON.stringify({ rounds: ROUNDS, epochs: 1, targetAccuracy: 0.999 }),
+      });
+      expect(started.status).toBe(201);
+      runId = ((await started.json()) as { id: string }).id;
+      mark(`run ${runId} started with the page open`);
 
       const run = await until(
         'the run to finish',
@@ -163,12 +172,10 @@ describe('dashboard end to end', () => {
       expect(await page.locator('#chart polyline.node-line').count()).toBe(2);
       expect(await page.locator('#rounds-table tbody tr').count()).toBe(run.rounds.length);
       expect(await page.textContent('#run-id')).toBe(runId);
-      const seen: string[] = await page.evaluate(() => (window as any).__rounds);
-      if (doneAtOpen < ROUNDS) {
-        // the page was open before the last round finished: SSE brought it in without a reload
-        expect(seen.map(Number).at(-1)).toBe(ROUNDS);
-        expect(Math.min(...seen.map(Number))).toBeLessThan(ROUNDS);
-      }
+      // The page was open before the run started: SSE brought every round in without a reload.
+      const seen: number[] = (await page.evaluate(() => (window as any).__rounds as string[])).map(Number);
+      expect(seen.at(-1)).toBe(ROUNDS);
+      expect(Math.min(...seen)).toBeLessThan(ROUNDS);
 
       await page.waitForFunction(() => document.querySelectorAll('#nodes .node').length === 2);
       await page.waitForFunction(() => document.querySelectorAll('#nodes .hist rect').length === 20, undefined, { timeout: 10_000 });

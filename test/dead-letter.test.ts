@@ -10,7 +10,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { deadLetterHandlers, REDELIVERY_EXTENSION } from '../aggregator/dead-letter.js';
 import { applyCommonMiddleware, applyErrorHandlers } from '../services/http/common.js';
 import { AUTH_EXTENSION, EVENT_TYPES, NODE_EXTENSION, encodeEvent, makeEvent } from '../services/http/cloudevents.js';
-import { signInvokeToken } from '../services/shared/auth.js';
+import { invokeClaims, signInvokeToken } from '../services/shared/auth.js';
 import { createLogger } from '../services/shared/log.js';
 import { createMetrics } from '../services/shared/metrics.js';
 import { parsePrometheus } from './helpers/prometheus.js';
@@ -65,7 +65,7 @@ function deadLetter(opts: { node?: string; signedFor?: string; tokenTtlMs?: numb
   const data = { runId: 'run-dl', round: opts.round ?? ++round, modelVersion: 1, deadline: new Date(Date.now() + (opts.deadlineMs ?? 60_000)).toISOString() };
   const ext: Record<string, string> = {
     [NODE_EXTENSION]: node,
-    [AUTH_EXTENSION]: signInvokeToken(SECRET, opts.signedFor ?? `node-${node}`, opts.tokenTtlMs ?? 120_000),
+    [AUTH_EXTENSION]: signInvokeToken(SECRET, invokeClaims(opts.signedFor ?? `node-${node}`, data), opts.tokenTtlMs ?? 120_000),
     knativeerrorcode: '503',
     knativeerrordest: `http://edgefl-trainer-${node}.edgefl.svc.cluster.local`,
   };

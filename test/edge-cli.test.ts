@@ -93,7 +93,8 @@ describe('edgefl CLI: trainer and serving processes', () => {
 
   it('start, answer /healthz and /readyz (serving is not ready without a model)', async () => {
     serving = await start(['serve'], {});
-    trainer = await start(['trainer', '--node-id', '0', '--nodes', '3'], { EDGEFL_MAX_TRAIN_SAMPLES: '200' });
+    // --insecure: this test invokes the trainer with curl-like plain JSON, no token.
+    trainer = await start(['trainer', '--node-id', '0', '--nodes', '3', '--insecure'], { EDGEFL_MAX_TRAIN_SAMPLES: '200' });
     await waitFor(serving, '/healthz', (r) => r.status === 200);
     await waitFor(trainer, '/healthz', (r) => r.status === 200);
     const notReady = await fetch(`${serving.url}/readyz`);
@@ -102,6 +103,9 @@ describe('edgefl CLI: trainer and serving processes', () => {
     const ready = await fetch(`${trainer.url}/readyz`);
     expect(ready.status).toBe(200);
     expect(await ready.json()).toMatchObject({ status: 'ready', node: 'node-0', busy: false, samples: 200 });
+    // The opt-out is visible: a warning at start and the flag on GET /.
+    expect(trainer.log.join('')).toMatch(/"level":"warn".*INSECURE: authentication is off/);
+    expect(await (await fetch(`${trainer.url}/`)).json()).toMatchObject({ insecure: true });
     // The trainer registered its node.
     const nodes = await store.listNodes(db.pool);
     expect(nodes.map((n) => n.id)).toEqual(['node-0']);
@@ -155,5 +159,58 @@ describe('edgefl CLI: trainer and serving processes', () => {
     const logs = serving.log.concat(trainer.log).join('');
     expect(logs).toContain('"msg":"shutting down"');
     expect(logs).not.toContain('"level":"error"');
+  });
+});
+
+describe('edgefl CLI: authentication fails closed', () => {
+  const exitOf = async (s: Service) => ({ code: await s.exited, out: s.log.join('') });
+  const placeholder = 'CHANGE-ME-invoke-secret';
+  const good = 'cli-test-secret-0123456789';
+
+  it('a trainer or aggregator without its secret (external database) refuses to start, naming the variable and the opt-out', async () => {
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [['trainer'], {}, /EDGEFL_INVOKE_SECRET is not set: this trainer refuses to start unauthenticated.*--insecure \(EDGEFL_INSECURE=1\)/],
+      [['aggregator'], {}, /EDGEFL_INVOKE_SECRET and EDGEFL_ADMIN_TOKEN are not set: this aggregator refuses to start unauthenticated/],
+      [['aggregator'], { EDGEFL_INVOKE_SECRET: good }, /EDGEFL_ADMIN_TOKEN is not set/],
+    ];
+    for (const [args, env, message] of cases) {
+      const { code, out } = await exitOf(await start(args, { EDGEFL_INVOKE_SECRET: '', EDGEFL_ADMIN_TOKEN: '', ...env }));
+      expect(code, out).toBe(2);
+      expect(out).toMatch(message);
+    }
+  });
+
+  it('refuses placeholder and short secrets even with --insecure', async () => {
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [['trainer'], { EDGEFL_INVOKE_SECRET: placeholder }, /EDGEFL_INVOKE_SECRET is a placeholder \(starts with 'CHANGE-ME'\)/],
+      [['trainer', '--insecure'], { EDGEFL_INVOKE_SECRET: 'short' }, /EDGEFL_INVOKE_SECRET is shorter than 16 characters/],
+      [['aggregator'], { EDGEFL_INVOKE_SECRET: good, EDGEFL_ADMIN_TOKEN: 'CHANGE-ME-admin-token' }, /EDGEFL_ADMIN_TOKEN is a placeholder/],
+      [['serve'], { EDGEFL_API_KEYS: 'CHANGE-ME-key' }, /a key in EDGEFL_API_KEYS is a placeholder/],
+    ];
+    for (const [args, env, message] of cases) {
+      const { code, out } = await exitOf(await start(args, env));
+      expect(code, out).toBe(2);
+      expect(out).toMatch(message);
+      expect(out.trim().split('\n')).toHaveLength(1); // one line, no stack
+    }
+  });
+
+  it('an aggregator started with --insecure says so at start and on GET /status', async () => {
+    const agg = await start(['aggregator', '--insecure'], { EDGEFL_INVOKE_SECRET: '', EDGEFL_ADMIN_TOKEN: '' });
+    const res = await waitFor(agg, '/status', (r) => r.status === 200);
+    expect(await res.json()).toEqual({ service: 'edgefl-aggregator', insecure: true, auth: { admin: 'off', trainerInvocation: 'off', secrets: 'none' } });
+    expect(agg.log.join('')).toMatch(/"level":"warn".*INSECURE: authentication is off.*start and stop runs/);
+    agg.proc.kill('SIGTERM');
+    expect(await agg.exited).toBe(0);
+  });
+
+  it('with its secrets, an aggregator reports authentication on and never shows them', async () => {
+    const agg = await start(['aggregator'], { EDGEFL_INVOKE_SECRET: good, EDGEFL_ADMIN_TOKEN: `${good}-admin` });
+    const res = await waitFor(agg, '/status', (r) => r.status === 200);
+    const text = await res.text();
+    expect(JSON.parse(text)).toMatchObject({ insecure: false, auth: { admin: 'bearer-token', trainerInvocation: 'hmac-token', secrets: 'environment' } });
+    expect(text + agg.log.join('')).not.toContain(good);
+    agg.proc.kill('SIGTERM');
+    expect(await agg.exited).toBe(0);
   });
 });

@@ -348,8 +348,10 @@ describe('discovery through @kubernetes/client-node', () => {
   });
 
   it('waitForScaleToZero returns at once when no pods exist, and rejects an unknown service', async () => {
-    const r = await waitForScaleToZero(kc, 'edgefl', 'edgefl-trainer-1', 1000);
-    expect(r.waitedMs).toBeLessThan(1000);
+    const before = api.requests.length;
+    // Resolving at all proves it did not wait out its timeout (that rejects); and it opened no watch.
+    await waitForScaleToZero(kc, 'edgefl', 'edgefl-trainer-1', 1000);
+    expect(api.requests.slice(before).filter((q) => q.includes('watch=true'))).toEqual([]);
     await expect(waitForScaleToZero(kc, 'edgefl', 'edgefl-trainer-9', 1000)).rejects.toThrow('Knative Service edgefl-trainer-9 not found in edgefl');
   });
 
@@ -384,11 +386,10 @@ describe('discovery through @kubernetes/client-node', () => {
   });
 
   it('waitForScaleToZero times out naming the pods still present', async () => {
-    const started = Date.now();
+    // The message says it gave up at its own timeout (what it measured, not this test's clock).
     await expect(waitForScaleToZero(kc, 'edgefl', 'edgefl-serving-0', 300)).rejects.toThrow(
       /timed out after 300 ms waiting for edgefl-serving-0 in edgefl to scale to zero \(2 pod\(s\) left: edgefl-serving-0-00002-deployment-a/,
     );
-    expect(Date.now() - started).toBeLessThan(3000);
   });
 
   it('edgefl status --kube prints a table (and --json) from $KUBECONFIG', async () => {

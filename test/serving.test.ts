@@ -453,24 +453,31 @@ describe('bad input is a 4xx, never a 5xx', () => {
 describe('model versions', () => {
   let v2: number;
 
-  it('hot-swaps to a newly published version under load without a single failed request', async () => {
-    const flat2 = trainedFlat.map((v, i) => (i % 7 === 0 ? v * 0.999 : v));
+  it('hot-swaps to a newly published version under load without a single failed request; the answers change with it', async () => {
+    // Version 2 answers differently from version 1 on purpose: its output bias (the last 10 weights)
+    // makes it say `forced` for every image, a class version 1 gives neither of the two images.
+    const forced = [0, 1, 2, 3].find((c) => c !== expected[1] && c !== expected[2])!;
+    const flat2 = Float32Array.from(trainedFlat);
+    flat2[flat2.length - 10 + forced]! += 50;
     const body = JSON.stringify({ instances: [flatImage(1), flatImage(2)] });
     const seen: number[] = [];
+    const answers = new Map<number, Set<string>>();
     let observing = true;
     let observerFailures = 0;
     const observe = async () => {
       while (observing) {
         const res = await post(`${base}/v1/models/mnist:predict`, body);
         if (res.status !== 200) observerFailures++;
-        const b = (await res.json()) as { model_version: string };
+        const b = (await res.json()) as { model_version: string; classes: number[] };
         expect(res.headers.get('x-model-version')).toBe(b.model_version);
-        seen.push(Number(b.model_version));
+        const version = Number(b.model_version);
+        seen.push(version);
+        answers.set(version, (answers.get(version) ?? new Set()).add(JSON.stringify(b.classes)));
       }
     };
     const observer = observe();
     const load = autocannon({ url: `${base}/v1/models/mnist:predict`, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections: 4, duration: 3 });
-    await new Promise((r) => setTimeout(r, 800));
+    await until(() => seen.filter((v) => v === v1).length >= 3, 'answers from version 1 under load');
     v2 = await store.publishModel(db.pool, { ...weightsRow(flat2), parentVersion: v1 });
     await until(() => seen.at(-1) === v2, 'responses from version 2');
     const result = await load;
@@ -487,6 +494,9 @@ describe('model versions', () => {
     const firstNew = seen.indexOf(v2);
     expect(seen.slice(firstNew).every((v) => v === v2)).toBe(true);
     expect(holder.current?.version).toBe(v2);
+    // Every answer labelled with a version is that version's answer: the weights really changed.
+    expect([...answers.get(v1)!]).toEqual([JSON.stringify([expected[1], expected[2]])]);
+    expect([...answers.get(v2)!]).toEqual([JSON.stringify([forced, forced])]);
   });
 
   it('refuses a version whose stored checksum does not match its bytes; the previous one keeps serving', async () => {

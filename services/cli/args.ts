@@ -31,7 +31,10 @@ export const SERVICE_FLAGS: Record<string, { env: string; help: string }> = {
   'trainer-urls': { env: ENV.trainerUrls, help: 'comma-separated trainer URLs (aggregator)' },
 };
 
-export const serviceOptions: Options = Object.fromEntries(Object.keys(SERVICE_FLAGS).map((k) => [k, { type: 'string' }]));
+/** `--insecure`: the explicit opt-out of authentication (EDGEFL_INSECURE=1); logged at start and reported on status routes. */
+export const INSECURE_FLAG = 'insecure';
+
+export const serviceOptions: Options = { ...Object.fromEntries(Object.keys(SERVICE_FLAGS).map((k) => [k, { type: 'string' }])), [INSECURE_FLAG]: { type: 'boolean' } };
 
 export function envFromFlags(values: Record<string, string | boolean | undefined>): Record<string, string> {
   const env: Record<string, string> = {};
@@ -39,6 +42,7 @@ export function envFromFlags(values: Record<string, string | boolean | undefined
     const v = values[flag];
     if (typeof v === 'string') env[spec.env] = v;
   }
+  if (values[INSECURE_FLAG] === true) env[ENV.insecure] = '1';
   return env;
 }
 

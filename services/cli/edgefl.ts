@@ -20,7 +20,8 @@ Model and data
 Deployment
   edgefl manifests [--nodes N --image IMG --namespace NS --eventing --write DIR]
 
-Service flags: ${Object.entries(SERVICE_FLAGS).map(([k, s]) => `--${k} (${s.env})`).join(', ')}`;
+Service flags: ${Object.entries(SERVICE_FLAGS).map(([k, s]) => `--${k} (${s.env})`).join(', ')},
+  --insecure (EDGEFL_INSECURE=1: run a trainer or aggregator without authentication; logged at start)`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, appendFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomSecret } from '../shared/auth.js';
+import { localSecrets, resolveAuth } from '../shared/secrets.js';
 import { ENV, loadConfig } from '../shared/config.js';
 import { openDatabase } from '../store/database.js';
 import { startAggregator } from '../../aggregator/main.js';
@@ -98,8 +98,6 @@ export async function up(argv: string[]): Promise<number> {
     [ENV.alpha]: String(v.alpha ?? process.env[ENV.alpha] ?? '0.5'),
     [ENV.seed]: String(v.seed ?? process.env[ENV.seed] ?? '42'),
     [ENV.dataset]: String(v.dataset ?? process.env[ENV.dataset] ?? 'mnist'),
-    [ENV.invokeSecret]: process.env[ENV.invokeSecret] || randomSecret(),
-    [ENV.adminToken]: process.env[ENV.adminToken] || randomSecret(18),
     // Children must log at least at info: up learns their ports from the 'listening' line.
     [ENV.logLevel]: process.env[ENV.logLevel] === 'debug' ? 'debug' : 'info',
   };
@@ -110,6 +108,11 @@ export async function up(argv: string[]): Promise<number> {
   if (v['data-dir']) shared[ENV.dataDir] = path.resolve(String(v['data-dir']));
   // Validate everything once here, before any process starts.
   const cfg = loadConfig({ ...process.env, ...shared, [ENV.port]: String(v.port ?? process.env[ENV.port] ?? 8080) }, 'aggregator');
+  // The data directory's secrets, shared with any function later started alone against it; set ones are checked (no placeholders).
+  const local = localSecrets(cfg.dataDir);
+  shared[ENV.invokeSecret] = cfg.invokeSecret ?? local.invokeSecret;
+  shared[ENV.adminToken] = cfg.adminToken ?? local.adminToken;
+  resolveAuth({ ...cfg, invokeSecret: shared[ENV.invokeSecret], adminToken: shared[ENV.adminToken] }, 'aggregator');
   const runConfig = parseRunConfig({
     rounds: num(v, 'rounds', 20),
     targetAccuracy: num(v, 'target', 0.985),

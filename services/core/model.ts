@@ -32,6 +32,29 @@ export function buildModel(seed = 1): tfl.Sequential {
   return model;
 }
 
+/**
+ * The seed of one training step's dropout masks, from (run seed, node, round, step): every
+ * step on every node in every round draws fresh masks, and the same tuple draws the same
+ * ones (FNV-1a over the tuple, so nearby tuples do not give nearby seeds).
+ */
+export function dropoutStepSeed(runSeed: number, node: string, round: number, step: number): number {
+  let h = 0x811c9dc5;
+  for (const ch of `${runSeed}|${node}|${round}|${step}`) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193);
+  return h >>> 1; // a non-negative 31-bit integer
+}
+
+/**
+ * Reseeds every dropout layer for the next step. tfjs's Dropout hands its `seed` to
+ * tf.dropout on every call, which re-seeds its generator each time: a seed fixed at
+ * build time means the same mask on every step. The field is read at call time, so
+ * setting it before each step is enough (each layer gets its own offset).
+ */
+export function seedDropout(model: tfl.LayersModel, seed: number): void {
+  model.layers.forEach((layer, i) => {
+    if (layer.getClassName() === 'Dropout') (layer as unknown as { seed?: number }).seed = (seed + i * 7919) % 2 ** 31;
+  });
+}
+
 /** Weight names are "<layer>/<kernel|bias>", independent of tfjs's global name counters. */
 export function modelSpec(model: tfl.LayersModel): TensorSpec[] {
   return model.layers.flatMap((layer) =>

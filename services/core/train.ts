@@ -1,5 +1,5 @@
 import { tf, type tfl } from './tf.js';
-import { INPUT_SHAPE, NUM_CLASSES, PIXELS } from './model.js';
+import { INPUT_SHAPE, NUM_CLASSES, PIXELS, dropoutStepSeed, seedDropout } from './model.js';
 import { createRng } from '../../datasets/rng.js';
 import type { ImageSet } from '../../datasets/types.js';
 
@@ -13,6 +13,8 @@ export interface TrainOptions {
   /** FedProx: adds mu/2·‖w − w_global‖² to the loss so local models cannot drift far on skewed shards. */
   proximalMu?: number;
   seed?: number;
+  /** Whose dropout masks these are: each step's masks are drawn from (run seed, node, round, step). */
+  dropout?: { runSeed: number; node: string; round: number };
   /** Checked between batches; training stops early (and the caller discards the result). */
   shouldStop?: () => boolean;
   onEpoch?: (epoch: number, loss: number, accuracy: number, samplesPerSecond: number) => void;
@@ -44,6 +46,7 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
   if (data.count === 0) throw new Error('cannot train on an empty shard');
   const started = performance.now();
   const rng = createRng(opts.seed ?? 1);
+  const dropout = opts.dropout ?? { runSeed: opts.seed ?? 1, node: '', round: 0 };
   const optimizer = makeOptimizer(opts.optimizer ?? 'adam', opts.learningRate);
   const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
   const mu = opts.proximalMu ?? 0;
@@ -74,6 +77,7 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
           batchPixels.set(data.images.subarray(src * PIXELS, (src + 1) * PIXELS), i * PIXELS);
           batchLabels[i] = data.labels[src]!;
         }
+        seedDropout(model, dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, steps));
         const stats = trainStep(model, optimizer, variables, anchors, mu, batchPixels.subarray(0, n * PIXELS), batchLabels.subarray(0, n));
         lossSum += stats.loss * n;
         correct += stats.correct;
@@ -107,6 +111,12 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
   };
 }
 
+/** FedProx's term mu/2·Σ‖w − w_global‖²; its gradient pulls each weight back by mu·(w − w_global). */
+export function proximalTerm(variables: tf.Tensor[], anchors: tf.Tensor[], mu: number): tf.Scalar {
+  const squared = variables.reduce<tf.Scalar>((acc, v, i) => tf.add(acc, tf.sum(tf.square(tf.sub(v, anchors[i]!)))) as tf.Scalar, tf.scalar(0));
+  return tf.mul(mu / 2, squared) as tf.Scalar;
+}
+
 function trainStep(
   model: tfl.LayersModel,
   optimizer: tf.Optimizer,
@@ -126,9 +136,7 @@ function trainStep(
         const probs = model.apply(xs, { training: true }) as tf.Tensor2D;
         correctT = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, 1), tf.argMax(ys, 1)), 'int32')));
         const ce = tf.neg(tf.mean(tf.sum(tf.mul(ys, tf.log(tf.clipByValue(probs, 1e-7, 1))), 1))) as tf.Scalar;
-        if (mu === 0) return ce;
-        const prox = variables.reduce<tf.Scalar>((acc, v, i) => tf.add(acc, tf.sum(tf.square(tf.sub(v, anchors[i]!)))) as tf.Scalar, tf.scalar(0));
-        return tf.add(ce, tf.mul(mu / 2, prox)) as tf.Scalar;
+        return mu === 0 ? ce : (tf.add(ce, proximalTerm(variables, anchors, mu)) as tf.Scalar);
       },
       true,
       variables,

@@ -2,6 +2,7 @@ import { initBackend } from '../core/backend.js';
 import type { Config } from '../shared/config.js';
 import { createLogger } from '../shared/log.js';
 import { createMetrics } from '../shared/metrics.js';
+import { resolveAuth } from '../shared/secrets.js';
 import { listen } from '../http/runtime.js';
 import { openDatabase } from '../store/database.js';
 import { listenForModels } from '../store/listen.js';
@@ -18,6 +19,9 @@ export async function startServing(cfg: Config) {
   const nodeId = `node-${cfg.nodeId}`;
   const log = createLogger({ service: 'serving', node: nodeId }, cfg.logLevel);
   const metrics = createMetrics('serving');
+  resolveAuth(cfg, 'serving'); // refuses placeholder or short API keys
+  // Public predict is a choice (edge devices call it); say so at start so it is never a surprise.
+  log.info(cfg.apiKeys.length ? 'predict routes need an API key' : 'predict routes are public (set EDGEFL_API_KEYS to require a key)', { api_keys: cfg.apiKeys.length });
   // The backend compiles its wasm while the database connection and model fetch are in flight.
   const backendReady = initBackend(cfg.backend, (m) => log.info(m));
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), poolSize: 3, stopEmbeddedOnClose: true });

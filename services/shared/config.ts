@@ -1,6 +1,7 @@
 import path from 'node:path';
-import { parseBackendName, type BackendName } from '../core/backend.js';
-import { PARTITION_KINDS, type PartitionKind } from '../../datasets/partition.js';
+import { z } from 'zod';
+import { BACKENDS, type BackendName } from '../core/backend.js';
+import { PARTITION_KINDS } from '../../datasets/partition.js';
 
 /**
  * Every environment variable edgefl reads, in one place. The Knative manifests are
@@ -25,8 +26,12 @@ export const ENV = {
   maxTrainSamples: 'EDGEFL_MAX_TRAIN_SAMPLES',
   maxBatch: 'EDGEFL_MAX_BATCH',
   maxBodyBytes: 'EDGEFL_MAX_BODY_BYTES',
+  /** The memory this function may use; default: its cgroup limit. Bounds what one request may allocate. */
+  memoryLimitMiB: 'EDGEFL_MEMORY_LIMIT_MIB',
   invokeSecret: 'EDGEFL_INVOKE_SECRET',
   adminToken: 'EDGEFL_ADMIN_TOKEN',
+  /** Explicit opt-out of authentication (1/true); without it a trainer or aggregator refuses to start unprotected. */
+  insecure: 'EDGEFL_INSECURE',
   apiKeys: 'EDGEFL_API_KEYS',
   trainerUrls: 'EDGEFL_TRAINER_URLS',
   discovery: 'EDGEFL_DISCOVERY',
@@ -43,116 +48,103 @@ export const ROLES: readonly Role[] = ['trainer', 'serving', 'aggregator'];
 /** Default ports; Knative always injects PORT, so these only matter locally. */
 export const DEFAULT_PORTS: Record<Role, number> = { aggregator: 8080, trainer: 8081, serving: 8082 };
 
-export interface DataConfig {
-  dataset: 'mnist' | 'idx';
-  idxDir?: string;
-  testSize: number;
-  seed: number;
-  /** Cap on a node's shard (0 = none): keeps tests and quick demos short. */
-  maxTrainSamples: number;
-}
-
-export interface PartitionConfig {
-  kind: PartitionKind;
-  nodes: number;
-  alpha: number;
-  shardsPerNode: number;
-  seed: number;
-}
-
-export interface Config {
-  databaseUrl?: string;
-  dataDir: string;
-  port: number;
-  backend?: BackendName;
-  nodeId: number;
-  partition: PartitionConfig;
-  data: DataConfig;
-  maxBatch: number;
-  maxBodyBytes: number;
-  invokeSecret?: string;
-  adminToken?: string;
-  apiKeys: string[];
-  trainerUrls: string[];
-  servingUrls: string[];
-  discovery: 'static' | 'kube';
-  namespace: string;
-  logLevel: 'debug' | 'info' | 'warn' | 'error';
-  eventSink?: string;
-}
-
 export class ConfigError extends Error {}
 
 type Env = Record<string, string | undefined>;
 
-function int(env: Env, name: string, fallback: number, min = 0): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
+// Each reader takes the raw string (undefined when unset or empty) and says what is wrong
+// without the variable's name: loadConfig prefixes the name from the issue's path.
+const reject = (ctx: z.RefinementCtx, message: string): never => {
+  ctx.addIssue({ code: 'custom', message });
+  return z.NEVER as never;
+};
+const raw = z.string().optional();
+
+function integer(s: string, min: number, ctx: z.RefinementCtx): number {
   // Decimal digits only: Number() would also take ' ' (as 0), '1e3' and '0x10'.
-  const value = /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isSafeInteger(value) || value < min) throw new ConfigError(`${name} must be an integer >= ${min}; got '${raw}'`);
-  return value;
+  const value = /^\s*-?\d+\s*$/.test(s) ? Number(s) : NaN;
+  return Number.isSafeInteger(value) && value >= min ? value : reject(ctx, `must be an integer >= ${min}; got '${s}'`);
+}
+const int = (fallback: number, min = 0) => raw.transform((s, ctx) => (s === undefined ? fallback : integer(s, min, ctx)));
+const optionalInt = (min = 0) => raw.transform((s, ctx) => (s === undefined ? undefined : integer(s, min, ctx)));
+
+const positive = (fallback: number) =>
+  raw.transform((s, ctx) => {
+    if (s === undefined) return fallback;
+    const value = Number(s);
+    return Number.isFinite(value) && value > 0 ? value : reject(ctx, `must be a positive number; got '${s}'`);
+  });
+
+const oneOf = <T extends string>(allowed: readonly T[], fallback: T) =>
+  raw.transform((s, ctx): T => {
+    if (s === undefined) return fallback;
+    return (allowed as readonly string[]).includes(s) ? (s as T) : reject(ctx, `must be one of ${allowed.join(', ')}; got '${s}'`);
+  });
+
+const flag = raw.transform((s, ctx) => {
+  if (s === undefined) return false;
+  if (['1', 'true', 'yes'].includes(s.toLowerCase())) return true;
+  if (['0', 'false', 'no'].includes(s.toLowerCase())) return false;
+  return reject(ctx, `must be 1/true or 0/false; got '${s}'`);
+});
+
+const list = raw.transform((s) => (s ?? '').split(',').map((x) => x.trim()).filter(Boolean));
+
+/** Every variable edgefl reads, keyed by its ENV name (the issue path names the variable in errors). */
+function envSchema(role?: Role) {
+  return z
+    .object({
+      databaseUrl: raw,
+      dataDir: raw.transform((s) => path.resolve(s ?? '.edgefl')),
+      port: int(role ? DEFAULT_PORTS[role] : 8080),
+      backend: oneOf(['auto', ...BACKENDS] as const, 'auto').transform((b): BackendName | undefined => (b === 'auto' ? undefined : b)),
+      nodeId: int(0),
+      nodes: int(3, 1),
+      partition: oneOf(PARTITION_KINDS, 'dirichlet'),
+      alpha: positive(0.5),
+      shardsPerNode: int(2, 1),
+      seed: int(42),
+      dataset: oneOf(['mnist', 'idx'] as const, 'mnist'),
+      idxDir: raw,
+      testSize: int(2000, 1),
+      maxTrainSamples: int(0),
+      maxBatch: int(10_000, 1),
+      maxBodyBytes: int(64 * 1024 * 1024, 1024),
+      memoryLimitMiB: optionalInt(64),
+      invokeSecret: raw,
+      adminToken: raw,
+      insecure: flag,
+      apiKeys: list,
+      trainerUrls: list,
+      servingUrls: list,
+      discovery: oneOf(['static', 'kube'] as const, 'static'),
+      namespace: raw.transform((s) => s ?? 'edgefl'),
+      logLevel: oneOf(['debug', 'info', 'warn', 'error'] as const, 'info'),
+      eventSink: raw,
+    } satisfies Partial<Record<keyof typeof ENV, z.ZodType>>)
+    .superRefine((e, ctx) => {
+      if (e.nodeId >= e.nodes) reject(ctx, `${ENV.nodeId}=${e.nodeId} must be below ${ENV.nodes}=${e.nodes}`);
+      if (e.dataset === 'idx' && !e.idxDir) reject(ctx, `${ENV.dataset}=idx needs ${ENV.idxDir}`);
+    })
+    .transform(({ partition, nodes, alpha, shardsPerNode, seed, dataset, idxDir, testSize, maxTrainSamples, ...rest }) => ({
+      ...rest,
+      partition: { kind: partition, nodes, alpha, shardsPerNode, seed },
+      data: { dataset, idxDir, testSize, seed, maxTrainSamples },
+    }));
 }
 
-function num(env: Env, name: string, fallback: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new ConfigError(`${name} must be a positive number; got '${raw}'`);
-  return value;
-}
+export type Config = z.output<ReturnType<typeof envSchema>>;
+export type DataConfig = Config['data'];
+export type PartitionConfig = Config['partition'];
 
-function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${allowed.join(', ')}; got '${raw}'`);
-  return raw as T;
-}
-
-function list(env: Env, name: string): string[] {
-  return (env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-}
-
-function backend(env: Env): BackendName | undefined {
-  try {
-    return parseBackendName(env[ENV.backend]);
-  } catch (e) {
-    throw new ConfigError((e as Error).message);
-  }
-}
-
+/** Parses the environment; every bad value becomes a ConfigError whose one line names the variable. */
 export function loadConfig(env: Env = process.env, role?: Role): Config {
-  const nodes = int(env, ENV.nodes, 3, 1);
-  const nodeId = int(env, ENV.nodeId, 0, 0);
-  if (nodeId >= nodes) throw new ConfigError(`${ENV.nodeId}=${nodeId} must be below ${ENV.nodes}=${nodes}`);
-  const seed = int(env, ENV.seed, 42);
-  const dataset = oneOf(env, ENV.dataset, ['mnist', 'idx'] as const, 'mnist');
-  const idxDir = env[ENV.idxDir] || undefined;
-  if (dataset === 'idx' && !idxDir) throw new ConfigError(`${ENV.dataset}=idx needs ${ENV.idxDir}`);
-  return {
-    databaseUrl: env[ENV.databaseUrl] || undefined,
-    dataDir: path.resolve(env[ENV.dataDir] || '.edgefl'),
-    port: int(env, ENV.port, role ? DEFAULT_PORTS[role] : 8080, 0),
-    backend: backend(env),
-    nodeId,
-    partition: {
-      kind: oneOf(env, ENV.partition, PARTITION_KINDS, 'dirichlet'),
-      nodes,
-      alpha: num(env, ENV.alpha, 0.5),
-      shardsPerNode: int(env, ENV.shardsPerNode, 2, 1),
-      seed,
-    },
-    data: { dataset, idxDir, testSize: int(env, ENV.testSize, 2000, 1), seed, maxTrainSamples: int(env, ENV.maxTrainSamples, 0) },
-    maxBatch: int(env, ENV.maxBatch, 10_000, 1),
-    maxBodyBytes: int(env, ENV.maxBodyBytes, 64 * 1024 * 1024, 1024),
-    invokeSecret: env[ENV.invokeSecret] || undefined,
-    adminToken: env[ENV.adminToken] || undefined,
-    apiKeys: list(env, ENV.apiKeys),
-    trainerUrls: list(env, ENV.trainerUrls),
-    servingUrls: list(env, ENV.servingUrls),
-    discovery: oneOf(env, ENV.discovery, ['static', 'kube'] as const, 'static'),
-    namespace: env[ENV.namespace] || 'edgefl',
-    logLevel: oneOf(env, ENV.logLevel, ['debug', 'info', 'warn', 'error'] as const, 'info'),
-    eventSink: env[ENV.eventSink] || undefined,
-  };
+  // Empty strings mean unset, as in a shell's `VAR= cmd`.
+  const present = Object.fromEntries(Object.entries(ENV).map(([key, name]) => [key, env[name] === '' ? undefined : env[name]]));
+  const parsed = envSchema(role).safeParse(present);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  // Field issues name their variable through the path; cross-field ones name theirs in the message.
+  const key = issue.path[0] as keyof typeof ENV | undefined;
+  throw new ConfigError(key ? `${ENV[key]} ${issue.message}` : issue.message);
 }

@@ -1,9 +1,9 @@
 import express from 'express';
 import type pg from 'pg';
-import { bearerToken, verifyInvokeToken } from '../shared/auth.js';
-import { encodeStoredWeights, decodeWeights } from '../core/codec.js';
+import { bearerToken, tokenMismatch, verifyInvokeToken } from '../shared/auth.js';
+import { encodeStoredWeights, decodeWeights, sha256Hex } from '../core/codec.js';
 import { AUTH_EXTENSION, EVENT_TYPES, encodeEvent, makeEvent, readEvent, type EventMode } from '../http/cloudevents.js';
-import { HttpError, conflict, notFound } from '../http/errors.js';
+import { HttpError, conflict } from '../http/errors.js';
 import { applyCommonMiddleware, applyErrorHandlers } from '../http/common.js';
 import type { Logger } from '../shared/log.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
@@ -13,7 +13,7 @@ import { trainLocal } from '../core/train.js';
 import { privacyMetrics, trainWithPrivacy } from './private-round.js';
 import type { ImageSet } from '../../datasets/types.js';
 import { findUpdate, getModel, getRound, insertUpdate, type UpdateMeta } from '../store/model-store.js';
-import { parseTrainRequest, type TrainRequest } from './train-request.js';
+import { MAX_BATCH_SIZE, parseTrainRequest, type TrainRequest } from './train-request.js';
 
 export interface TrainerDeps {
   pool: pg.Pool;
@@ -21,8 +21,11 @@ export interface TrainerDeps {
   shard: ImageSet;
   model: tfl.LayersModel;
   log: Logger;
+  /** Undefined only when the user opted out of authentication (--insecure): then anyone may make it train. */
   invokeSecret?: string;
   maxBodyBytes?: number;
+  /** The largest batchSize this trainer's memory allows (default MAX_BATCH_SIZE). */
+  maxBatchSize?: number;
   metrics?: Metrics;
 }
 
@@ -32,6 +35,12 @@ const DEFAULT_RETRY_AFTER_S = 5;
 /**
  * The model-training function. One training at a time (Knative containerConcurrency 1
  * enforces the same in a cluster); a second request gets 429 with Retry-After.
+ *
+ * Status codes follow the Knative Eventing data-plane contract, which brokers apply to
+ * every delivery: 200 with the reply event for a CloudEvent (a fresh update or a replay);
+ * 410 for a round that is closed or past its deadline (non-retryable: redelivering cannot
+ * help); 409 for the same (run, round, node) asked from another base version; 429 while
+ * busy (retryable). Plain-JSON callers get 201 for a fresh update, 200 for a replay.
  */
 export function createTrainerApp(deps: TrainerDeps) {
   const metrics = deps.metrics ?? createMetrics('trainer');
@@ -44,7 +53,10 @@ export function createTrainerApp(deps: TrainerDeps) {
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', (_req, res) => void res.json({ status: 'ready', node: deps.nodeId, busy: Boolean(busy), samples: deps.shard.count }));
-  app.get('/', (_req, res) => void res.json({ service: 'edgefl-trainer', node: deps.nodeId, samples: deps.shard.count, busy: busy ?? null }));
+  const maxBatchSize = deps.maxBatchSize ?? MAX_BATCH_SIZE;
+  app.get('/', (_req, res) =>
+    void res.json({ service: 'edgefl-trainer', node: deps.nodeId, samples: deps.shard.count, busy: busy ?? null, insecure: !deps.invokeSecret, maxBatchSize }),
+  );
 
   app.post('/', express.raw({ type: () => true, limit: deps.maxBodyBytes ?? 1024 * 1024 }), async (req, res, next) => {
     try {
@@ -53,15 +65,17 @@ export function createTrainerApp(deps: TrainerDeps) {
       // Without a header token, only a CloudEvent can still carry one (Broker delivery): refuse early otherwise.
       if (deps.invokeSecret && !headerToken && !structured && !req.get(`ce-${AUTH_EXTENSION}`)) throw unauthorized('missing');
       const event = readEvent(req.headers, Buffer.isBuffer(req.body) ? req.body : undefined, EVENT_TYPES.roundTrain);
-      if (deps.invokeSecret) {
-        const check = verifyInvokeToken(deps.invokeSecret, headerToken ?? event.auth, deps.nodeId);
-        if (!check.ok) throw unauthorized(check.reason);
-      }
-      const request = parseTrainRequest(event.data);
+      const check = deps.invokeSecret ? verifyInvokeToken(deps.invokeSecret, headerToken ?? event.auth, deps.nodeId) : undefined;
+      if (check && !check.ok) throw unauthorized(check.reason);
+      const request = parseTrainRequest(event.data, { maxBatchSize });
+      // A token is for one (run, round, base version): replaying it for anything else is refused.
+      const mismatch = check?.ok ? tokenMismatch(check.claims, { runId: request.runId, round: request.round, baseVersion: request.modelVersion }) : undefined;
+      if (mismatch) throw unauthorized(mismatch);
       const log = req.log.child({ run_id: request.runId, round: request.round, event_id: event.id });
 
       const existing = await findUpdate(deps.pool, request.runId, request.round, deps.nodeId);
       if (existing) {
+        refuseOtherBase(existing, request);
         log.info('round already trained here; returning the stored update', { update_id: existing.id });
         return reply(res, event.mode, existing, false);
       }
@@ -88,7 +102,9 @@ export function createTrainerApp(deps: TrainerDeps) {
   async function loadGlobal(version: number): Promise<Float32Array> {
     if (cached.version === version && cached.flat) return cached.flat;
     const row = await getModel(deps.pool, version);
-    if (!row) throw notFound('model_version_not_found', `global model version ${version} does not exist`);
+    // 422, not 404: the Eventing contract makes 404 retryable, and the version will not appear by waiting.
+    if (!row) throw new HttpError(422, 'model_version_not_found', `global model version ${version} does not exist`);
+    if (sha256Hex(row.bytes) !== row.checksum) throw new HttpError(422, 'model_checksum_mismatch', `global model version ${version} does not match its stored checksum; refusing to train from it`);
     const decoded = decodeWeights(row.bytes, referenceModelSpec());
     cached.version = version;
     cached.flat = decoded.flat;
@@ -107,11 +123,12 @@ export function createTrainerApp(deps: TrainerDeps) {
       optimizer: request.optimizer,
       proximalMu: request.proximalMu,
       seed: request.seed * 7919 + request.round,
+      dropout: { runSeed: request.seed, node: deps.nodeId, round: request.round },
       shouldStop: () => Date.now() > request.deadline.getTime(),
     });
     if (result.stopped) {
       // Nothing partial is stored: the aggregator has moved on without this node.
-      throw conflict('deadline_passed', `round ${request.round} passed its deadline during training; update discarded`);
+      throw gone('deadline_passed', `round ${request.round} passed its deadline during training; update discarded`);
     }
     const { bytes, checksum } = encodeStoredWeights(modelSpec(deps.model), getFlatWeights(deps.model));
     const metricsOut = {
@@ -134,6 +151,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       metrics: metricsOut,
       durationMs: result.durationMs,
     });
+    if (!created) refuseOtherBase(update, request);
     log.info(created ? 'update stored' : 'update already stored by a concurrent request', { update_id: update.id, ...metricsOut });
     return update;
   }
@@ -151,7 +169,8 @@ export function createTrainerApp(deps: TrainerDeps) {
       created,
     });
     const out = encodeEvent(event, mode);
-    res.status(created ? 201 : 200).set(out.headers).send(out.body);
+    // The data-plane contract defines a reply event on 200 only; plain-JSON callers get REST's 201 for a new update.
+    res.status(created && mode === 'plain' ? 201 : 200).set(out.headers).send(out.body);
   }
 
   applyErrorHandlers(app, deps.log);
@@ -159,12 +178,22 @@ export function createTrainerApp(deps: TrainerDeps) {
 }
 
 function unauthorized(reason: string): HttpError {
-  return new HttpError(401, 'unauthorized', `invocation token ${reason.replace('_', ' ')}`, { 'WWW-Authenticate': 'Bearer' });
+  return new HttpError(401, 'unauthorized', `invocation token ${reason.replaceAll('_', ' ')}`, { 'WWW-Authenticate': 'Bearer' });
+}
+
+/** 410 Gone: the round will not take this update; a broker must not redeliver (unlike 409). */
+const gone = (code: string, message: string) => new HttpError(410, code, message);
+
+/** The same (run, round, node) from another base model is another training, not a replay. */
+function refuseOtherBase(stored: UpdateMeta, request: TrainRequest): void {
+  if (stored.baseVersion !== request.modelVersion) {
+    throw conflict('base_version_conflict', `node already trained round ${request.round} of run ${request.runId} from model version ${stored.baseVersion}, not ${request.modelVersion}`);
+  }
 }
 
 async function refuseClosedRound(pool: pg.Pool, request: TrainRequest): Promise<void> {
-  if (Date.now() > request.deadline.getTime()) throw conflict('deadline_passed', `round ${request.round} of run ${request.runId} is past its deadline`);
+  if (Date.now() > request.deadline.getTime()) throw gone('deadline_passed', `round ${request.round} of run ${request.runId} is past its deadline`);
   const round = await getRound(pool, request.runId, request.round);
-  if (round && round.status !== 'running') throw conflict('round_closed', `round ${request.round} of run ${request.runId} is already ${round.status}`);
-  if (round && Date.parse(round.deadline) < Date.now()) throw conflict('deadline_passed', `round ${request.round} of run ${request.runId} is past its deadline`);
+  if (round && round.status !== 'running') throw gone('round_closed', `round ${request.round} of run ${request.runId} is already ${round.status}`);
+  if (round && Date.parse(round.deadline) < Date.now()) throw gone('deadline_passed', `round ${request.round} of run ${request.runId} is past its deadline`);
 }

@@ -1,0 +1,38 @@
+import { readFileSync } from 'node:fs';
+import { ENV } from './config.js';
+
+export interface MemoryLimit {
+  mib: number;
+  source: typeof ENV.memoryLimitMiB | 'cgroup' | 'default';
+}
+
+const CGROUP_FILES = ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes'];
+
+/** The container's memory limit in MiB (cgroup v2, then v1), or undefined when there is none. */
+export function cgroupLimitMiB(read: (file: string) => string = (f) => readFileSync(f, 'utf8')): number | undefined {
+  for (const file of CGROUP_FILES) {
+    let text: string;
+    try {
+      text = read(file).trim();
+    } catch {
+      continue;
+    }
+    const bytes = Number(text);
+    // "max" (v2) or a near-2^63 value (v1) both mean unlimited.
+    if (!Number.isFinite(bytes) || bytes <= 0 || bytes >= 2 ** 60) return undefined;
+    return Math.floor(bytes / 2 ** 20);
+  }
+  return undefined;
+}
+
+/**
+ * The memory a function may use: EDGEFL_MEMORY_LIMIT_MIB, else its cgroup limit, else
+ * `fallbackMiB` — the limit its Knative manifest gives it, so a process run without a
+ * limit behaves as it would in the cluster.
+ */
+export function memoryLimit(configured: number | undefined, fallbackMiB: number, cgroup: () => number | undefined = cgroupLimitMiB): MemoryLimit {
+  if (configured !== undefined) return { mib: configured, source: ENV.memoryLimitMiB };
+  const fromCgroup = cgroup();
+  if (fromCgroup !== undefined) return { mib: fromCgroup, source: 'cgroup' };
+  return { mib: fallbackMiB, source: 'default' };
+}

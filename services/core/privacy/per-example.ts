@@ -181,19 +181,47 @@ function convPerExample(l: LayerTrace): ConvPerExample {
   const [n, oh, ow, f] = l.dz.shape as [number, number, number, number];
   const pos = oh * ow;
   const taps = kh * kw * l.input.shape[3]!;
-  const cols = im2col(l.input.dataSync() as Float32Array, l.input.shape, kh, kw);
   const dz = l.dz.dataSync() as Float32Array;
   const out: ConvPerExample = { dW: [], db: [] };
+  const few = l.input.shape[3]! <= FEW_INPUT_CHANNELS;
+  const all = few ? depthwisePerExample(l.input as tf.Tensor4D, l.dz as tf.Tensor4D) : undefined;
+  const cols = few ? undefined : im2col(l.input.dataSync() as Float32Array, l.input.shape, kh, kw);
   for (let i = 0; i < n; i++) {
     const dzi = dz.subarray(i * pos * f, (i + 1) * pos * f);
-    const g = tf.tidy(() => tf.matMul(tf.tensor2d(cols.subarray(i * pos * taps, (i + 1) * pos * taps), [pos, taps]), tf.tensor2d(dzi, [pos, f]), true, false));
-    out.dW.push(Float32Array.from(g.dataSync() as Float32Array));
-    g.dispose();
+    if (all) out.dW.push(all.subarray(i * taps * f, (i + 1) * taps * f));
+    else {
+      const g = tf.tidy(() => tf.matMul(tf.tensor2d(cols!.subarray(i * pos * taps, (i + 1) * pos * taps), [pos, taps]), tf.tensor2d(dzi, [pos, f]), true, false));
+      out.dW.push(g.dataSync() as Float32Array);
+      g.dispose();
+    }
     const db = new Float32Array(f);
     for (let p = 0; p < pos; p++) for (let o = 0; o < f; o++) db[o]! += dzi[p * f + o]!;
     out.db.push(db);
   }
   return out;
+}
+
+/** Up to this many input channels, one depthwise convolution beats a matmul per example (conv1: 4x). */
+const FEW_INPUT_CHANNELS = 4;
+
+/**
+ * Every example's dW at once, as ONE depthwise convolution: with the batch moved into the
+ * channels (x as [C, H, W, n]) and dZ as the filter ([oh, ow, n, F]), channel (c, i) convolved
+ * with example i's dZ is exactly dW_i[·, ·, c, ·]. Cheap when C is small; with many input
+ * channels and a large dZ window (conv2) XNNPACK's depthwise path is slower than the matmuls.
+ * Returns [n, kh·kw·C·F] in kernel layout.
+ */
+function depthwisePerExample(x: tf.Tensor4D, dz: tf.Tensor4D): Float32Array {
+  const t = tf.tidy(() => {
+    const [n, , , c] = x.shape;
+    const f = dz.shape[3];
+    const out = tf.depthwiseConv2d(tf.transpose(x, [3, 1, 2, 0]), tf.transpose(dz, [1, 2, 0, 3]), 1, 'valid');
+    const [, kh, kw] = out.shape;
+    return tf.transpose(tf.reshape(out, [c, kh, kw, n, f]), [3, 1, 2, 0, 4]);
+  });
+  const data = t.dataSync() as Float32Array;
+  t.dispose();
+  return data;
 }
 
 /** Per-example conv gradients, computed once and shared by the norms and the clipped sum. */

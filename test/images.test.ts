@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
-import { HttpError } from '../services/http/errors.js';
-import { MAX_IMAGE_SIDE, decodeImage, resizeArea, sniffImageType, toModelInput, type RawImage } from '../services/serving/images.js';
-import { imagesFromNested, imagesFromV2 } from '../services/serving/tensor-input.js';
+import { httpStatusOf } from '../services/serving/edge.js';
+import { ServingError } from '../services/serving/errors.js';
+import { MAX_JPEG_PIXELS, checkPixels, decodeImage, readImageHeader, resizeArea, sniffImageType, toModelInput, type RawImage } from '../services/serving/images.js';
+import { imagesFromNested, imagesFromV2, V2_DATATYPES } from '../services/serving/tensor-input.js';
 
 const PIXELS = 784;
 
@@ -19,15 +20,35 @@ function raw(width: number, height: number, value: (x: number, y: number) => num
   return { width, height, gray };
 }
 
-function httpError(fn: () => unknown): HttpError {
+/** The domain error `fn` throws, with the HTTP status the edge maps it to. */
+function httpError(fn: () => unknown): { status: number; code: string; message: string } {
   try {
     fn();
   } catch (e) {
-    expect(e).toBeInstanceOf(HttpError);
-    return e as HttpError;
+    expect(e).toBeInstanceOf(ServingError);
+    const err = e as ServingError;
+    return { status: httpStatusOf(err), code: err.code, message: err.message };
   }
-  throw new Error('expected an HttpError');
+  throw new Error('expected a ServingError');
 }
+
+async function asyncError(p: Promise<unknown>): Promise<{ status: number; code: string; message: string }> {
+  return p.then(
+    () => {
+      throw new Error('expected a ServingError');
+    },
+    (e: unknown) => httpError(() => {
+      throw e;
+    }),
+  );
+}
+
+/** Header check, then decode, as the upload route does. */
+const decode = (bytes: Buffer, budget = 4096 * 4096) => {
+  const header = readImageHeader(bytes);
+  checkPixels(header, budget);
+  return decodeImage(bytes, header);
+};
 
 const centreOfMass = (img: Float32Array, side = 28) => {
   let m = 0, cx = 0, cy = 0;
@@ -64,8 +85,8 @@ describe('sniffImageType', () => {
 });
 
 describe('decodeImage', () => {
-  it('turns RGBA into luminance in [0,1], transparent pixels into white', () => {
-    const img = decodeImage(png(4, 1, (x) => [[0, 0, 0, 255], [255, 255, 255, 255], [255, 0, 0, 255], [0, 0, 0, 0]][x] as [number, number, number, number]));
+  it('turns RGBA into luminance in [0,1], transparent pixels into white', async () => {
+    const img = await decodeImage(png(4, 1, (x) => [[0, 0, 0, 255], [255, 255, 255, 255], [255, 0, 0, 255], [0, 0, 0, 0]][x] as [number, number, number, number]));
     expect(img.width).toBe(4);
     expect(img.height).toBe(1);
     expect(img.gray[0]).toBeCloseTo(0, 6);
@@ -74,46 +95,56 @@ describe('decodeImage', () => {
     expect(img.gray[3]).toBeCloseTo(1, 6);
   });
 
-  it('half-transparent black is mid gray', () => {
-    const img = decodeImage(png(1, 1, () => [0, 0, 0, 128]));
+  it('half-transparent black is mid gray', async () => {
+    const img = await decodeImage(png(1, 1, () => [0, 0, 0, 128]));
     expect(img.gray[0]).toBeCloseTo(1 - 128 / 255, 3);
   });
 
-  it('decodes a JPEG to about the same grays', () => {
+  it('decodes a JPEG to about the same grays', async () => {
     const data = Buffer.alloc(8 * 8 * 4);
     for (let i = 0; i < 64; i++) data.set(i < 32 ? [20, 20, 20, 255] : [230, 230, 230, 255], i * 4);
-    const img = decodeImage(Buffer.from(jpeg.encode({ data, width: 8, height: 8 }, 100).data));
+    const img = await decodeImage(Buffer.from(jpeg.encode({ data, width: 8, height: 8 }, 100).data));
     expect([img.width, img.height]).toEqual([8, 8]);
     expect(img.gray[0]).toBeCloseTo(20 / 255, 1);
     expect(img.gray[63]).toBeCloseTo(230 / 255, 1);
   });
 
-  it('refuses images that are not PNG or JPEG (415), undecodable ones (400) and huge ones before decoding (413)', () => {
-    expect(httpError(() => decodeImage(Buffer.from('hello world'))).status).toBe(415);
+  it('refuses images that are not PNG or JPEG (415), undecodable ones (400) and, from the header alone, ones over the pixel budget (413)', async () => {
+    expect(httpError(() => readImageHeader(Buffer.from('hello world'))).status).toBe(415);
     const good = png(28, 28, () => [0, 0, 0, 255]);
-    expect(httpError(() => decodeImage(good.subarray(0, 20)))).toMatchObject({ status: 400, code: 'undecodable_image' });
-    expect(httpError(() => decodeImage(Buffer.concat([good.subarray(0, 33), Buffer.alloc(40, 3)])))).toMatchObject({ status: 400, code: 'undecodable_image' });
+    expect(httpError(() => readImageHeader(good.subarray(0, 20)))).toMatchObject({ status: 400, code: 'undecodable_image' });
+    expect(await asyncError(decode(Buffer.concat([good.subarray(0, 33), Buffer.alloc(40, 3)])))).toMatchObject({ status: 400, code: 'undecodable_image' });
     const zero = Buffer.from(good);
     zero.writeUInt32BE(0, 16);
-    expect(httpError(() => decodeImage(zero))).toMatchObject({ status: 400, code: 'undecodable_image' });
-    for (const [w, h] of [[100_000, 100_000], [MAX_IMAGE_SIDE + 1, 10], [10, 0x7fffffff]]) {
+    expect(httpError(() => readImageHeader(zero))).toMatchObject({ status: 400, code: 'undecodable_image' });
+    for (const [w, h] of [[100_000, 100_000], [4097, 4096], [10, 0x7fffffff]]) {
       const huge = Buffer.from(good);
       huge.writeUInt32BE(w!, 16);
       huge.writeUInt32BE(h!, 20);
-      expect(httpError(() => decodeImage(huge))).toMatchObject({ status: 413, code: 'image_too_large' });
+      expect(readImageHeader(huge)).toEqual({ kind: 'png', width: w, height: h });
+      expect(httpError(() => checkPixels(readImageHeader(huge), 4096 * 4096))).toMatchObject({ status: 413, code: 'image_too_large' });
     }
+    // The budget is for the whole request: what earlier images used is no longer allowed.
+    expect(checkPixels(readImageHeader(good), 28 * 28)).toBe(28 * 28);
+    expect(httpError(() => checkPixels(readImageHeader(good), 28 * 28 - 1))).toMatchObject({ status: 413, code: 'image_too_large' });
   });
 
-  it('refuses a JPEG that declares 65535x65535 pixels with 413, and a broken JPEG with 400', () => {
-    const small = Buffer.from(jpeg.encode({ data: Buffer.alloc(8 * 8 * 4, 100), width: 8, height: 8 }, 80).data);
+  it('reads the size of a JPEG from its frame header; refuses one over the JPEG limit (413) and a broken one (400)', async () => {
+    const small = Buffer.from(jpeg.encode({ data: Buffer.alloc(8 * 6 * 4, 100), width: 8, height: 6 }, 80).data);
+    expect(readImageHeader(small)).toEqual({ kind: 'jpeg', width: 8, height: 6 });
     const huge = Buffer.from(small);
     let sof = -1;
     for (let i = 2; i < huge.length - 1; i++) if (huge[i] === 0xff && huge[i + 1] === 0xc0) { sof = i; break; }
     expect(sof).toBeGreaterThan(0);
     huge.writeUInt16BE(65535, sof + 5); // height
     huge.writeUInt16BE(65535, sof + 7); // width
-    expect(httpError(() => decodeImage(huge))).toMatchObject({ status: 413, code: 'image_too_large' });
-    expect(httpError(() => decodeImage(small.subarray(0, 30)))).toMatchObject({ status: 400, code: 'undecodable_image' });
+    expect(httpError(() => checkPixels(readImageHeader(huge), Infinity))).toMatchObject({ status: 413, code: 'image_too_large' });
+    huge.writeUInt16BE(1025, sof + 5);
+    huge.writeUInt16BE(1024, sof + 7);
+    expect(1025 * 1024).toBeGreaterThan(MAX_JPEG_PIXELS);
+    expect(httpError(() => checkPixels(readImageHeader(huge), Infinity))).toMatchObject({ status: 413, code: 'image_too_large' });
+    expect(httpError(() => readImageHeader(small.subarray(0, 30)))).toMatchObject({ status: 400, code: 'undecodable_image' });
+    expect(await asyncError(decode(Buffer.concat([small.subarray(0, small.length - 40)])))).toMatchObject({ status: 400, code: 'undecodable_image' });
   });
 });
 
@@ -266,11 +297,24 @@ describe('imagesFromV2 (KServe V2 tensors)', () => {
     }
   });
 
+  it('reads FP64 and FP16 as intensities and UINT8 as 0..255; every other listed datatype is refused', () => {
+    const data = flat.slice(0, PIXELS);
+    for (const datatype of ['FP64', 'FP16']) expect(Array.from(imagesFromV2({ shape: [1, 784], datatype, data }, 1).pixels)).toEqual(Array.from(Float32Array.from(data)));
+    const bytes = data.map((v) => Math.round(v * 255));
+    expect(Array.from(imagesFromV2({ shape: [1, 784], datatype: 'UINT8', data: bytes }, 1).pixels)).toEqual(Array.from(Float32Array.from(bytes, (b) => b / 255)));
+    const listed = ['BOOL', 'UINT8', 'UINT16', 'UINT32', 'UINT64', 'INT8', 'INT16', 'INT32', 'INT64', 'FP16', 'FP32', 'FP64', 'BYTES'];
+    expect(Object.keys(V2_DATATYPES).sort()).toEqual([...listed].sort());
+  });
+
   const good = { name: 'images', shape: [1, 784], datatype: 'FP32', data: flat.slice(0, PIXELS) };
   const bad: [string, unknown, number, string][] = [
     ['null', null, 400, 'invalid_input'],
-    ['FP64', { ...good, datatype: 'FP64' }, 400, 'invalid_dtype'],
-    ['BYTES', { ...good, datatype: 'BYTES' }, 400, 'invalid_dtype'],
+    ['BYTES', { ...good, datatype: 'BYTES' }, 400, 'unsupported_datatype'],
+    ['INT32', { ...good, datatype: 'INT32' }, 400, 'unsupported_datatype'],
+    ['a datatype the protocol does not list', { ...good, datatype: 'FLOAT32' }, 400, 'invalid_datatype'],
+    ['no datatype', { ...good, datatype: undefined }, 400, 'invalid_datatype'],
+    ['UINT8 above 255', { ...good, datatype: 'UINT8', data: good.data.map((v, i) => (i === 1 ? 256 : 0)) }, 400, 'out_of_range'],
+    ['UINT8 with a fraction', { ...good, datatype: 'UINT8', data: good.data.map((v, i) => (i === 1 ? 0.5 : 0)) }, 400, 'invalid_dtype'],
     ['shape [784]', { ...good, shape: [784] }, 400, 'invalid_shape'],
     ['shape [1,1784]', { ...good, shape: [1, 1784] }, 400, 'invalid_shape'],
     ['shape [1,128,28]', { ...good, shape: [1, 128, 28] }, 400, 'invalid_shape'],
@@ -288,7 +332,7 @@ describe('imagesFromV2 (KServe V2 tensors)', () => {
   ];
   for (const [name, input, status, code] of bad) {
     it(`refuses ${name} with ${status} ${code}`, () => {
-      expect(httpError(() => imagesFromV2(input, 4))).toMatchObject({ status, code });
+      expect(httpError(() => imagesFromV2(input as Parameters<typeof imagesFromV2>[0], 4))).toMatchObject({ status, code });
     });
   }
 });

@@ -3,8 +3,12 @@ import type { Server } from 'node:http';
 import type { Logger } from '../shared/log.js';
 import { closeGracefully, trackConnections } from './common.js';
 
-/** Listens and wires SIGTERM/SIGINT to a graceful drain, as Knative expects of a revision's pods. */
-export function listen(app: Express, port: number, log: Logger, onClose: () => Promise<void> = async () => {}, handleSignals = true): Promise<Server> {
+/**
+ * Listens and wires SIGTERM/SIGINT to a graceful drain, as Knative expects of a revision's pods.
+ * `drainTimeoutMs` bounds how long requests in flight may still run after the signal: Knative
+ * grants a pod its revision's timeoutSeconds, so a role with long requests passes that.
+ */
+export function listen(app: Express, port: number, log: Logger, onClose: () => Promise<void> = async () => {}, handleSignals = true, drainTimeoutMs = 20_000): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = app.listen(port, '0.0.0.0');
     const connections = trackConnections(server);
@@ -20,7 +24,7 @@ export function listen(app: Express, port: number, log: Logger, onClose: () => P
         if (stopping) return;
         stopping = true;
         log.info('shutting down', { signal });
-        await closeGracefully(server, connections);
+        await closeGracefully(server, connections, drainTimeoutMs);
         await onClose().catch((e) => log.warn('error during shutdown', { err: e }));
         process.exit(0);
       };

@@ -152,5 +152,5 @@ export const PARTITION_DEFAULTS = { partition: 'dirichlet', alpha: '0.5', seed: 
 /** Writable scratch space in the read-only-ish container (the app dir belongs to root). */
 export const DATA_DIR = '/tmp/edgefl';
 
-/** Container uid of the `node` user in the node:*-bookworm-slim images; runAsNonRoot needs a numeric uid. */
+/** Container uid of the `node` user (node:*-bookworm-slim, and the locally built base); runAsNonRoot needs a numeric uid. */
 export const NODE_UID = 1000;

@@ -87,7 +87,9 @@ export const containerSecurity = {
   seccompProfile: { type: 'RuntimeDefault' as const },
 };
 
-const nodeSecurity = { ...containerSecurity, runAsUser: NODE_UID };
+// Read-only root: every role writes only to PostgreSQL (DATABASE_URL is always set in a cluster);
+// the container check runs each role this way with no writable path at all.
+const nodeSecurity = { ...containerSecurity, runAsUser: NODE_UID, readOnlyRootFilesystem: true };
 
 /** Pins a pod to edge machine `node` and tolerates the edge taint that keeps everything else off it. */
 function edgePlacement(node: number) {
@@ -257,6 +259,9 @@ export function aggregatorObjects(opts: ResolvedOptions) {
                 livenessProbe: periodicProbe(HEALTH_ROUTES.aggregator.live),
                 readinessProbe: periodicProbe(HEALTH_ROUTES.aggregator.ready),
                 securityContext: nodeSecurity,
+                // A plain Deployment has no queue-proxy draining ahead of SIGTERM: keep serving while the
+                // endpoint is removed, so connections still in the listen backlog are not reset (seen in the container check).
+                lifecycle: { preStop: { exec: { command: ['sleep', '5'] } } },
               },
             ],
           },

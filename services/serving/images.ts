@@ -1,14 +1,17 @@
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
-import { HttpError, badRequest } from '../http/errors.js';
-import { PIXELS } from '../core/model.js';
+import { INPUT_SHAPE, PIXELS } from '../core/model.js';
+import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
 
-const SIDE = 28;
-/** Refused before decoding: a tiny file can declare a huge canvas (decompression bombs). */
-export const MAX_IMAGE_SIDE = 4096;
+const [SIDE_H, SIDE_W] = INPUT_SHAPE;
+/** MNIST digits fill a 20-pixel box inside their 28-pixel canvas: the same share (5/7) of the model's input. */
+const DIGIT_BOX = Math.round((Math.min(SIDE_H, SIDE_W) * 5) / 7);
+/** jpeg-js decodes on the event loop (~160 ms per megapixel on a busy machine): larger JPEGs are refused before decoding. */
+export const MAX_JPEG_PIXELS = 1024 * 1024;
 
 export type InvertMode = 'auto' | 'true' | 'false';
 export type Preprocess = 'mnist' | 'resize';
+export type ImageKind = 'png' | 'jpeg';
 
 export interface RawImage {
   width: number;
@@ -17,46 +20,92 @@ export interface RawImage {
   gray: Float32Array;
 }
 
-const unsupported = (msg: string) => new HttpError(415, 'unsupported_image', msg);
-const tooBig = (w: number, h: number) => new HttpError(413, 'image_too_large', `image is ${w}x${h}; the limit is ${MAX_IMAGE_SIDE}x${MAX_IMAGE_SIDE}`);
+export interface ImageHeader {
+  kind: ImageKind;
+  width: number;
+  height: number;
+}
 
-export function sniffImageType(bytes: Buffer): 'png' | 'jpeg' | undefined {
+const undecodable = (msg: string) => new InvalidInput('undecodable_image', msg);
+
+export function sniffImageType(bytes: Buffer): ImageKind | undefined {
   if (bytes.length >= 8 && bytes.readUInt32BE(0) === 0x89504e47 && bytes.readUInt32BE(4) === 0x0d0a1a0a) return 'png';
   if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'jpeg';
   return undefined;
 }
 
-export function decodeImage(bytes: Buffer): RawImage {
+/**
+ * The image's type and declared size, read from its header without decoding anything, so a
+ * small file declaring a huge canvas (a decompression bomb) is refused before it costs memory.
+ */
+export function readImageHeader(bytes: Buffer): ImageHeader {
   const kind = sniffImageType(bytes);
-  if (!kind) throw unsupported('image is neither PNG nor JPEG');
-  return kind === 'png' ? decodePng(bytes) : decodeJpeg(bytes);
+  if (!kind) throw new UnsupportedMedia('unsupported_image', 'image is neither PNG nor JPEG');
+  const size = kind === 'png' ? pngSize(bytes) : jpegSize(bytes);
+  if (size.width === 0 || size.height === 0) throw undecodable(`${kind.toUpperCase()} declares an empty image`);
+  return { kind, ...size };
 }
 
-function decodePng(bytes: Buffer): RawImage {
-  if (bytes.length < 24) throw badRequest('undecodable_image', 'PNG is truncated');
-  const width = bytes.readUInt32BE(16);
-  const height = bytes.readUInt32BE(20);
-  if (width === 0 || height === 0) throw badRequest('undecodable_image', 'PNG declares an empty image');
-  if (width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE) throw tooBig(width, height);
+function pngSize(bytes: Buffer): { width: number; height: number } {
+  // Signature (8), IHDR length (4) and type (4), then width and height.
+  if (bytes.length < 24 || bytes.toString('latin1', 12, 16) !== 'IHDR') throw undecodable('PNG is truncated or has no IHDR header');
+  return { width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20) };
+}
+
+function jpegSize(bytes: Buffer): { width: number; height: number } {
+  // Walk the marker segments up to the first start-of-frame (SOF0..SOF15 except DHT, JPG, DAC).
+  let at = 2;
+  while (at + 4 <= bytes.length) {
+    if (bytes[at] !== 0xff) throw undecodable('JPEG markers are malformed');
+    const marker = bytes[at + 1]!;
+    if (marker === 0xff) {
+      at++;
+      continue;
+    }
+    const length = bytes.readUInt16BE(at + 2);
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      if (at + 9 > bytes.length) break;
+      return { height: bytes.readUInt16BE(at + 5), width: bytes.readUInt16BE(at + 7) };
+    }
+    if (marker === 0xda || length < 2) break; // image data before any frame header
+    at += 2 + length;
+  }
+  throw undecodable('JPEG is truncated: no frame header');
+}
+
+/** Checks a header against the pixels still allowed for this request; returns the pixels it will use. */
+export function checkPixels(header: ImageHeader, allowed: number): number {
+  const pixels = header.width * header.height;
+  const what = `${header.kind.toUpperCase()} is ${header.width}x${header.height} (${(pixels / 1e6).toFixed(1)} Mpx)`;
+  if (header.kind === 'jpeg' && pixels > MAX_JPEG_PIXELS) throw new TooLarge('image_too_large', `${what}; JPEGs up to ${MAX_JPEG_PIXELS / 2 ** 20} Mpx are decoded here: downscale it`);
+  if (pixels > allowed) throw new TooLarge('image_too_large', `${what}; this request may decode ${(Math.max(0, allowed) / 1e6).toFixed(1)} Mpx more: send fewer or smaller images`);
+  return pixels;
+}
+
+/** Decodes a PNG or JPEG whose header has been checked. PNG rows inflate off the event loop. */
+export async function decodeImage(bytes: Buffer, header: ImageHeader = readImageHeader(bytes)): Promise<RawImage> {
+  return header.kind === 'png' ? decodePng(bytes) : decodeJpeg(bytes, header);
+}
+
+async function decodePng(bytes: Buffer): Promise<RawImage> {
   let png: PNG;
   try {
-    png = PNG.sync.read(bytes);
+    png = await new Promise<PNG>((resolve, reject) => new PNG().parse(bytes, (err, out) => (err ? reject(err) : resolve(out))));
   } catch (e) {
-    throw badRequest('undecodable_image', `PNG could not be decoded: ${(e as Error).message}`);
+    throw undecodable(`PNG could not be decoded: ${(e as Error).message}`);
   }
   return { width: png.width, height: png.height, gray: toGray(png.data, png.width * png.height) };
 }
 
-function decodeJpeg(bytes: Buffer): RawImage {
+function decodeJpeg(bytes: Buffer, header: ImageHeader): RawImage {
   let img: { width: number; height: number; data: Uint8Array };
   try {
-    img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: (MAX_IMAGE_SIDE * MAX_IMAGE_SIDE) / 1e6, maxMemoryUsageInMB: 256 });
+    img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: (header.width * header.height) / 1e6 + 0.01, maxMemoryUsageInMB: 64 });
   } catch (e) {
     const msg = (e as Error).message;
-    if (/maxResolutionInMP|maxMemoryUsage/i.test(msg)) throw new HttpError(413, 'image_too_large', `JPEG is too large: ${msg}`);
-    throw badRequest('undecodable_image', `JPEG could not be decoded: ${msg}`);
+    if (/maxResolutionInMP|maxMemoryUsage/i.test(msg)) throw new TooLarge('image_too_large', `JPEG is too large: ${msg}`);
+    throw undecodable(`JPEG could not be decoded: ${msg}`);
   }
-  if (img.width > MAX_IMAGE_SIDE || img.height > MAX_IMAGE_SIDE) throw tooBig(img.width, img.height);
   return { width: img.width, height: img.height, gray: toGray(img.data, img.width * img.height) };
 }
 
@@ -72,15 +121,17 @@ function toGray(rgba: Uint8Array, n: number): Float32Array {
 }
 
 /**
- * Turns any photo or drawing into an MNIST-like 28x28 input: white-on-black (inverting
+ * Turns any photo or drawing into an MNIST-like input of the model's size: white-on-black (inverting
  * dark-on-light images when asked or when the border is light), and with `mnist`
- * preprocessing the digit's bounding box scaled into 20x20 and centred by its centre of
+ * preprocessing the digit's bounding box scaled into 20x20 (of 28x28) and centred by its centre of
  * mass, which is how the MNIST digits themselves were made.
  */
-export function toModelInput(img: RawImage, invert: InvertMode = 'auto', preprocess: Preprocess = 'mnist'): Float32Array {
+export function toModelInput(img: RawImage, invert: InvertMode = 'auto', preprocess: Preprocess = 'mnist', opts: { consume?: boolean } = {}): Float32Array {
   const shouldInvert = invert === 'true' || (invert === 'auto' && borderMean(img) > 0.5);
-  const fg = shouldInvert ? img.gray.map((v) => 1 - v) : img.gray.slice();
-  if (preprocess === 'resize') return resizeArea(fg, img.width, img.height, SIDE, SIDE);
+  // With `consume` (the caller's image is its own to give) inversion works in place: a copy of a large image would double its cost.
+  const fg = opts.consume ? img.gray : img.gray.slice();
+  if (shouldInvert) for (let i = 0; i < fg.length; i++) fg[i] = 1 - fg[i]!;
+  if (preprocess === 'resize') return resizeArea(fg, img.width, img.height, SIDE_W, SIDE_H);
   return centreDigit(fg, img.width, img.height);
 }
 
@@ -115,7 +166,7 @@ function centreDigit(fg: Float32Array, w: number, h: number): Float32Array {
   const bh = y1 - y0 + 1;
   const crop = new Float32Array(bw * bh);
   for (let y = 0; y < bh; y++) crop.set(fg.subarray((y0 + y) * w + x0, (y0 + y) * w + x0 + bw), y * bw);
-  const scale = 20 / Math.max(bw, bh);
+  const scale = DIGIT_BOX / Math.max(bw, bh);
   const tw = Math.max(1, Math.round(bw * scale));
   const th = Math.max(1, Math.round(bh * scale));
   const small = resizeArea(crop, bw, bh, tw, th);
@@ -126,13 +177,13 @@ function centreDigit(fg: Float32Array, w: number, h: number): Float32Array {
     cx += v * x;
     cy += v * y;
   }
-  const ox = Math.round(SIDE / 2 - (mass ? cx / mass : tw / 2));
-  const oy = Math.round(SIDE / 2 - (mass ? cy / mass : th / 2));
+  const ox = Math.round(SIDE_W / 2 - (mass ? cx / mass : tw / 2));
+  const oy = Math.round(SIDE_H / 2 - (mass ? cy / mass : th / 2));
   const out = new Float32Array(PIXELS);
   for (let y = 0; y < th; y++) for (let x = 0; x < tw; x++) {
     const tx = x + ox;
     const ty = y + oy;
-    if (tx >= 0 && tx < SIDE && ty >= 0 && ty < SIDE) out[ty * SIDE + tx] = Math.min(1, small[y * tw + x]!);
+    if (tx >= 0 && tx < SIDE_W && ty >= 0 && ty < SIDE_H) out[ty * SIDE_W + tx] = Math.min(1, small[y * tw + x]!);
   }
   return out;
 }

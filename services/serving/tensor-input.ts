@@ -1,81 +1,127 @@
-import { HttpError, badRequest } from '../http/errors.js';
-import { PIXELS } from '../core/model.js';
+import { INPUT_SHAPE, PIXELS } from '../core/model.js';
+import { InvalidInput, TooLarge } from './errors.js';
 
+/** Images as the model takes them: `count` rows of PIXELS intensities in [0,1]. */
 export interface Batch {
   pixels: Float32Array;
   count: number;
 }
 
-const tooMany = (n: number, max: number) => new HttpError(413, 'batch_too_large', `${n} images in one request; the limit is ${max}`);
+const [HEIGHT, WIDTH, CHANNELS] = INPUT_SHAPE;
+const shapeText = (s: readonly number[]) => `[${s.join(',')}]`;
+/** The per-image shapes accepted, from the model spec: flat, HxW (single channel only) and HxWxC. */
+const IMAGE_SHAPES: readonly (readonly number[])[] = [[PIXELS], ...(CHANNELS === 1 ? [[HEIGHT, WIDTH]] : []), [HEIGHT, WIDTH, CHANNELS]];
+const IMAGE_SHAPES_TEXT = IMAGE_SHAPES.map(shapeText).join(', ');
+
+const invalid = (code: string, message: string) => new InvalidInput(code, message);
+const tooMany = (n: number, max: number) => new TooLarge('batch_too_large', `${n} images in one request; the limit is ${max}`);
+
+/** Reads one element into the model's [0,1] scale; `where` is built only when there is an error to report. */
+type Element = (v: unknown, where: () => string) => number;
+
+const intensity: Element = (v, where) => {
+  if (typeof v !== 'number') throw invalid('invalid_dtype', `${where()} is ${v === null ? 'null' : typeof v}; pixels must be numbers`);
+  if (!Number.isFinite(v)) throw invalid('non_finite', `${where()} is not finite`);
+  if (v < 0 || v > 1) throw invalid('out_of_range', `${where()} is ${v}; pixels must be intensities in [0,1] (divide 0..255 values by 255, or send datatype UINT8)`);
+  return v;
+};
+
+const uint8: Element = (v, where) => {
+  if (typeof v !== 'number' || !Number.isInteger(v)) throw invalid('invalid_dtype', `${where()} is ${JSON.stringify(v) ?? typeof v}; UINT8 data must be integers`);
+  if (v < 0 || v > 255) throw invalid('out_of_range', `${where()} is ${v}; UINT8 data must be 0..255`);
+  return v / 255;
+};
 
 /**
- * Images given as a list, each flat (784 values), 28x28 or 28x28x1: the TF Serving
- * `instances`/`inputs` forms. Values must be intensities in [0,1]; 0..255 input is
- * refused rather than silently misread.
+ * TF Serving `instances` / `inputs`: a list of images, each flat, HxW or HxWxC (from the
+ * model spec). Values must be intensities in [0,1]; 0..255 input is refused rather than
+ * silently misread. The count is checked before the tensor is allocated.
  */
 export function imagesFromNested(value: unknown, field: string, maxBatch: number): Batch {
-  if (!Array.isArray(value)) throw badRequest('invalid_shape', `'${field}' must be an array of images`);
-  if (value.length === 0) throw badRequest('invalid_shape', `'${field}' is empty`);
+  if (!Array.isArray(value)) throw invalid('invalid_shape', `'${field}' must be an array of images`);
+  if (value.length === 0) throw invalid('invalid_shape', `'${field}' is empty`);
   if (value.length > maxBatch) throw tooMany(value.length, maxBatch);
   const pixels = new Float32Array(value.length * PIXELS);
-  value.forEach((image, i) => {
-    const offset = i * PIXELS;
-    const written = writeImage(image, pixels, offset, `${field}[${i}]`);
-    if (written !== PIXELS) throw badRequest('invalid_shape', `${field}[${i}] has ${written} values; each image needs 784 (flat, 28x28 or 28x28x1)`);
-  });
+  for (let i = 0; i < value.length; i++) {
+    const image = value[i] as unknown;
+    const where = () => `${field}[${i}]`;
+    if (!Array.isArray(image)) throw invalid('invalid_shape', `${where()} must be an array (one image: ${IMAGE_SHAPES_TEXT})`);
+    const shape = IMAGE_SHAPES.find((s) => s[0] === image.length);
+    if (!shape) throw invalid('invalid_shape', `${where()} has length ${image.length}; each image needs ${PIXELS} values (${IMAGE_SHAPES_TEXT})`);
+    // An HxWxC image may leave out its single channel (HxW); both nest the same way to that depth.
+    const channelsGiven = shape.length === 3 || (shape.length === 2 && Array.isArray((image[0] as unknown[] | undefined)?.[0]));
+    const exact = channelsGiven && shape.length === 2 ? [HEIGHT, WIDTH, CHANNELS] : shape;
+    writeNested(image, exact, 0, pixels, { at: i * PIXELS }, intensity, where);
+  }
   return { pixels, count: value.length };
 }
 
-function writeImage(image: unknown, out: Float32Array, offset: number, where: string): number {
-  if (!Array.isArray(image)) throw badRequest('invalid_shape', `${where} must be an array (784 values, 28x28 or 28x28x1)`);
-  if (image.length === PIXELS) return writeFlat(image, out, offset, where);
-  if (image.length !== 28) throw badRequest('invalid_shape', `${where} has length ${image.length}; expected 784 or 28 rows`);
-  let n = 0;
-  for (let r = 0; r < 28; r++) {
-    const row = image[r];
-    if (!Array.isArray(row) || row.length !== 28) throw badRequest('invalid_shape', `${where}[${r}] must be a row of 28 pixels`);
-    for (let c = 0; c < 28; c++) {
-      let v = row[c];
-      if (Array.isArray(v)) {
-        if (v.length !== 1) throw badRequest('invalid_shape', `${where}[${r}][${c}] must have exactly one channel`);
-        v = v[0];
-      }
-      out[offset + n] = pixel(v, `${where}[${r}][${c}]`);
-      n++;
-    }
+/** Writes `data`, nested exactly as `shape` says, into `out` in row-major order. */
+function writeNested(data: unknown, shape: readonly number[], dim: number, out: Float32Array, pos: { at: number }, element: Element, where: () => string): void {
+  if (!Array.isArray(data) || data.length !== shape[dim]) {
+    const got = Array.isArray(data) ? `length ${data.length}` : data === null ? 'null' : typeof data;
+    throw invalid('invalid_shape', `${where()} has ${got}; expected ${shape[dim]} ${dim === shape.length - 1 ? 'values' : 'rows'} (shape ${shapeText(shape.slice(dim))})`);
   }
-  return n;
+  if (dim === shape.length - 1) {
+    for (let i = 0; i < data.length; i++) out[pos.at++] = element(data[i], () => `${where()}[${i}]`);
+    return;
+  }
+  for (let i = 0; i < data.length; i++) writeNested(data[i], shape, dim + 1, out, pos, element, () => `${where()}[${i}]`);
 }
 
-function writeFlat(values: unknown[], out: Float32Array, offset: number, where: string): number {
-  for (let i = 0; i < values.length; i++) out[offset + i] = pixel(values[i], `${where}[${i}]`);
-  return values.length;
+/** Every datatype the Open Inference Protocol lists, and how this model reads it (undefined: refused). */
+export const V2_DATATYPES: Record<string, Element | undefined> = {
+  FP32: intensity,
+  FP64: intensity,
+  FP16: intensity,
+  UINT8: uint8,
+  BOOL: undefined,
+  UINT16: undefined,
+  UINT32: undefined,
+  UINT64: undefined,
+  INT8: undefined,
+  INT16: undefined,
+  INT32: undefined,
+  INT64: undefined,
+  BYTES: undefined,
+};
+export const V2_SUPPORTED = Object.keys(V2_DATATYPES).filter((k) => V2_DATATYPES[k]);
+
+export interface V2Input {
+  name?: unknown;
+  shape?: unknown;
+  datatype?: unknown;
+  parameters?: unknown;
+  data?: unknown;
 }
 
-function pixel(v: unknown, where: string): number {
-  if (typeof v !== 'number') throw new HttpError(400, 'invalid_dtype', `${where} is ${v === null ? 'null' : typeof v}; pixels must be numbers`);
-  if (!Number.isFinite(v)) throw badRequest('non_finite', `${where} is not finite`);
-  if (v < 0 || v > 1) throw badRequest('out_of_range', `${where} is ${v}; pixels must be intensities in [0,1] (divide 0..255 values by 255)`);
-  return v;
-}
-
-/** Open Inference Protocol tensor: FP32, shape [N,784], [N,28,28] or [N,28,28,1], data flat or nested in row-major order. */
-export function imagesFromV2(input: unknown, maxBatch: number): Batch {
-  const t = input as { name?: unknown; shape?: unknown; datatype?: unknown; data?: unknown };
-  if (!t || typeof t !== 'object') throw badRequest('invalid_input', 'each input must be an object with name, shape, datatype and data');
-  if (t.datatype !== 'FP32') throw badRequest('invalid_dtype', `datatype must be FP32; got ${JSON.stringify(t.datatype)}`);
-  const shape = t.shape;
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d > 0)) throw badRequest('invalid_shape', 'shape must be an array of positive integers');
-  const s = shape.join(',');
+/**
+ * Open Inference Protocol tensor: FP32/FP64/FP16 intensities in [0,1] or UINT8 0..255, of
+ * shape [N,PIXELS], [N,H,W] or [N,H,W,C], data flat or nested in row-major order. The shape
+ * is checked against the batch limit before anything is allocated, and the data is walked
+ * in place, never flattened into a copy.
+ */
+export function imagesFromV2(input: V2Input, maxBatch: number): Batch {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) throw invalid('invalid_input', 'each input must be an object with name, shape, datatype and data');
+  const datatype = input.datatype;
+  if (typeof datatype !== 'string' || !(datatype in V2_DATATYPES)) {
+    throw invalid('invalid_datatype', `datatype ${JSON.stringify(datatype) ?? 'is missing'}${typeof datatype === 'string' ? ' is not an Open Inference Protocol datatype' : ''}; send one of ${V2_SUPPORTED.join(', ')}`);
+  }
+  const element = V2_DATATYPES[datatype];
+  if (!element) throw invalid('unsupported_datatype', `datatype ${datatype} is not supported by this model; send one of ${V2_SUPPORTED.join(', ')}`);
+  const shape = input.shape;
+  if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => Number.isSafeInteger(d) && d > 0)) throw invalid('invalid_shape', 'shape must be a non-empty array of positive integers');
+  const imageShape = shape.slice(1) as number[];
+  if (!IMAGE_SHAPES.some((s) => shapeText(s) === shapeText(imageShape))) {
+    throw invalid('invalid_shape', `shape ${shapeText(shape)} is not [N,...] with an image of ${IMAGE_SHAPES_TEXT}`);
+  }
   const n = shape[0] as number;
-  if (!(shape.length === 2 && s.endsWith(',784')) && !(shape.length === 3 && s.endsWith(',28,28')) && !(shape.length === 4 && s.endsWith(',28,28,1'))) {
-    throw badRequest('invalid_shape', `shape [${s}] is not [N,784], [N,28,28] or [N,28,28,1]`);
-  }
   if (n > maxBatch) throw tooMany(n, maxBatch);
-  if (!Array.isArray(t.data)) throw badRequest('invalid_input', 'data must be an array');
-  const flat = (t.data as unknown[]).flat(4);
-  if (flat.length !== n * PIXELS) throw badRequest('invalid_shape', `shape [${s}] needs ${n * PIXELS} values; data has ${flat.length}`);
-  const pixels = new Float32Array(flat.length);
-  for (let i = 0; i < flat.length; i++) pixels[i] = pixel(flat[i], `data[${i}]`);
+  const data = input.data;
+  if (!Array.isArray(data)) throw invalid('invalid_input', 'data must be an array (flat, or nested as the shape says)');
+  const pixels = new Float32Array(n * PIXELS);
+  const flat = data.length === n * PIXELS && !(n === 1 && shape.length === 2 && Array.isArray(data[0]));
+  if (!flat && data.length !== n) throw invalid('invalid_shape', `shape ${shapeText(shape)} needs ${n * PIXELS} values flat or ${n} nested rows; data has ${data.length}`);
+  writeNested(data, flat ? [n * PIXELS] : (shape as number[]), 0, pixels, { at: 0 }, element, () => 'data');
   return { pixels, count: n };
 }

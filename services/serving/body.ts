@@ -1,0 +1,119 @@
+import type { Request, Response } from 'express';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { WorkBudget } from './admission.js';
+import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
+import { parseJsonInTurns } from './json-turns.js';
+import { jsonParseCost } from './limits.js';
+import type { ModelRef, Predictor } from './predictor.js';
+import { parseBody } from './schema.js';
+import type { z } from 'zod';
+
+export interface JsonBodyLimits {
+  maxBodyBytes: number;
+  /** Most JSON values a body may hold (commas + 1): bounds what JSON.parse allocates. */
+  maxValues: number;
+  /** Most arrays and objects: bounds how long JSON.parse holds the event loop. */
+  maxContainers: number;
+}
+
+const COMMA = 0x2c;
+const OPEN_ARRAY = 0x5b;
+const OPEN_OBJECT = 0x7b;
+
+/** How many values and containers JSON.parse would build from `bytes` (an upper bound: commas inside strings count too). */
+export function countJsonValues(bytes: Buffer): { values: number; containers: number } {
+  let commas = 0;
+  let containers = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    if (b === COMMA) commas++;
+    else if (b === OPEN_ARRAY || b === OPEN_OBJECT) containers++;
+  }
+  return { values: commas + 1, containers };
+}
+
+/**
+ * Reads a JSON request body under the function's memory budget, checking sizes before
+ * anything large is allocated: Content-Length against the body limit; a reservation for the
+ * bytes (refused with 429 when the function is busy); the bytes into one buffer; then a count
+ * of the values and containers in them, and a reservation for what JSON.parse will build from
+ * them, before it builds anything. The reservations are given back when the response has
+ * been sent.
+ */
+export async function readJsonBody(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<unknown> {
+  const type = req.headers['content-type'];
+  if (type !== undefined && !/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type)) throw new UnsupportedMedia('unsupported_media_type', 'send the request body as application/json');
+  const encoding = String(req.headers['content-encoding'] ?? 'identity').toLowerCase();
+  if (encoding !== 'identity') throw new UnsupportedMedia('unsupported_encoding', `content-encoding ${encoding} is not accepted: a compressed body could expand past the memory limit; send it uncompressed`);
+  const length = Number(req.headers['content-length']);
+  const declared = req.headers['content-length'] !== undefined && Number.isSafeInteger(length) && length >= 0 ? length : undefined;
+  if (declared !== undefined && declared > limits.maxBodyBytes) throw new TooLarge('body_too_large', `request body is ${declared} bytes; the limit is ${limits.maxBodyBytes}`);
+  res.once('close', budget.reserve(declared ?? limits.maxBodyBytes));
+  const bytes = await receive(req, declared, limits.maxBodyBytes);
+  if (bytes.length === 0) throw new InvalidInput('invalid_body', 'the request has no body: send a JSON object');
+  const { values, containers } = countJsonValues(bytes);
+  if (values > limits.maxValues) throw new TooLarge('batch_too_large', `the body holds up to ${values} values; the limit is ${limits.maxValues}`);
+  if (containers > limits.maxContainers) {
+    throw new TooLarge('too_many_arrays', `the body holds ${containers} arrays or objects; the limit is ${limits.maxContainers}: send each image flat, or without its channel dimension, rather than one array per pixel`);
+  }
+  res.once('close', budget.reserve(jsonParseCost(bytes.length, values, containers) - bytes.length));
+  // Counting, parsing (in groups of elements) and walking a large body each hold the event loop; between them, readiness probes and small requests get their turn.
+  await nextTurn();
+  let parsed: unknown;
+  try {
+    parsed = await parseJsonInTurns(bytes);
+  } catch (e) {
+    if (e instanceof InvalidInput) throw e;
+    throw new InvalidInput('invalid_json', 'request body is not valid JSON');
+  }
+  if (bytes.length > YIELD_AFTER_BYTES) await nextTurn();
+  return parsed;
+}
+
+const YIELD_AFTER_BYTES = 64 * 1024;
+
+/** The body's bytes: into one buffer of the declared size, or chunks (chunked encoding), never past `max`. */
+function receive(req: Request, declared: number | undefined, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const fixed = declared !== undefined ? Buffer.allocUnsafe(declared) : undefined;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const fail = (e: Error) => {
+      req.removeListener('data', onData);
+      req.resume();
+      reject(e);
+    };
+    const onData = (c: Buffer) => {
+      if (size + c.length > (declared ?? max)) {
+        return fail(declared !== undefined ? new InvalidInput('body_size_mismatch', 'request body is longer than its Content-Length') : new TooLarge('body_too_large', `request body exceeds ${max} bytes`));
+      }
+      if (fixed) c.copy(fixed, size);
+      else chunks.push(c);
+      size += c.length;
+    };
+    req.on('data', onData);
+    req.once('end', () => {
+      if (fixed && size !== declared) return reject(new InvalidInput('body_size_mismatch', 'request body is shorter than its Content-Length'));
+      resolve(fixed ?? Buffer.concat(chunks, size));
+    });
+    req.once('aborted', () => reject(new InvalidInput('request_aborted', 'the client closed the request before the body arrived')));
+    req.once('error', () => reject(new InvalidInput('request_aborted', 'the request body was not received completely')));
+  });
+}
+
+/**
+ * A protocol's JSON request to a model: the model and version are checked first (an unknown
+ * model or a version not loaded is answered before the body is read), then the body is read
+ * under the budget and its envelope checked against `schema`.
+ */
+export async function readModelRequest<S extends z.ZodType>(
+  req: Request,
+  res: Response,
+  ctx: { predictor: Predictor; body: JsonBodyLimits; budget: WorkBudget },
+  ref: ModelRef,
+  schema: S,
+  what: string,
+): Promise<z.infer<S>> {
+  ctx.predictor.resolve(ref);
+  return parseBody(schema, await readJsonBody(req, res, ctx.body, ctx.budget), what);
+}

@@ -12,6 +12,7 @@ import { parseRunConfig, unreachableQuorum, type RunConfig } from './run-config.
 import { EVENT_TYPES, readEvent } from '../services/http/cloudevents.js';
 import { EVENTING } from '../services/kube/constants.js';
 import { deadLetterHandlers, type DeadLetterOptions } from './dead-letter.js';
+import { privacyView, runPrivacyProblems } from './privacy-budget.js';
 
 export interface AggregatorDeps {
   pool: pg.Pool;
@@ -61,6 +62,8 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     if (usable.length === 0) throw new HttpError(409, 'no_trainers', 'no trainer endpoints are known (EDGEFL_TRAINER_URLS or cluster discovery)');
     const unreachable = unreachableQuorum(config, usable.length);
     if (unreachable) throw new HttpError(422, 'quorum_unreachable', unreachable);
+    const privacyProblems = await runPrivacyProblems(deps.pool, config, usable);
+    if (privacyProblems.length) throw new HttpError(400, 'impossible_privacy', privacyProblems.join('; '));
     const run = await deps.federation.startRun(config);
     res.status(201).location(`/runs/${run.id}`).json(await runView(run.id));
   });
@@ -162,6 +165,7 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     return {
       ...runSummary(run),
       config: run.config,
+      privacy: (await privacyView(deps.pool, run.config as RunConfig, rounds.filter((r) => r.status === 'completed').length, [...new Set(rounds.flatMap((r) => r.selected))])) ?? null,
       rounds: rounds.map((r) => ({
         round: r.round,
         status: r.status,

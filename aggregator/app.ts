@@ -22,6 +22,8 @@ export interface AggregatorDeps {
   trainers: () => Promise<TrainerTarget[]>;
   servingUrls: () => string[];
   runDefaults?: Partial<RunConfig>;
+  /** The longest roundTimeoutS a run may ask for (the trainers' request timeout); unset: no limit beyond the schema's. */
+  maxRoundTimeoutS?: number;
   metrics?: Metrics;
   /** Dead-letter sink settings (broker URL, invoke secret) for undeliverable round events. */
   deadLetter?: Omit<DeadLetterOptions, 'metrics' | 'log'>;
@@ -62,6 +64,9 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     if (usable.length === 0) throw new HttpError(409, 'no_trainers', 'no trainer endpoints are known (EDGEFL_TRAINER_URLS or cluster discovery)');
     const unreachable = unreachableQuorum(config, usable.length);
     if (unreachable) throw new HttpError(422, 'quorum_unreachable', unreachable);
+    if (deps.maxRoundTimeoutS !== undefined && config.roundTimeoutS > deps.maxRoundTimeoutS) {
+      throw new HttpError(422, 'round_timeout_too_long', `roundTimeoutS ${config.roundTimeoutS} exceeds the trainers' request timeout of ${deps.maxRoundTimeoutS} s (EDGEFL_MAX_ROUND_TIMEOUT_S): Knative would cut the trainer's request before the round's deadline`);
+    }
     const privacyProblems = await runPrivacyProblems(deps.pool, config, usable);
     if (privacyProblems.length) throw new HttpError(400, 'impossible_privacy', privacyProblems.join('; '));
     const run = await deps.federation.startRun(config);

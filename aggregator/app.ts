@@ -14,6 +14,7 @@ import { mountModelRoutes } from './model-routes.js';
 import { applyRetention, retentionFromEnv, type RetentionPolicy } from '../services/store/retention.js';
 import { EVENTING } from '../services/kube/constants.js';
 import { deadLetterHandlers, type DeadLetterOptions } from './dead-letter.js';
+import { privacyView, runPrivacyProblems } from './privacy-budget.js';
 
 export interface AggregatorDeps {
   pool: pg.Pool;
@@ -23,6 +24,8 @@ export interface AggregatorDeps {
   trainers: () => Promise<TrainerTarget[]>;
   servingUrls: () => string[];
   runDefaults?: Partial<RunConfig>;
+  /** The longest roundTimeoutS a run may ask for (the trainers' request timeout); unset: no limit beyond the schema's. */
+  maxRoundTimeoutS?: number;
   metrics?: Metrics;
   /** Dead-letter sink settings (broker URL, invoke secret) for undeliverable round events. */
   deadLetter?: Omit<DeadLetterOptions, 'metrics' | 'log'>;
@@ -65,6 +68,11 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     if (usable.length === 0) throw new HttpError(409, 'no_trainers', 'no trainer endpoints are known (EDGEFL_TRAINER_URLS or cluster discovery)');
     const unreachable = unreachableQuorum(config, usable.length);
     if (unreachable) throw new HttpError(422, 'quorum_unreachable', unreachable);
+    if (deps.maxRoundTimeoutS !== undefined && config.roundTimeoutS > deps.maxRoundTimeoutS) {
+      throw new HttpError(422, 'round_timeout_too_long', `roundTimeoutS ${config.roundTimeoutS} exceeds the trainers' request timeout of ${deps.maxRoundTimeoutS} s (EDGEFL_MAX_ROUND_TIMEOUT_S): Knative would cut the trainer's request before the round's deadline`);
+    }
+    const privacyProblems = await runPrivacyProblems(deps.pool, config, usable);
+    if (privacyProblems.length) throw new HttpError(400, 'impossible_privacy', privacyProblems.join('; '));
     const run = await deps.federation.startRun(config);
     res.status(201).location(`/runs/${run.id}`).json(await runView(run.id));
   });
@@ -180,6 +188,7 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     return {
       ...runSummary(run),
       config: run.config,
+      privacy: (await privacyView(deps.pool, run.config as RunConfig, rounds.filter((r) => r.status === 'completed').length, [...new Set(rounds.flatMap((r) => r.selected))])) ?? null,
       rounds: rounds.map((r) => ({
         round: r.round,
         status: r.status,

@@ -1,3 +1,4 @@
+import { setTimeout as timeout } from 'node:timers/promises';
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
@@ -11,6 +12,7 @@ import { isConnectionError } from '../services/store/database.js';
 import type { TrainerTarget } from './invoke.js';
 import { createStrategy } from './strategies.js';
 import type { RunConfig } from './run-config.js';
+import { withinBudget } from './privacy-budget.js';
 import { decideNext } from './round/decide.js';
 import { runRound } from './round/driver.js';
 import { createEvaluator, type Evaluator } from './round/evaluate.js';
@@ -205,6 +207,7 @@ export class Federation extends EventEmitter {
         config,
       );
       if (next.finish) return this.finish(runId, next.status, next.reason);
+      if (config.dp?.mode === 'local' && (await withinBudget(this.deps.pool, await this.deps.trainers(), config, runId)).length === 0) return this.finish(runId, 'completed', 'every node has spent its privacy budget');
       const summary = await runRound(this.ctx, current, strategy, next.round, signal);
       // Cut short by an abort (here or by another process): the round must not stay open once the run has ended.
       if (!summary && signal.reason !== SHUTDOWN) await store.failRound(this.deps.pool, runId, next.round, { reason: ABORTED_BY_USER });
@@ -225,14 +228,7 @@ function connectionLost(cause: Error): Error {
   return Object.assign(new Error(`lost the run's lock connection: ${cause.message}`), { code: '57P01' });
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
+/** Waits `ms`, or less once `signal` aborts; never throws (the caller checks the signal). */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return timeout(ms, undefined, { signal }).catch(() => undefined);
 }

@@ -1,3 +1,4 @@
+import { setTimeout as timeout } from 'node:timers/promises';
 import http from 'node:http';
 import https from 'node:https';
 import { invokeClaims, signInvokeToken } from '../services/shared/auth.js';
@@ -130,16 +131,7 @@ function postOnce(url: string, headers: Record<string, string>, body: string, ti
   });
 }
 
+/** Waits `ms`, or less once `signal` aborts; never throws (the caller checks the signal). */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (ms <= 0) return resolve();
-    // Remove the abort listener when the timer fires: a run's signal outlives many retries.
-    const done = () => {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
+  return timeout(ms, undefined, { signal }).catch(() => undefined);
 }

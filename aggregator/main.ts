@@ -49,6 +49,7 @@ export async function startAggregator(cfg: Config, opts: AggregatorOptions = {})
     trainers,
     servingUrls: () => cfg.servingUrls,
     runDefaults: opts.runDefaults,
+    maxRoundTimeoutS: cfg.maxRoundTimeoutS,
     metrics,
     deadLetter: { brokerUrl: cfg.eventSink, invokeSecret: auth.invokeSecret },
     mount: (app) => {

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { asObject } from '../services/http/validate.js';
 import { badRequest } from '../services/http/errors.js';
 import { STRATEGIES, createStrategy, type StrategyName } from './strategies.js';
+import { dpConfigSchema, dpStrategyIssue } from '../services/core/privacy/config.js';
 
 /**
  * Everything that defines a training run, as one schema: its defaults are the only ones
@@ -38,6 +39,8 @@ export const RunConfigSchema = z
     promote: z.enum(['best', 'latest', 'manual']).default('best'),
     /** 'best' promotes only a candidate at least this much more accurate than the promoted version. */
     minImprovement: z.number().min(0).max(1).default(0),
+    /** Differential privacy (services/core/privacy/config.ts): record-level DP-SGD on the nodes or client-level DP-FedAvg. */
+    dp: dpConfigSchema.nullable().default(null),
   })
   .strict();
 
@@ -56,6 +59,8 @@ export function parseRunConfig(body: unknown, defaults: Partial<RunConfig> = {})
   const parsed = RunConfigSchema.safeParse({ ...defaults, ...given });
   if (!parsed.success) throw badRequest(...describeIssue(parsed.error.issues[0]!));
   const config = parsed.data;
+  const dpIssue = dpStrategyIssue(config.strategy, config.dp);
+  if (dpIssue) throw badRequest('invalid_field', dpIssue);
   const strategy = createStrategy(config.strategy, config);
   if (config.strategy === 'trimmed-mean' && !Number.isFinite(strategy.minUpdates)) {
     throw badRequest('invalid_field', `'trimFraction' must be > 0 for trimmed-mean: it has to cut at least one value per side to be robust`);

@@ -13,6 +13,7 @@ import type { TrainerTarget } from './invoke.js';
 import type { RunConfig } from './run-config.js';
 import { chooseNodes } from './round/plan.js';
 import { coordinateWise, median, trimmedMean, weightedMean } from './round/aggregate.js';
+import { dpFedAvg } from './dp-fedavg-strategy.js';
 
 export { clipToNorm, l2Distance, median, trimmedMean, weightedMean, type RoundAggregator } from './round/aggregate.js';
 
@@ -65,7 +66,7 @@ export interface Strategy {
 /** The run settings a strategy reads. */
 export type StrategyConfig = Pick<
   RunConfig,
-  'fraction' | 'seed' | 'epochs' | 'batchSize' | 'learningRate' | 'optimizer' | 'proximalMu' | 'serverMomentum' | 'serverLearningRate' | 'trimFraction'
+  'fraction' | 'seed' | 'epochs' | 'batchSize' | 'learningRate' | 'optimizer' | 'proximalMu' | 'serverMomentum' | 'serverLearningRate' | 'trimFraction' | 'dp'
 >;
 export type StrategyFactory = (config: StrategyConfig) => Strategy;
 
@@ -73,6 +74,8 @@ export type StrategyFactory = (config: StrategyConfig) => Strategy;
 export function configureByConfig(config: StrategyConfig, extra: Partial<FitConfig> = {}): Strategy['configureFit'] {
   return (round, candidates, keep) => {
     const fit: FitConfig = { epochs: config.epochs, batchSize: config.batchSize, learningRate: config.learningRate, optimizer: config.optimizer, proximalMu: 0, seed: config.seed, ...extra };
+    // Record-level DP: every node runs DP-SGD and checks its own budget (services/trainer/private-round.ts).
+    if (config.dp?.mode === 'local') fit.dp = config.dp;
     return chooseNodes(candidates, config, round, keep).map((target) => ({ target, config: { ...fit } }));
   };
 }
@@ -160,6 +163,7 @@ const REGISTRY = {
   fedavgm,
   median: medianStrategy,
   'trimmed-mean': trimmedMeanStrategy,
+  'dp-fedavg': dpFedAvg,
 } satisfies Record<string, StrategyFactory>;
 
 export type StrategyName = keyof typeof REGISTRY;

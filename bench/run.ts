@@ -12,6 +12,7 @@
  *   summary    quick cold-warm + batch 100 + memory in one go
  *   hostile-serving  largest legal + hostile requests + normal predictions for 60 s: OOM, 5xx, readiness p99, peak RSS
  *   chaos      faults injected into a live federation: kill -9, PostgreSQL restart, SIGTERM
+ *   privacy    held-out accuracy against ε (DP-SGD on each node), DP-SGD samples/s against non-private
  *
  * Every benchmark also measures model.predict in this process (the ceiling) and writes
  * result.json, report.md and SVG charts to --out (default bench-results/<name>-<timestamp>/).
@@ -50,6 +51,7 @@ export const BENCHMARKS: Record<string, Loader> = {
   summary: async () => (await import('./summary.js')).summary,
   'hostile-serving': async () => (await import('./hostile-serving.js')).hostileServing,
   chaos: async () => (await import('./chaos.js')).chaos,
+  privacy: async () => (await import('./privacy.js')).privacy,
 };
 
 export interface ParsedBenchArgs<P = Record<string, unknown>> {

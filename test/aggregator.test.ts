@@ -151,7 +151,7 @@ describe('aggregator HTTP API', () => {
   const admin = { authorization: `Bearer ${ADMIN}` };
 
   beforeAll(async () => {
-    const app = createAggregatorApp({ pool: db.pool, federation, log: quietLog, adminToken: ADMIN, trainers: async () => targets, servingUrls: () => [] });
+    const app = createAggregatorApp({ pool: db.pool, federation, log: quietLog, adminToken: ADMIN, trainers: async () => targets, servingUrls: () => [], maxRoundTimeoutS: 600 });
     api = await serve(app);
   });
   afterAll(async () => api?.close());
@@ -184,6 +184,8 @@ describe('aggregator HTTP API', () => {
       [{ strategy: 'trimmed-mean', trimFraction: 0 }, 400, 'invalid_field'],
       [{ strategy: 'median', nodes: ['node-0', 'node-1'] }, 422, 'quorum_unreachable'],
       [{ strategy: 'median', fraction: 0.3 }, 422, 'quorum_unreachable'],
+      // longer than the trainers' request may last (EDGEFL_MAX_ROUND_TIMEOUT_S; in the cluster their Knative timeout)
+      [{ roundTimeoutS: 601 }, 422, 'round_timeout_too_long'],
     ];
     for (const [body, status, code] of cases) {
       const res = await call('POST', '/runs', body, admin);

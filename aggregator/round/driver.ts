@@ -7,6 +7,7 @@ import { planRound, type RoundPlan } from './plan.js';
 import { publishRound, recordFailedRound } from './record.js';
 import { applyVerdict, nodeResults, screenUpdate, shortfall, updatesInTime } from './screen.js';
 import type { NodeRoundResult, RoundContext, RoundSummary } from './types.js';
+import { withinBudget } from '../privacy-budget.js';
 
 /** Ends the update stream when the round cannot be aggregated: the strategy then changes nothing. */
 class RoundShortfall extends Error {
@@ -24,7 +25,7 @@ export async function runRound(ctx: RoundContext, run: store.RunRow, strategy: S
   const started = Date.now();
   const config = run.config as RunConfig;
   const existing = await store.getRound(ctx.pool, run.id, round);
-  const plan = planRound({ round, strategy, trainers: await ctx.trainers(), config, latestVersion: run.latestVersion!, existing, now: started });
+  const plan = planRound({ round, strategy, trainers: await withinBudget(ctx.pool, await ctx.trainers(), config, run.id), config, latestVersion: run.latestVersion!, existing, now: started });
   const global = await loadGlobal(ctx, plan.baseVersion);
   await openPlannedRound(ctx, run.id, plan, strategy.name, { epochs: config.epochs, batchSize: config.batchSize, learningRate: config.learningRate });
   const outcomes = await fitRound(ctx, run.id, plan, signal);

@@ -9,13 +9,13 @@
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import { LABELS, PART_OF } from './constants.js';
+import { edgeNodesFromLists, trainersFromList, type EdgeNodeStatus, type KnativeServiceObject, type PodObject, type TrainerEndpoint } from './knative-objects.js';
+import { bodyOf, kubeError, KNATIVE_SERVING, KSVC_RESOURCE, KubeClientUnavailableError, KubeDiscoveryError, statusCodeOf } from './kube-errors.js';
+
+export * from './knative-objects.js';
+export * from './kube-errors.js';
 
 type KubeClientModule = typeof import('@kubernetes/client-node');
-
-export const KNATIVE_SERVING = { group: 'serving.knative.dev', version: 'v1', plural: 'services' } as const;
-const KSVC_RESOURCE = `${KNATIVE_SERVING.plural}.${KNATIVE_SERVING.group}`;
-
-export class KubeClientUnavailableError extends Error {}
 
 let clientModule: Promise<KubeClientModule> | undefined;
 
@@ -38,175 +38,6 @@ export async function loadDefaultKubeConfig(): Promise<KubeConfig> {
   const kc = new Config();
   kc.loadFromDefault();
   return kc;
-}
-
-// ---------------------------------------------------------------------------------------
-// Shapes of the bits of Knative/Kubernetes objects we read (everything else is ignored).
-// ---------------------------------------------------------------------------------------
-
-interface Condition {
-  type?: string;
-  status?: string;
-  reason?: string;
-  message?: string;
-}
-
-export interface KnativeServiceObject {
-  metadata?: { name?: string; labels?: Record<string, string> };
-  status?: {
-    url?: string;
-    conditions?: Condition[];
-    latestReadyRevisionName?: string;
-    latestCreatedRevisionName?: string;
-  };
-}
-
-interface PodObject {
-  metadata?: { name?: string; labels?: Record<string, string>; deletionTimestamp?: unknown };
-  status?: { conditions?: Condition[] };
-}
-
-export interface TrainerEndpoint {
-  nodeId: number;
-  name: string;
-  /** status.url; null until Knative has assigned a route. */
-  url: string | null;
-  ready: boolean;
-}
-
-export interface KnativeServiceStatus {
-  name: string;
-  url: string | null;
-  ready: boolean;
-  /** Reason/message of a not-ready Ready condition, for the status table. */
-  reason?: string;
-  latestReadyRevisionName: string | null;
-  latestCreatedRevisionName: string | null;
-  /** Pods currently present (terminating ones included: they still hold the edge node's memory). */
-  pods: number;
-  readyPods: number;
-}
-
-export interface EdgeNodeStatus {
-  nodeId: number;
-  trainer: KnativeServiceStatus | null;
-  serving: KnativeServiceStatus | null;
-}
-
-// ---------------------------------------------------------------------------------------
-// Pure helpers (exported for tests).
-// ---------------------------------------------------------------------------------------
-
-function readyCondition(conditions: Condition[] | undefined): Condition | undefined {
-  return conditions?.find((c) => c.type === 'Ready');
-}
-
-export function isReady(obj: { status?: { conditions?: Condition[] } }): boolean {
-  return readyCondition(obj.status?.conditions)?.status === 'True';
-}
-
-function nodeIdOf(obj: { metadata?: { labels?: Record<string, string> } }): number | undefined {
-  const raw = obj.metadata?.labels?.[LABELS.nodeId];
-  if (raw === undefined || !/^\d+$/.test(raw)) return undefined;
-  return Number(raw);
-}
-
-/** Trainer endpoints from a Knative Service list, sorted by node id; unlabelled services are skipped. */
-export function trainersFromList(items: KnativeServiceObject[]): TrainerEndpoint[] {
-  const out: TrainerEndpoint[] = [];
-  for (const svc of items) {
-    const nodeId = nodeIdOf(svc);
-    const name = svc.metadata?.name;
-    if (nodeId === undefined || !name) continue;
-    out.push({ nodeId, name, url: svc.status?.url ?? null, ready: isReady(svc) });
-  }
-  return out.sort((a, b) => a.nodeId - b.nodeId);
-}
-
-export function edgeNodesFromLists(services: KnativeServiceObject[], pods: PodObject[]): EdgeNodeStatus[] {
-  const podsBySvc = new Map<string, { pods: number; readyPods: number }>();
-  for (const pod of pods) {
-    const svc = pod.metadata?.labels?.[LABELS.knativeService];
-    if (!svc) continue;
-    const entry = podsBySvc.get(svc) ?? { pods: 0, readyPods: 0 };
-    entry.pods++;
-    if (!pod.metadata?.deletionTimestamp && isReady(pod)) entry.readyPods++;
-    podsBySvc.set(svc, entry);
-  }
-  const nodes = new Map<number, EdgeNodeStatus>();
-  for (const svc of services) {
-    const nodeId = nodeIdOf(svc);
-    const role = svc.metadata?.labels?.[LABELS.role];
-    const name = svc.metadata?.name;
-    if (nodeId === undefined || !name || (role !== 'trainer' && role !== 'serving')) continue;
-    const ready = readyCondition(svc.status?.conditions);
-    const status: KnativeServiceStatus = {
-      name,
-      url: svc.status?.url ?? null,
-      ready: ready?.status === 'True',
-      ...(ready && ready.status !== 'True' && (ready.reason || ready.message)
-        ? { reason: [ready.reason, ready.message].filter(Boolean).join(': ') }
-        : {}),
-      latestReadyRevisionName: svc.status?.latestReadyRevisionName ?? null,
-      latestCreatedRevisionName: svc.status?.latestCreatedRevisionName ?? null,
-      ...(podsBySvc.get(name) ?? { pods: 0, readyPods: 0 }),
-    };
-    const node = nodes.get(nodeId) ?? { nodeId, trainer: null, serving: null };
-    node[role] = status;
-    nodes.set(nodeId, node);
-  }
-  return [...nodes.values()].sort((a, b) => a.nodeId - b.nodeId);
-}
-
-function statusCodeOf(err: unknown): number | undefined {
-  const e = err as { code?: unknown; statusCode?: unknown };
-  // ApiException carries `code`; Watch errors carry `statusCode`. Node errno codes are strings.
-  if (typeof e?.code === 'number') return e.code;
-  if (typeof e?.statusCode === 'number') return e.statusCode;
-  return undefined;
-}
-
-function bodyOf(err: unknown): { reason?: string; details?: { name?: string } } | undefined {
-  const body = (err as { body?: unknown })?.body;
-  if (body && typeof body === 'object') return body as { reason?: string; details?: { name?: string } };
-  if (typeof body === 'string') {
-    try {
-      return JSON.parse(body);
-    } catch {
-      return undefined;
-    }
-  }
-  return undefined;
-}
-
-export class KubeDiscoveryError extends Error {
-  constructor(
-    message: string,
-    readonly status?: number,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
-
-/**
- * Maps API failures to messages that say what to fix. A 404 on a *list* means the resource
- * type is not served at all (lists in a missing namespace return 200 with no items).
- */
-export function kubeError(err: unknown, resource: string, namespace: string): KubeDiscoveryError {
-  if (err instanceof KubeDiscoveryError || err instanceof KubeClientUnavailableError) return err as KubeDiscoveryError;
-  const status = statusCodeOf(err);
-  if (status === 403) {
-    return new KubeDiscoveryError(`RBAC: the service account cannot list ${resource} in ${namespace}`, 403, { cause: err });
-  }
-  if (status === 404 && resource === KSVC_RESOURCE) {
-    return new KubeDiscoveryError(`Knative Serving CRD not installed (the API does not serve ${KSVC_RESOURCE})`, 404, { cause: err });
-  }
-  if (status === 401) {
-    return new KubeDiscoveryError(`unauthorized: the Kubernetes API rejected the credentials (listing ${resource} in ${namespace})`, 401, { cause: err });
-  }
-  const detail = status ? `HTTP ${status}` : (err as Error)?.message ?? String(err);
-  return new KubeDiscoveryError(`Kubernetes API error listing ${resource} in ${namespace}: ${detail}`, status, { cause: err });
 }
 
 // ---------------------------------------------------------------------------------------

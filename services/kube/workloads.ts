@@ -252,6 +252,8 @@ export function aggregatorObjects(opts: ResolvedOptions) {
                   envValue(ENV.nodes, opts.nodes),
                   envValue(ENV.discovery, 'kube'),
                   { name: ENV.namespace, valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+                  // A round may not outlast the trainer's request: POST /runs refuses a longer roundTimeoutS.
+                  envValue(ENV.maxRoundTimeoutS, opts.trainerTimeoutSeconds),
                   ...federationEnv(),
                   envSecret(ENV.adminToken, NAMES.appSecret, SECRET_KEYS.adminToken),
                 ],

@@ -38,6 +38,8 @@ export const ENV = {
   namespace: 'EDGEFL_NAMESPACE',
   servingUrls: 'EDGEFL_SERVING_URLS',
   logLevel: 'EDGEFL_LOG_LEVEL',
+  /** The longest roundTimeoutS a run may ask for: the trainers' request timeout in the cluster (Knative cuts a longer request first). */
+  maxRoundTimeoutS: 'EDGEFL_MAX_ROUND_TIMEOUT_S',
   /** Broker URL injected by Knative's SinkBinding: when set, rounds travel through Knative Eventing. */
   eventSink: 'K_SINK',
 } as const;
@@ -121,6 +123,7 @@ function envSchema(role?: Role) {
       namespace: raw.transform((s) => s ?? 'edgefl'),
       logLevel: oneOf(['debug', 'info', 'warn', 'error'] as const, 'info'),
       eventSink: raw,
+      maxRoundTimeoutS: optionalInt(1),
     } satisfies Partial<Record<keyof typeof ENV, z.ZodType>>)
     .superRefine((e, ctx) => {
       if (e.nodeId >= e.nodes) reject(ctx, `${ENV.nodeId}=${e.nodeId} must be below ${ENV.nodes}=${e.nodes}`);

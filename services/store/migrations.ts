@@ -116,6 +116,26 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 5,
+    name: 'privacy ledger: every DP mechanism a node ran, to account its spent epsilon across rounds and runs',
+    sql: `
+      CREATE TABLE privacy_ledger (
+        id               bigserial PRIMARY KEY,
+        node_id          text NOT NULL,
+        run_id           text NOT NULL,
+        round            integer NOT NULL,
+        mechanism        text NOT NULL CHECK (mechanism IN ('dp-sgd')),
+        sampling_rate    double precision NOT NULL CHECK (sampling_rate > 0 AND sampling_rate <= 1),
+        noise_multiplier double precision NOT NULL CHECK (noise_multiplier > 0),
+        steps            integer NOT NULL CHECK (steps >= 0),
+        delta            double precision NOT NULL CHECK (delta > 0 AND delta < 1),
+        epsilon_total    double precision NOT NULL,
+        created_at       timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (node_id, run_id, round)
+      );
+    `,
+  },
 ];
 
 const LOCK_KEY = 0x6564_6766; // "edgf"

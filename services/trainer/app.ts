@@ -10,6 +10,7 @@ import { createMetrics, type Metrics } from '../shared/metrics.js';
 import { getFlatWeights, modelSpec, referenceModelSpec, setFlatWeights } from '../core/model.js';
 import type { tfl } from '../core/tf.js';
 import { trainLocal } from '../core/train.js';
+import { privacyMetrics, trainWithPrivacy } from './private-round.js';
 import type { ImageSet } from '../../datasets/types.js';
 import { findUpdate, getModel, getRound, insertUpdate, type UpdateMeta } from '../store/model-store.js';
 import { MAX_BATCH_SIZE, parseTrainRequest, type TrainRequest } from './train-request.js';
@@ -114,7 +115,8 @@ export function createTrainerApp(deps: TrainerDeps) {
     const global = await loadGlobal(request.modelVersion);
     setFlatWeights(deps.model, global);
     log.info('training started', { model_version: request.modelVersion, epochs: request.epochs, samples: deps.shard.count });
-    const result = await trainLocal(deps.model, deps.shard, {
+    const train = request.dp?.mode === 'local' ? trainWithPrivacy(deps.pool, deps.nodeId, request, request.dp) : trainLocal;
+    const result = await train(deps.model, deps.shard, {
       epochs: request.epochs,
       batchSize: request.batchSize,
       learningRate: request.learningRate,
@@ -136,6 +138,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       epochs: result.epochs,
       durationMs: Math.round(result.durationMs),
       samplesPerSecond: Math.round(result.samplesPerSecond),
+      ...privacyMetrics(result),
     };
     const { update, created } = await insertUpdate(deps.pool, {
       runId: request.runId,

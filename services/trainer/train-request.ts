@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { badRequest } from '../http/errors.js';
+import { dpConfigSchema } from '../core/privacy/config.js';
 
 export const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -47,6 +48,8 @@ function trainRequestSchema(maxBatchSize: number, now: number) {
     proximalMu: opt(num(0, 1000).default(0)),
     deadline: opt(time.default(() => new Date(now + 10 * 60_000))),
     seed: opt(int(0, 2 ** 31).default(1)),
+    /** Record-level DP-SGD on this node, when the run asks for it (mode 'local'). */
+    dp: opt(dpConfigSchema.optional()),
   });
 }
 

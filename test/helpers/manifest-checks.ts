@@ -81,6 +81,8 @@ export function crossCheck(objects: Obj[], nodes: number, opts: { eventing: bool
       expect(env[ENV.port]).toBe(String(CONTAINER_PORT));
       expect(env[ENV.discovery]).toBe('kube');
       expect(env[ENV.nodes]).toBe(String(nodes));
+      // A run's round may not outlast the trainer's Knative request timeout.
+      expect(env[ENV.maxRoundTimeoutS]).toBe(String(opts.trainerTimeoutSeconds ?? KNATIVE_TUNING.trainerTimeoutSeconds));
     }
 
     if (w.kind === 'Deployment' || w.kind === 'StatefulSet') {

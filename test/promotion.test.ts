@@ -71,11 +71,12 @@ describe('migration 3 on an existing database', () => {
   it('adds the lifecycle and promotes the version that was serving (the newest), so an upgrade keeps serving', async () => {
     const old = await createTestDatabase();
     try {
-      // Back to the schema of migration 2, with two published versions.
-      await old.pool.query('DROP TABLE promotions; DROP TABLE serving_status; ALTER TABLE model_versions DROP COLUMN pruned_at; DELETE FROM schema_migrations WHERE version >= 3');
+      // Back to a schema without the lifecycle (migrations 3 and 4), with two published versions.
+      await old.pool.query('DROP TABLE promotions; DROP TABLE serving_status; ALTER TABLE model_versions DROP COLUMN pruned_at; DELETE FROM schema_migrations WHERE version IN (3, 4)');
       const a = await store.publishModel(old.pool, weights(0.1));
       const b = await store.publishModel(old.pool, weights(0.2));
-      expect(await migrate(old.pool)).toEqual(MIGRATIONS.filter((m) => m.version >= 3).map((m) => m.version));
+      expect(await migrate(old.pool)).toEqual([3, 4]);
+      expect(MIGRATIONS.map((m) => m.version)).toEqual([...MIGRATIONS.map((m) => m.version)].sort((x, y) => x - y));
       const p = await promotedFor(old.pool, 'node-0');
       expect(p).toMatchObject({ version: b, nodes: null, by: 'migration' });
       expect(b).toBeGreaterThan(a);

@@ -10,6 +10,8 @@ import type { Federation, RoundSummary } from './federation.js';
 import type { TrainerTarget } from './invoke.js';
 import { parseRunConfig, unreachableQuorum, type RunConfig } from './run-config.js';
 import { EVENT_TYPES, readEvent } from '../services/http/cloudevents.js';
+import { mountModelRoutes } from './model-routes.js';
+import { applyRetention, retentionFromEnv, type RetentionPolicy } from '../services/store/retention.js';
 import { EVENTING } from '../services/kube/constants.js';
 import { deadLetterHandlers, type DeadLetterOptions } from './dead-letter.js';
 import { privacyView, runPrivacyProblems } from './privacy-budget.js';
@@ -29,6 +31,8 @@ export interface AggregatorDeps {
   deadLetter?: Omit<DeadLetterOptions, 'metrics' | 'log'>;
   /** Extra routes (the dashboard) mounted before the 404 handler. */
   mount?: (app: express.Express) => void;
+  /** Retention applied after every finished run (default: EDGEFL_RETENTION; unset: only on POST /models/prune). */
+  retention?: RetentionPolicy;
 }
 
 /** Run ids are generated here; anything else (a NUL byte PostgreSQL rejects with an error, a 10 kB path) is simply not a run. */
@@ -133,8 +137,21 @@ export function createAggregatorApp(deps: AggregatorDeps) {
   /** Knative Triggers dead-letter undeliverable round.train events here (aggregator/dead-letter.ts). */
   app.post(EVENTING.deadLetterPath, ...deadLetterHandlers({ ...deps.deadLetter, metrics, log: deps.log }));
 
-  app.get('/models', async (_req, res) => {
-    res.json({ models: await store.listModels(deps.pool) });
+  const retention = deps.retention ?? retentionFromEnv(process.env.EDGEFL_RETENTION);
+  if (retention) {
+    deps.federation.on('run', (run: store.RunRow) => {
+      if (run.status === 'running') return;
+      applyRetention(deps.pool, retention, false).then(
+        (r) => deps.log.info('retention applied', { run_id: run.id, pruned_versions: r.prunedVersions, pruned_updates: r.prunedUpdates, freed_bytes: r.prunedModelBytes + r.prunedUpdateBytes }),
+        (e) => deps.log.warn('retention failed', { err: e }),
+      );
+    });
+  }
+  mountModelRoutes(app, {
+    pool: deps.pool,
+    requireAdmin,
+    metrics,
+    nodeIds: async () => (await deps.trainers()).map((t) => t.nodeId),
   });
   app.get('/models/:version', async (req, res) => {
     const version = Number(req.params.version);
@@ -142,6 +159,7 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     if (req.query.format === 'bin') {
       const model = await store.getModel(deps.pool, version);
       if (!model) throw notFound('model_not_found', `no model version ${version}`);
+      if (model.prunedAt) throw new HttpError(410, 'model_pruned', `model version ${version} was pruned by retention; its weights are gone`);
       res.setHeader('Content-Type', 'application/octet-stream');
       res.setHeader('Content-Disposition', `attachment; filename="edgefl-mnist-v${version}.eflw"`);
       res.setHeader('X-Checksum-SHA256', model.checksum);

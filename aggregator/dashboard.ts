@@ -14,7 +14,7 @@ export interface DashboardOptions {
   connectSrc?: string[];
 }
 
-const ROUTES = ['/runs', '/runs/:id', '/models', '/models/:version', '/nodes', '/events', '/metrics'];
+const ROUTES = ['/runs', '/runs/:id', '/models', '/models/promoted', '/models/:version', '/nodes', '/events', '/metrics'];
 
 /**
  * The dashboard: a static, framework-free page (aggregator/dashboard/) that reads the

@@ -17,6 +17,7 @@ import { decideNext } from './round/decide.js';
 import { runRound } from './round/driver.js';
 import { createEvaluator, type Evaluator } from './round/evaluate.js';
 import type { RoundContext } from './round/types.js';
+import { PolicyPromoter } from './promotion.js';
 
 export type { NodeRoundResult, RoundSummary } from './round/types.js';
 export { selectNodes } from './round/plan.js';
@@ -60,6 +61,8 @@ export class Federation extends EventEmitter {
       metrics: deps.metrics,
       trainers: deps.trainers,
       evaluate: (flat) => this.evaluator.evaluate(flat),
+      test: (flat) => this.evaluator.test(flat),
+      promotion: new PolicyPromoter({ pool: deps.pool, validate: (flat) => this.evaluator.evaluate(flat) }),
       invoke: { secret: deps.invokeSecret, backoffMs: deps.retryBackoffMs, brokerUrl: deps.brokerUrl },
       emit: (event, data) => this.emit(event, data),
     };

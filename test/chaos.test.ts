@@ -9,6 +9,7 @@ import { encodeWeights, sha256Hex } from '../services/core/codec.js';
 import { initBackend } from '../services/core/backend.js';
 import { buildModel, getFlatWeights, referenceModelSpec } from '../services/core/model.js';
 import { ModelHolder } from '../services/serving/model-holder.js';
+import { publishPromoted } from './helpers/promote.js';
 import * as store from '../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { quietLog } from './helpers/federation.js';
@@ -68,12 +69,13 @@ describe('a stored version whose bytes no longer match its checksum', () => {
       return { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() } };
     };
     const holder = new ModelHolder(db.pool, quietLog);
-    const good = await store.publishModel(db.pool, weights(3));
+    const good = await publishPromoted(db.pool, weights(3));
     expect((await holder.refresh())?.version).toBe(good);
     // bit rot after the checksum was written
-    const bad = await store.publishModel(db.pool, weights(4));
+    const bad = await publishPromoted(db.pool, weights(4));
     await db.pool.query('UPDATE model_versions SET bytes = set_byte(bytes, 100, get_byte(bytes, 100) # 255) WHERE version = $1', [bad]);
-    expect((await holder.onPublished(bad))?.version).toBe(good);
+    expect((await holder.onPromotion())?.version).toBe(good);
+    expect(bad).toBeGreaterThan(good);
     expect((await holder.refresh())?.version).toBe(good);
     expect(holder.current?.checksum).toBe(weights(3).checksum);
   });

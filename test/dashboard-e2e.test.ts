@@ -137,6 +137,15 @@ describe('dashboard end to end', () => {
           const v = chart.getAttribute('data-rounds') ?? '';
           if (seen[seen.length - 1] !== v) seen.push(v);
         }).observe(chart, { attributes: true, attributeFilter: ['data-rounds'] });
+        // The "Round N in progress" header must name the round the table shows running, whenever both are drawn.
+        const headers: string[] = ((window as any).__headers = []);
+        const check = () => {
+          const prog = document.querySelector('#run-progress') as HTMLElement;
+          if (prog.hidden) return;
+          const running = [...document.querySelectorAll('#rounds-table tbody tr')].find((tr) => tr.querySelector('.badge')?.textContent === 'running');
+          headers.push(`${/Round (\d+)/.exec(prog.textContent ?? '')?.[1]}=${running?.getAttribute('data-round') ?? 'none'}`);
+        };
+        new MutationObserver(check).observe(document.querySelector('#run-detail')!, { subtree: true, childList: true, characterData: true, attributes: true });
       });
       await page.waitForSelector('#live.on', { timeout: 10_000 });
       // `edgefl up` keeps the admin token in the data directory (never on the terminal).
@@ -176,6 +185,17 @@ describe('dashboard end to end', () => {
       const seen: number[] = (await page.evaluate(() => (window as any).__rounds as string[])).map(Number);
       expect(seen.at(-1)).toBe(ROUNDS);
       expect(Math.min(...seen)).toBeLessThan(ROUNDS);
+
+      const headers: string[] = await page.evaluate(() => (window as any).__headers);
+      expect(headers.filter((h) => h.split('=')[0] !== h.split('=')[1])).toEqual([]);
+      expect(headers.length).toBeGreaterThan(0); // the page is open before the run starts, so it saw rounds in progress
+
+      // What is promoted, and what each node's serving function reports it serves.
+      const promoted = (await getJSON(`${base}/models/promoted`)).fleet;
+      expect(promoted.by).toBe('policy:best');
+      await page.waitForFunction((v) => document.querySelector('#promoted-fleet')?.textContent?.startsWith(`v${v},`), promoted.version, { timeout: 10_000 });
+      await page.waitForFunction((v) => [...document.querySelectorAll('#nodes dd.serves')].filter((d) => d.textContent?.startsWith(`v${v} `)).length === 2, promoted.version, { timeout: 10_000 });
+      expect(await page.textContent(`#models-table tr[data-version="${promoted.version}"] .badge`)).toBe('promoted');
 
       await page.waitForFunction(() => document.querySelectorAll('#nodes .node').length === 2);
       await page.waitForFunction(() => document.querySelectorAll('#nodes .hist rect').length === 20, undefined, { timeout: 10_000 });

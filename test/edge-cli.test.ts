@@ -9,6 +9,7 @@ import { freePort } from '../services/harness/ports.js';
 import { spawnService, type ServiceChild } from '../services/harness/process.js';
 import * as store from '../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+import { publishPromoted } from './helpers/promote.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const built = path.join(root, 'dist/services/cli/edgefl.js');
@@ -98,11 +99,11 @@ describe('edgefl CLI: trainer and serving processes', () => {
     expect(nodes[0]!.shardSize).toBe(200);
   });
 
-  it('serving loads the first version published after it started', async () => {
+  it('serving loads the first version promoted after it started', async () => {
     const model = buildModel(1);
     const bytes = encodeWeights(referenceModelSpec(), getFlatWeights(model));
     model.dispose();
-    v1 = await store.publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() } });
+    v1 = await publishPromoted(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() } });
     const res = await waitFor(serving, '/readyz', (r) => r.status === 200, 30_000);
     expect(await res.json()).toEqual({ ready: true, model_version: String(v1) });
   });
@@ -122,11 +123,11 @@ describe('edgefl CLI: trainer and serving processes', () => {
     expect(updates[0]!.checksum).toBe(body.checksum);
   });
 
-  it('serving picks up a newer version (the trained update, published as a global model)', async () => {
+  it('serving picks up a newer promoted version (the trained update, published as a global model)', async () => {
     const [update] = await store.listUpdates(db.pool, 'cli-run', 1);
     const bytes = (await store.getUpdateBytes(db.pool, update!.id))!;
     expect(decodeWeights(bytes, referenceModelSpec()).flat.length).toBeGreaterThan(0);
-    const v2 = await store.publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() }, parentVersion: v1, runId: 'cli-run', round: 1 });
+    const v2 = await publishPromoted(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() }, parentVersion: v1, runId: 'cli-run', round: 1 });
     await waitFor(serving, '/v1/models/mnist', async (r) => r.status === 200 && ((await r.json()) as any).model_version_status[0].version === String(v2), 30_000);
     const predict = await fetch(`${serving.url}/v1/models/mnist:predict`, {
       method: 'POST',

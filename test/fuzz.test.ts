@@ -6,9 +6,9 @@ import { createRng, type Rng } from '../datasets/rng.js';
 import { createAggregatorApp } from '../aggregator/app.js';
 import { createServingApp } from '../services/serving/app.js';
 import { ModelHolder } from '../services/serving/model-holder.js';
+import { publishPromoted } from './helpers/promote.js';
 import { encodeWeights, sha256Hex } from '../services/core/codec.js';
 import { buildModel, getFlatWeights, referenceModelSpec } from '../services/core/model.js';
-import * as store from '../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { createFederation, quietLog, serve, startTrainer, testData, type Running } from './helpers/federation.js';
 
@@ -35,7 +35,7 @@ beforeAll(async () => {
   const m = buildModel(1);
   const bytes = encodeWeights(referenceModelSpec(), getFlatWeights(m));
   m.dispose();
-  await store.publishModel(mainDb.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() } });
+  await publishPromoted(mainDb.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() } });
   const holder = new ModelHolder(mainDb.pool, quietLog);
   await holder.refresh();
   serving = await serve(createServingApp({ holder, log: quietLog, nodeId: 'node-0', maxBatch: 4, maxBodyBytes: 256 * 1024 }));

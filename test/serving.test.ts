@@ -9,8 +9,8 @@ import { PIXELS, argmaxRows, buildModel, getFlatWeights, predictProbabilities, r
 import { trainLocal } from '../services/core/train.js';
 import { createServingApp } from '../services/serving/app.js';
 import { ModelHolder } from '../services/serving/model-holder.js';
-import { listenForModels } from '../services/store/listen.js';
-import * as store from '../services/store/model-store.js';
+import { listenForPromotions } from '../services/store/listen.js';
+import { publishPromoted } from './helpers/promote.js';
 import { builtinMnistSplit } from '../datasets/builtin-mnist.js';
 import { subset, type ImageSet } from '../datasets/types.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
@@ -51,9 +51,9 @@ beforeAll(async () => {
   db = await createTestDatabase();
   holder = new ModelHolder(db.pool, log);
   // Wired exactly as services/serving/main.ts does.
-  listener = listenForModels(
+  listener = listenForPromotions(
     db.url,
-    (v) => void holder.onPublished(v).catch((e) => log.warn('reload failed', { err: e })),
+    () => void holder.onPromotion().catch((e) => log.warn('reload failed', { err: e })),
     () => void holder.refresh().catch((e) => log.warn('refresh failed', { err: e })),
     (m) => log.warn(m),
   );
@@ -140,7 +140,7 @@ function toJpeg(i: number, invert = false, scale = 2): Buffer {
   return out;
 }
 
-describe('serving before any model is published', () => {
+describe('serving before any model is promoted', () => {
   it('is live but not ready, and prediction routes answer 503 in each protocol’s error shape', async () => {
     expect((await fetch(`${base}/v2/health/live`)).status).toBe(200);
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
@@ -156,8 +156,8 @@ describe('serving before any model is published', () => {
     await expectV2Error(await fetch(`${base}/v2/models/mnist`), 503);
   });
 
-  it('loads the first version published, through NOTIFY', async () => {
-    v1 = await store.publishModel(db.pool, { ...weightsRow(trainedFlat), metrics: { accuracy: 0.96 } });
+  it('loads the first version promoted, through NOTIFY', async () => {
+    v1 = await publishPromoted(db.pool, { ...weightsRow(trainedFlat), metrics: { accuracy: 0.96 } });
     await vi.waitFor(() => expect(holder.current?.version, 'version 1 to load').toBe(v1), { timeout: 15_000, interval: 20 });
     const ready = await fetch(`${base}/v2/health/ready`);
     expect(ready.status).toBe(200);
@@ -440,7 +440,7 @@ describe('bad input is a 4xx, never a 5xx', () => {
 describe('model versions', () => {
   let v2: number;
 
-  it('hot-swaps to a newly published version under load without a single failed request; the answers change with it', async () => {
+  it('hot-swaps to a newly promoted version under load without a single failed request; the answers change with it', async () => {
     // Version 2 answers differently from version 1 on purpose: its output bias (the last 10 weights)
     // makes it say `forced` for every image, a class version 1 gives neither of the two images.
     const forced = [0, 1, 2, 3].find((c) => c !== expected[1] && c !== expected[2])!;
@@ -465,7 +465,7 @@ describe('model versions', () => {
     const observer = observe();
     const load = autocannon({ url: `${base}/v1/models/mnist:predict`, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections: 4, duration: 3 });
     await vi.waitFor(() => expect(seen.filter((v) => v === v1).length, 'answers from version 1 under load').toBeGreaterThanOrEqual(3), { timeout: 15_000, interval: 20 });
-    v2 = await store.publishModel(db.pool, { ...weightsRow(flat2), parentVersion: v1 });
+    v2 = await publishPromoted(db.pool, { ...weightsRow(flat2), parentVersion: v1 });
     await vi.waitFor(() => expect(seen.at(-1), 'responses from version 2').toBe(v2), { timeout: 15_000, interval: 20 });
     const result = await load;
     observing = false;
@@ -488,7 +488,7 @@ describe('model versions', () => {
 
   it('refuses a version whose stored checksum does not match its bytes; the previous one keeps serving', async () => {
     const row = weightsRow(trainedFlat.map((v) => v * 0.5));
-    const bad = await store.publishModel(db.pool, { ...row, checksum: 'ab'.repeat(32) });
+    const bad = await publishPromoted(db.pool, { ...row, checksum: 'ab'.repeat(32) });
     await vi.waitFor(() => expect(logLines.some((l) => l.includes('refusing model version') && l.includes(`"version":${bad}`)), 'the refusal').toBe(true), { timeout: 15_000, interval: 20 });
     expect(holder.current?.version).toBe(v2);
     const res = await post(`${base}/v1/models/mnist:predict`, { instances: [flatImage(0)] });
@@ -499,7 +499,7 @@ describe('model versions', () => {
     const { bytes } = weightsRow(trainedFlat.map((v) => v * 0.25));
     const damaged = Buffer.from(bytes);
     damaged[Math.floor(damaged.length / 2)]! ^= 0xff;
-    const bad = await store.publishModel(db.pool, { bytes: damaged, checksum: sha256Hex(damaged), manifest: { tensors: referenceModelSpec() } });
+    const bad = await publishPromoted(db.pool, { bytes: damaged, checksum: sha256Hex(damaged), manifest: { tensors: referenceModelSpec() } });
     await vi.waitFor(() => expect(logLines.some((l) => l.includes('refusing model version') && l.includes(`"version":${bad}`)), 'the refusal').toBe(true), { timeout: 15_000, interval: 20 });
     expect(holder.current?.version).toBe(v2);
     expect((await holder.refresh())?.version).toBe(v2);
@@ -508,7 +508,7 @@ describe('model versions', () => {
     expect(res.headers.get('x-model-version')).toBe(String(v2));
   });
 
-  it('a cold start after a corrupt publish serves the newest good version, not nothing', async () => {
+  it('a cold start after a corrupt promotion serves the newest good promoted version, not nothing', async () => {
     const cold = new ModelHolder(db.pool, log);
     const loaded = await cold.refresh();
     expect(loaded?.version).toBe(v2);
@@ -521,7 +521,7 @@ describe('model versions', () => {
   });
 
   it('moves on to the next good version after the corrupt ones', async () => {
-    const v5 = await store.publishModel(db.pool, weightsRow(trainedFlat));
+    const v5 = await publishPromoted(db.pool, weightsRow(trainedFlat));
     await vi.waitFor(() => expect(holder.current?.version, 'the next good version').toBe(v5), { timeout: 15_000, interval: 20 });
     const res = await post(`${base}/v1/models/mnist:predict`, { instances: [flatImage(0)] });
     expect(res.headers.get('x-model-version')).toBe(String(v5));

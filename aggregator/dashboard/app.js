@@ -13,7 +13,7 @@ const state = {
   run: null, // GET /runs/:id
   nodes: [],
   models: [],
-  inProgress: null, // last round-start event of the selected run
+  promoted: null, // GET /models/promoted: what is promoted, what each node serves, history
 };
 
 /** Element helper: h('td', { class: 'num' }, 'text', child). */
@@ -56,10 +56,7 @@ async function loadRuns() {
   state.runs = runs;
   if (!state.pinned || !runs.some((r) => r.id === state.runId)) {
     const next = runs[0]?.id ?? null;
-    if (next !== state.runId) {
-      state.runId = next;
-      state.inProgress = null;
-    }
+    if (next !== state.runId) state.runId = next;
   }
   renderRuns();
   await loadRun();
@@ -75,7 +72,6 @@ async function loadRun() {
   const run = await getJSON(`/runs/${encodeURIComponent(id)}`);
   if (id !== state.runId) return; // selection changed meanwhile
   state.run = run;
-  if (run.status !== 'running') state.inProgress = null;
   renderRun();
   renderNodes();
 }
@@ -89,6 +85,12 @@ async function loadNodes() {
 async function loadModels() {
   state.models = (await getJSON('/models')).models;
   renderModels();
+}
+
+async function loadPromoted() {
+  state.promoted = await getJSON('/models/promoted');
+  renderPromotion();
+  renderNodes();
 }
 
 const timers = new Map();
@@ -147,9 +149,10 @@ function renderRun() {
   ]
     .filter(Boolean)
     .join(' · ');
+  // The header reads the same rows as the round table, so the two always agree.
   const prog = $('#run-progress');
-  const p = state.inProgress;
-  prog.hidden = !(run.status === 'running' && p);
+  const p = run.status === 'running' ? run.rounds.find((r) => r.status === 'running') : undefined;
+  prog.hidden = !p;
   if (p) prog.textContent = `Round ${p.round} in progress: training on ${p.selected.join(', ')} from model v${p.baseVersion} …`;
   renderChart(run);
   renderRounds(run);
@@ -165,6 +168,7 @@ function renderRounds(run) {
         h('td', { class: 'num' }, r.round, r.attempt > 1 ? h('span', { class: 'muted', title: 'attempt' }, ` (#${r.attempt})`) : null),
         h('td', {}, h('span', { class: `badge ${r.status}`, title: r.reason ?? '' }, r.status)),
         h('td', { class: 'num' }, pct(r.globalAccuracy)),
+        h('td', { class: 'num' }, pct(r.testAccuracy)),
         h('td', { class: 'num' }, num(r.globalLoss)),
         h('td', {}, r.participants ? `${r.participants.length}/${r.selected.length}` : `–/${r.selected.length}`, r.participants?.length ? h('span', { class: 'muted' }, ` ${r.participants.join(', ')}`) : null),
         h('td', {}, r.stragglers?.length ? r.stragglers.join(', ') : '–'),
@@ -172,7 +176,12 @@ function renderRounds(run) {
         h('td', { class: 'num' }, secs(r.trainingMs)),
         h('td', { class: 'num' }, secs(r.aggregationMs)),
         h('td', { class: 'num' }, secs(r.evaluationMs)),
-        h('td', { class: 'num' }, r.modelVersion ? h('a', { href: `/models/${r.modelVersion}` }, `v${r.modelVersion}`) : '–'),
+        h(
+          'td',
+          { class: 'num' },
+          r.modelVersion ? h('a', { href: `/models/${r.modelVersion}` }, `v${r.modelVersion}`) : '–',
+          r.promoted ? [' ', h('span', { class: 'badge promoted', title: r.promotionReason ?? '' }, 'promoted')] : null,
+        ),
       ),
     ),
   );
@@ -252,7 +261,7 @@ function renderLegend(nodeIds) {
     return h('span', {}, sw, label);
   };
   $('#chart-legend').replaceChildren(
-    item('#2563eb', 'global accuracy (held-out)'),
+    item('#2563eb', 'global accuracy (validation)'),
     item('currentColor', 'global loss', true),
     ...nodeIds.map((id) => item(nodeColor(id), `${id} local accuracy`)),
   );
@@ -298,6 +307,10 @@ function renderNodes() {
           h('dd', {}, t?.samplesPerSecond ? `${Math.round(t.samplesPerSecond)} samples/s` : '–'),
           h('dt', {}, 'Local acc.'),
           h('dd', {}, t?.accuracy !== undefined ? `${pct(t.accuracy)} (loss ${num(t.loss)})` : '–'),
+          h('dt', {}, 'Serves'),
+          h('dd', { class: 'serves' }, servesText(n.id)),
+          h('dt', {}, 'Promoted'),
+          h('dd', { class: 'promoted-for' }, promotedText(n.id)),
           h('dt', {}, 'Serving'),
           h('dd', { class: 'mono' }, n.servingUrl ?? '–'),
           h('dt', {}, 'Last seen'),
@@ -325,6 +338,34 @@ function histogram(hist) {
   return svg;
 }
 
+// ---- promotion -------------------------------------------------------------
+
+const planOf = (nodeId) => state.promoted?.nodes?.find((n) => n.nodeId === nodeId);
+const heldOut = (f) => pct(f?.validationAccuracy ?? f?.accuracy);
+
+/** What the node's serving function last reported it runs (it reports on every load), with that version's held-out accuracy. */
+function servesText(nodeId) {
+  const s = planOf(nodeId)?.served;
+  if (!s) return 'not reported yet';
+  if (s.version === null) return 'nothing (not ready)';
+  return [`v${s.version} `, s.canary ? h('span', { class: 'badge canary' }, 'canary') : null, ` held-out ${heldOut(s.figures)}`];
+}
+
+function promotedText(nodeId) {
+  const p = planOf(nodeId);
+  if (!p || p.version === null) return 'nothing promoted';
+  return p.canary ? [`v${p.version} `, h('span', { class: 'badge canary' }, 'canary')] : `v${p.version} (fleet)`;
+}
+
+const describe = (p) => `v${p.version} ${p.nodes ? `canary on ${p.nodes.join(', ')}` : 'fleet'} · ${p.by} · ${time(p.at)} · ${p.reason}`;
+
+function renderPromotion() {
+  const p = state.promoted;
+  const fleet = p?.fleet;
+  $('#promoted-fleet').textContent = fleet ? `v${fleet.version}, held-out ${heldOut(fleet.figures)} — ${fleet.reason} (${fleet.by}, ${time(fleet.at)})` : 'nothing promoted yet: serving functions are not ready';
+  $('#promotion-history').replaceChildren(...(p?.history ?? []).slice(0, 10).map((x) => h('li', { 'data-promotion': x.id }, describe(x))));
+}
+
 // ---- models ----------------------------------------------------------------
 
 function renderModels() {
@@ -334,6 +375,7 @@ function renderModels() {
         'tr',
         { 'data-version': m.version },
         h('td', { class: 'num' }, h('a', { href: `/models/${m.version}` }, `v${m.version}`)),
+        h('td', {}, h('span', { class: `badge ${m.status}` }, m.status)),
         h('td', { class: 'mono' }, m.runId ? `${m.runId.slice(-6)} / ${m.round ?? '–'}` : '–'),
         h('td', { class: 'num' }, pct(m.metrics?.accuracy)),
         h('td', { class: 'num' }, num(m.metrics?.loss)),
@@ -363,18 +405,12 @@ function connectEvents() {
     live.title = 'live updates: reconnecting';
     wasDown = true;
   };
-  es.addEventListener('round-start', (e) => {
-    const d = JSON.parse(e.data);
-    if (d.runId === state.runId) {
-      state.inProgress = d;
-      if (state.run) renderRun();
-    }
-    schedule(loadRuns);
-  });
+  es.addEventListener('round-start', () => schedule(loadRuns));
   es.addEventListener('round', () => {
     schedule(loadRuns);
     schedule(loadModels);
     schedule(loadNodes, 600);
+    schedule(loadPromoted, 600);
   });
   es.addEventListener('run', () => {
     schedule(loadRuns);
@@ -386,6 +422,7 @@ function refreshAll() {
   schedule(loadRuns, 0);
   schedule(loadNodes, 0);
   schedule(loadModels, 0);
+  schedule(loadPromoted, 0);
 }
 
 // ---- try it ----------------------------------------------------------------
@@ -561,7 +598,6 @@ function route() {
     state.pinned = true;
     if (id !== state.runId) {
       state.runId = id;
-      state.inProgress = null;
       renderRuns();
       loadRun().catch(showLoadError);
     }
@@ -581,3 +617,5 @@ initTry();
 route();
 connectEvents();
 refreshAll();
+// An admin's promotion or rollback is not a round event: what serves where is polled too.
+setInterval(() => document.visibilityState === 'visible' && schedule(loadPromoted, 0), 3000);

@@ -45,10 +45,13 @@ export async function runRound(ctx: RoundContext, run: store.RunRow, strategy: S
   const aggregationMs = Date.now() - aggStart;
   const evalStart = Date.now();
   const evaluation = ctx.evaluate(next);
+  const test = ctx.test(next);
   const evaluationMs = Date.now() - evalStart;
   // An abort may have ended the run while this round aggregated: nothing is published for an ended run.
   if (signal.aborted || (await store.getRun(ctx.pool, run.id))?.status !== 'running') return undefined;
-  return publishRound(ctx, run, plan, next, evaluation, nodes, { started, aggregationMs, evaluationMs }, strategy.saveState?.());
+  // Decide: the run's policy, on the validation figure, against what is promoted now.
+  const promotion = await ctx.promotion.decide({ round, policy: config.promote, minImprovement: config.minImprovement, validationAccuracy: evaluation.accuracy, testAccuracy: test.accuracy });
+  return publishRound(ctx, run, plan, next, evaluation, nodes, { started, aggregationMs, evaluationMs }, strategy.saveState?.(), { test, ...promotion });
 }
 
 /** Screens the round's stored updates one at a time, yielding those that count; ends with RoundShortfall when too few did. */

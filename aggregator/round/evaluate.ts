@@ -1,20 +1,26 @@
 import { buildModel, evaluate, setFlatWeights, type EvalResult } from '../../services/core/model.js';
 import type { ImageSet } from '../../datasets/types.js';
+import { splitHeldOut } from '../promotion.js';
 
 export interface Evaluator {
-  /** Accuracy and loss of these global weights on the held-out set. */
+  /** Accuracy and loss of these global weights on the validation half of the held-out set: the figure that decides. */
   evaluate(flat: Float32Array): EvalResult;
+  /** The same on the test half: reported only, no decision looks at it. */
+  test(flat: Float32Array): EvalResult;
   dispose(): void;
 }
 
 /** One model instance, reused for every evaluation of the process (weights are swapped in). */
 export function createEvaluator(heldOut: ImageSet): Evaluator {
   const model = buildModel(1);
+  const { validation, test } = splitHeldOut(heldOut);
+  const on = (set: ImageSet) => (flat: Float32Array) => {
+    setFlatWeights(model, flat);
+    return evaluate(model, set.images, set.labels);
+  };
   return {
-    evaluate(flat) {
-      setFlatWeights(model, flat);
-      return evaluate(model, heldOut.images, heldOut.labels);
-    },
+    evaluate: on(validation),
+    test: on(test),
     dispose: () => model.dispose(),
   };
 }

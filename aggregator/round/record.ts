@@ -1,8 +1,18 @@
 import { encodeStoredWeights } from '../../services/core/codec.js';
 import { referenceModelSpec, type EvalResult } from '../../services/core/model.js';
 import * as store from '../../services/store/model-store.js';
+import type pg from 'pg';
+import { insertPromotion, type NewPromotion } from '../../services/store/promotion.js';
+import type { PolicyDecision } from '../promotion.js';
 import type { RoundPlan } from './plan.js';
 import type { NodeRoundResult, RoundContext, RoundSummary } from './types.js';
+
+/** How the round's model was judged: its test score (reported) and the promotion its run's policy gives it. */
+export interface Judgement {
+  test: EvalResult;
+  decision: PolicyDecision;
+  promotion?: Omit<NewPromotion, 'version'>;
+}
 
 export interface RoundTiming {
   started: number;
@@ -23,6 +33,7 @@ export async function publishRound(
   nodes: NodeRoundResult[],
   timing: RoundTiming,
   strategyState: Buffer | undefined,
+  judged: Judgement,
 ): Promise<RoundSummary> {
   const participants = nodes.filter((n) => n.status === 'ok').map((n) => n.nodeId);
   const trainingMs = Math.max(0, ...nodes.filter((n) => n.status === 'ok').map((n) => n.durationMs ?? 0));
@@ -39,17 +50,38 @@ export async function publishRound(
     aggregationMs: timing.aggregationMs,
     evaluationMs: timing.evaluationMs,
     overheadShare: durationMs > 0 ? Math.max(0, 1 - trainingMs / durationMs) : 0,
+    validationAccuracy: evaluation.accuracy,
+    testAccuracy: judged.test.accuracy,
+    testLoss: judged.test.loss,
+    testedOn: judged.test.samples,
+    promoted: judged.decision.promote,
+    promotionReason: judged.decision.reason,
   };
   const model = {
     ...encodeStoredWeights(referenceModelSpec(), next),
     parentVersion: plan.baseVersion,
     runId: run.id,
     round: plan.round,
-    metrics: { accuracy: evaluation.accuracy, loss: evaluation.loss, samples: evaluation.samples, participants: participants.length },
+    metrics: {
+      accuracy: evaluation.accuracy,
+      loss: evaluation.loss,
+      samples: evaluation.samples,
+      participants: participants.length,
+      validationAccuracy: evaluation.accuracy,
+      testAccuracy: judged.test.accuracy,
+    },
   };
   const best = Math.max(evaluation.accuracy, run.bestAccuracy ?? 0);
-  const version = await store.completeRound(ctx.pool, run.id, plan.round, model, summaryMetrics, best, strategyState);
+  const promotion = judged.promotion;
+  // The policy's promotion is written in the transaction that publishes the model: a crash never separates them.
+  const record = promotion && { record: (c: pg.PoolClient, v: number) => insertPromotion(c, { ...promotion, version: v, runId: run.id }) };
+  const version = await store.completeRound(ctx.pool, run.id, plan.round, model, summaryMetrics, best, strategyState, record);
+  ctx.promotion.scoredAs(version, evaluation.accuracy);
   const m = ctx.metrics;
+  if (promotion) {
+    m?.promotedVersion.set(version);
+    ctx.log.info('model promoted', { run_id: run.id, round: plan.round, model_version: version, reason: judged.decision.reason });
+  }
   m?.roundSeconds.observe(durationMs / 1000);
   m?.roundParticipants.set(participants.length);
   m?.roundFailedNodes.set(plan.instructions.length - participants.length);

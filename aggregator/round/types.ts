@@ -3,6 +3,7 @@ import type { EvalResult } from '../../services/core/model.js';
 import type { Logger } from '../../services/shared/log.js';
 import type { Metrics } from '../../services/shared/metrics.js';
 import type { TrainerTarget } from '../invoke.js';
+import type { PolicyPromoter } from '../promotion.js';
 
 /** What a round reports: stored in the rounds table, emitted to the dashboard and `edgefl up`. */
 export interface NodeRoundResult {
@@ -34,6 +35,13 @@ export interface RoundSummary {
   aggregationMs: number;
   evaluationMs: number;
   overheadShare: number;
+  /** The deciding figure (globalAccuracy is the same number, kept for older readers) and the reported test score. */
+  validationAccuracy?: number;
+  testAccuracy?: number;
+  testLoss?: number;
+  /** Whether the run's promotion policy promoted this round's model, and why (not). */
+  promoted?: boolean;
+  promotionReason?: string;
 }
 
 /** What the round steps that touch the world share: the store, the trainers, the evaluator and the observers. */
@@ -42,7 +50,12 @@ export interface RoundContext {
   log: Logger;
   metrics?: Metrics;
   trainers: () => Promise<TrainerTarget[]>;
+  /** Validation digits: the figure that decides (target, patience, promotion). */
   evaluate: (flat: Float32Array) => EvalResult;
+  /** Test digits: reported only. */
+  test: (flat: Float32Array) => EvalResult;
+  /** The run's promotion policy (aggregator/promotion.ts). */
+  promotion: Pick<PolicyPromoter, 'decide' | 'scoredAs'>;
   invoke: { secret?: string; backoffMs?: number; brokerUrl?: string };
   emit: (event: 'round' | 'round-start', data: unknown) => void;
 }

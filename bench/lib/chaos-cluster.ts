@@ -16,6 +16,7 @@ import { waitUntil } from '../../services/harness/poll.js';
 import { edgeflCli, repoRoot, spawnService, type ServiceChild } from '../../services/harness/process.js';
 import { migrate } from '../../services/store/migrations.js';
 import * as store from '../../services/store/model-store.js';
+import { promote } from '../../services/store/promotion.js';
 
 /** Trainers and the aggregator refuse to start without their secrets (an external database gives no local ones). */
 export const CHAOS_ADMIN_TOKEN = 'chaos-admin-token-0123456789';
@@ -241,5 +242,8 @@ export async function publishInitialModel(pool: pg.Pool): Promise<number> {
   const model = buildModel(7);
   const bytes = encodeWeights(referenceModelSpec(), getFlatWeights(model));
   model.dispose();
-  return store.publishModel(pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() }, metrics: { chaos: true } });
+  const version = await store.publishModel(pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() }, metrics: { chaos: true } });
+  // Serving loads only promoted versions.
+  await promote(pool, { version, by: 'bench', reason: 'chaos bench initial model' });
+  return version;
 }

@@ -11,6 +11,7 @@ import { encodeWeights, sha256Hex } from '../../services/core/codec.js';
 import { buildModel, getFlatWeights, modelSpec, predictProbabilities, setFlatWeights, PIXELS } from '../../services/core/model.js';
 import { openDatabase, type Database } from '../../services/store/database.js';
 import { publishModel } from '../../services/store/model-store.js';
+import { promote } from '../../services/store/promotion.js';
 import { loadBuiltinDigits } from '../../datasets/builtin-mnist.js';
 import { registerCleanup, stopAll } from '../../services/harness/process.js';
 import { median, round } from './stats.js';
@@ -49,7 +50,8 @@ export async function openBenchEnv(opts: { databaseUrl?: string; log?: (m: strin
     const bytes = encodeWeights(spec, flat);
     model.dispose();
     const modelVersion = await publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: spec }, metrics: { source: 'bench', init: 'random' } });
-    log(`published model v${modelVersion} (random init, ${bytes.length} bytes)`);
+    await promote(db.pool, { version: modelVersion, by: 'bench', reason: 'bench model' }); // serving loads only promoted versions
+    log(`published and promoted model v${modelVersion} (random init, ${bytes.length} bytes)`);
     let closed = false;
     const close = async () => {
       if (closed) return;

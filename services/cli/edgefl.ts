@@ -14,6 +14,11 @@ Runs
   edgefl train --aggregator URL [--rounds N --target ACC --epochs N --strategy S --wait]
   edgefl status --aggregator URL [--run ID] [--json]
   edgefl status --kube [--namespace NS] [--json]      edge nodes in a Knative cluster
+Model lifecycle (--aggregator URL; promote, rollback and prune need --token or EDGEFL_ADMIN_TOKEN)
+  edgefl models list | promoted                       versions (candidate/promoted/canary/pruned); what serves where
+  edgefl models promote V [--nodes node-1,...]        promote to the fleet, or a canary to named edge nodes
+  edgefl models rollback [--nodes ...]                promote the previous promoted version again
+  edgefl models prune [--dry-run]                     retention: what goes, what is kept and why
 Model and data
   edgefl model summary                                the CNN, layer by layer
   edgefl data inspect [--nodes 3 --partition dirichlet --alpha 0.5]
@@ -52,6 +57,8 @@ async function main(argv: string[]): Promise<number> {
     case 'status':
       if (rest.includes('--kube')) return (await import('./kube-commands.js')).runKubeStatusCommand(rest);
       return (await import('./remote-commands.js')).statusRemote(rest);
+    case 'models':
+      return (await import('./model-commands.js')).modelsCommand(rest);
     case 'manifests':
       return (await import('./kube-commands.js')).runManifestsCommand(rest);
     case 'model':

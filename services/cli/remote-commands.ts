@@ -105,10 +105,11 @@ async function watch(base: string, id: string): Promise<number> {
 
 export function printRun(run: Record<string, any>): void {
   console.log(`run ${run.id}: ${run.status}${run.stopReason ? ` (${run.stopReason})` : ''}; best accuracy ${pct(run.bestAccuracy)}; latest model v${run.latestVersion}`);
-  console.log('round  status     version  accuracy   loss    participants  duration');
+  // accuracy: the validation digits (they decide target, patience, promotion); test: digits no decision looked at.
+  console.log('round  status     version  accuracy   loss    test acc.  participants  duration  promoted');
   for (const r of run.rounds ?? []) {
     console.log(
-      `${String(r.round).padStart(5)}  ${String(r.status).padEnd(9)}  ${String(r.modelVersion ?? '-').padStart(7)}  ${pct(r.globalAccuracy).padStart(8)}  ${r.globalLoss === undefined ? '   -  ' : Number(r.globalLoss).toFixed(4)}  ${String((r.participants ?? []).length).padStart(12)}  ${r.durationMs ? (r.durationMs / 1000).toFixed(1) + ' s' : '-'}`,
+      `${String(r.round).padStart(5)}  ${String(r.status).padEnd(9)}  ${String(r.modelVersion ?? '-').padStart(7)}  ${pct(r.globalAccuracy).padStart(8)}  ${r.globalLoss === undefined ? '   -  ' : Number(r.globalLoss).toFixed(4)}  ${pct(r.testAccuracy).padStart(9)}  ${String((r.participants ?? []).length).padStart(12)}  ${(r.durationMs ? (r.durationMs / 1000).toFixed(1) + ' s' : '-').padStart(8)}  ${r.promoted === undefined ? '-' : r.promoted ? 'yes' : 'no'}`,
     );
   }
 }
@@ -116,7 +117,7 @@ export function printRun(run: Record<string, any>): void {
 const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(2)}%` : '-');
 
 /** fetch, with an unreachable aggregator as one line (exit 1) instead of fetch's bare 'fetch failed' stack. */
-async function request(url: string, init?: RequestInit): Promise<Response> {
+export async function request(url: string, init?: RequestInit): Promise<Response> {
   try {
     return await fetch(url, init);
   } catch (e) {
@@ -125,7 +126,7 @@ async function request(url: string, init?: RequestInit): Promise<Response> {
   }
 }
 
-function aggregatorUrl(flag: string | undefined): string {
+export function aggregatorUrl(flag: string | undefined): string {
   const url = flag ?? process.env.EDGEFL_AGGREGATOR_URL;
   if (!url) throw new UsageError('--aggregator URL is required (or set EDGEFL_AGGREGATOR_URL)');
   return url.replace(/\/$/, '');

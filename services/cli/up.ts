@@ -10,6 +10,7 @@ import type { RoundSummary } from '../../aggregator/federation.js';
 import { RunConfigSchema, parseRunConfig } from '../../aggregator/run-config.js';
 import { PARTITION_KINDS } from '../../datasets/partition.js';
 import { getRun } from '../store/model-store.js';
+import { promotedFor, type Promotion } from '../store/promotion.js';
 import { edgeflCli, spawnService, type ServiceChild } from '../harness/process.js';
 import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
 
@@ -153,7 +154,8 @@ export async function up(argv: string[]): Promise<number> {
     });
     await agg.federation.idle();
     const final = await getRun(db.pool, run.id);
-    say(`edgefl: run ${run.id} ${final?.status}: ${final?.stopReason}; best accuracy ${((final?.bestAccuracy ?? 0) * 100).toFixed(2)}%, model v${final?.latestVersion}`);
+    say(`edgefl: run ${run.id} ${final?.status}: ${final?.stopReason}; best accuracy ${((final?.bestAccuracy ?? 0) * 100).toFixed(2)}%, latest model v${final?.latestVersion}`);
+    say(promotedLine(await promotedFor(db.pool)));
     await sleep(500); // serving functions pick the new version up via NOTIFY
     say('\nServing functions (TensorFlow Serving REST, KServe V2, image upload):');
     servingUrls.forEach((u, i) => say(`  node-${i}: ${u}/v1/models/mnist:predict`));
@@ -182,6 +184,14 @@ function runConfigOf(v: { rounds: number; target: number; epochs: number; strate
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+/** What the serving functions now serve; its test accuracy (data that decided nothing) when the round reported one. */
+export function promotedLine(p: Promotion | undefined): string {
+  if (!p) return 'edgefl: no version promoted: serving functions are not ready (edgefl models promote V)';
+  const f = p.figures as Record<string, number | undefined>;
+  const acc = f.testAccuracy ?? f.accuracy;
+  return `edgefl: promoted version v${p.version}${acc !== undefined ? `, accuracy ${(acc * 100).toFixed(2)}%` : ''} (${p.by}: ${p.reason})`;
 }
 
 function say(line: string): void {

@@ -5,7 +5,7 @@ import { createMetrics } from '../shared/metrics.js';
 import { resolveAuth } from '../shared/secrets.js';
 import { listen } from '../http/runtime.js';
 import { openDatabase } from '../store/database.js';
-import { listenForModels } from '../store/listen.js';
+import { listenForPromotions } from '../store/listen.js';
 import { createServingApp } from './app.js';
 import { ModelHolder } from './model-holder.js';
 
@@ -26,18 +26,19 @@ export async function startServing(cfg: Config) {
   const backendReady = initBackend(cfg.backend, (m) => log.info(m));
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), poolSize: 3, stopEmbeddedOnClose: true });
   const t1 = performance.now();
-  const holder = new ModelHolder(db.pool, log, metrics);
+  const holder = new ModelHolder(db.pool, log, metrics, nodeId);
   await holder.refresh(backendReady);
   const backend = await backendReady;
   const t2 = performance.now();
-  const listener = listenForModels(
+  // Serving follows promotions only: a new candidate version is not a reason to reload.
+  const listener = listenForPromotions(
     db.url,
-    (v) => void holder.onPublished(v).catch((e) => log.warn('reload failed', { err: e })),
+    () => void holder.onPromotion().catch((e) => log.warn('reload failed', { err: e })),
     () => void holder.refresh().catch((e) => log.warn('refresh failed', { err: e })),
     (m) => log.warn(m),
   );
-  // NOTIFY is best-effort across reconnects; a slow poll guarantees convergence.
-  const poll = setInterval(() => void holder.refresh().catch(() => {}), 30_000);
+  // NOTIFY is best-effort across reconnects; a poll every 10 s guarantees convergence.
+  const poll = setInterval(() => void holder.refresh().catch(() => {}), 10_000);
   poll.unref();
   const app = createServingApp({ holder, log, nodeId, maxBatch: cfg.maxBatch, maxBodyBytes: cfg.maxBodyBytes, apiKeys: cfg.apiKeys, metrics });
   const server = await listen(app, cfg.port, log, async () => {
@@ -56,6 +57,7 @@ export async function startServing(cfg: Config) {
     model_ready_ms: Math.round(t2 - t0),
     ready_ms: Math.round(performance.now() - t0),
     model_version: holder.current?.version ?? null,
+    canary: holder.current?.canary ?? false,
   };
   log.info('serving ready', startup);
   return { server, db, holder, app, startup };

@@ -4,7 +4,8 @@ import type { Logger } from '../shared/log.js';
 import type { Metrics } from '../shared/metrics.js';
 import { buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../core/model.js';
 import type { tfl } from '../core/tf.js';
-import { getLatestModel, getModel, getModelBefore, latestVersion, type ModelVersion } from '../store/model-store.js';
+import { getModel, type ModelVersion } from '../store/model-store.js';
+import { promotionHistory, reportServing } from '../store/promotion.js';
 
 export interface LoadedModel {
   version: number;
@@ -24,9 +25,12 @@ export interface LoadTimings {
 }
 
 /**
- * Holds the served model and swaps in newer versions without a gap: the new weights go
- * into a standby model, which is warmed up and then becomes current in one assignment.
- * Predictions are synchronous, so no request ever sees a half-loaded model.
+ * Holds the served model: the version PROMOTED for this node (a fleet promotion, or a
+ * canary naming it), never merely the newest. With nothing promoted it holds nothing
+ * and the function is not ready. It records what it serves (serving_status) for the
+ * dashboard. A swap is gapless: the new weights go into a standby
+ * model, which is warmed up and then becomes current in one assignment. Predictions are
+ * synchronous, so no request ever sees a half-loaded model.
  */
 export class ModelHolder {
   current: LoadedModel | undefined;
@@ -36,40 +40,55 @@ export class ModelHolder {
   /** Versions that failed their integrity check: never retried (the bytes of a version never change). */
   private readonly refused = new Set<number>();
 
-  constructor(private readonly pool: pg.Pool, private readonly log: Logger, private readonly metrics?: Metrics) {}
+  /** `nodeId` selects canary promotions naming this node; without one only fleet promotions apply. */
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly log: Logger,
+    private readonly metrics?: Metrics,
+    readonly nodeId?: string,
+  ) {}
 
-  /** Loads the newest version if it is newer than the current one. */
+  /**
+   * Loads the version promoted for this node if it is not the one served. A promoted
+   * version that fails its integrity check is refused: the last good one stays, or on a
+   * cold start the newest earlier promotion for this node that loads.
+   */
   refresh(backendReady?: Promise<unknown>): Promise<LoadedModel | undefined> {
     return this.serialised(async () => {
-      const newest = await latestVersion(this.pool);
-      if (newest === undefined || (this.current && newest <= this.current.version)) return this.current;
-      // Newest first; a version that fails its integrity check is skipped for the next older
-      // one, so a cold start after a corrupt publish still serves the last good version.
-      let fetchStart = performance.now();
-      let row = await getLatestModel(this.pool);
-      while (row && (!this.current || row.version > this.current.version)) {
-        if (!this.refused.has(row.version)) {
-          const fetchMs = performance.now() - fetchStart;
-          // At start-up the fetch overlaps the backend's initialisation; models are built only once it is ready.
-          await backendReady;
-          const loaded = this.install(row, fetchMs);
-          if (loaded?.version === row.version) return loaded;
-        }
-        fetchStart = performance.now();
-        row = await getModelBefore(this.pool, row.version);
+      const history = (await promotionHistory(this.pool, { nodeId: this.nodeId, limit: 20 })).filter((p) => p.nodes === null || this.nodeId !== undefined);
+      const promoted = history[0];
+      if (!promoted) return this.current;
+      const canary = promoted.nodes !== null;
+      if (this.current?.version === promoted.version) return this.flag(canary);
+      const tried = new Set<number>();
+      for (const p of history) {
+        if (tried.has(p.version) || this.refused.has(p.version)) continue;
+        tried.add(p.version);
+        if (this.current && p !== promoted) break; // a good version is already serving: keep it
+        const fetchStart = performance.now();
+        const row = await getModel(this.pool, p.version);
+        const fetchMs = performance.now() - fetchStart;
+        // At start-up the fetch overlaps the backend's initialisation; models are built only once it is ready.
+        await backendReady;
+        if (row && this.install(row, fetchMs, p.nodes !== null)) return this.current;
       }
       return this.current;
     });
   }
 
-  /** Loads a version named by a NOTIFY; older or equal versions are ignored. */
-  onPublished(version: number): Promise<LoadedModel | undefined> {
-    return this.serialised(async () => {
-      if ((this.current && version <= this.current.version) || this.refused.has(version)) return this.current;
-      const fetchStart = performance.now();
-      const row = await getModel(this.pool, version);
-      return row ? this.install(row, performance.now() - fetchStart) : this.current;
-    });
+  /** A promotion was announced (NOTIFY): the promotions table, not the payload, decides. */
+  onPromotion(): Promise<LoadedModel | undefined> {
+    return this.refresh();
+  }
+
+  private flag(canary: boolean): LoadedModel | undefined {
+    if (this.current && Boolean(this.current.canary) !== canary) {
+      this.current = { ...this.current, canary };
+      this.metrics?.servingCanary.set(canary ? 1 : 0);
+      this.log.info('promotion scope changed', { version: this.current.version, canary });
+      this.report();
+    }
+    return this.current;
   }
 
   private serialised<T>(fn: () => Promise<T>): Promise<T> {
@@ -78,7 +97,8 @@ export class ModelHolder {
     return next;
   }
 
-  private install(row: ModelVersion, fetchMs: number): LoadedModel | undefined {
+  /** True when `row` now serves; false (and remembered) when its weights fail the integrity check. */
+  private install(row: ModelVersion, fetchMs: number, canary: boolean): boolean {
     const t0 = performance.now();
     let flat: Float32Array;
     try {
@@ -86,22 +106,31 @@ export class ModelHolder {
     } catch (e) {
       this.refused.add(row.version);
       this.log.error('refusing model version: integrity check failed; keeping the previous one', { version: row.version, err: (e as Error).message, kept: this.current?.version ?? null });
-      return this.current;
+      return false;
     }
     const t1 = performance.now();
     const target = this.standby ?? buildModel(1);
     setFlatWeights(target, flat);
     predictProbabilities(target, new Float32Array(PIXELS), 1); // warm-up: first predict compiles kernels
     const previous = this.current;
-    this.current = { version: row.version, model: target, checksum: row.checksum, metrics: row.metrics, createdAt: row.createdAt, loadedAt: new Date().toISOString() };
+    this.current = { version: row.version, model: target, checksum: row.checksum, metrics: row.metrics, createdAt: row.createdAt, loadedAt: new Date().toISOString(), canary };
     this.standby = previous?.model;
     const t2 = performance.now();
     this.lastTimings = { fetchMs, decodeMs: t1 - t0, installMs: t2 - t1 };
     this.metrics?.modelVersion.set(row.version);
+    this.metrics?.servingCanary.set(canary ? 1 : 0);
     this.metrics?.modelLoadSeconds.set({ phase: 'fetch' }, fetchMs / 1000);
     this.metrics?.modelLoadSeconds.set({ phase: 'decode' }, (t1 - t0) / 1000);
     this.metrics?.modelLoadSeconds.set({ phase: 'install' }, (t2 - t1) / 1000);
-    this.log.info('model loaded', { version: row.version, previous: previous?.version ?? null, fetch_ms: Math.round(fetchMs), decode_ms: Math.round(t1 - t0), install_ms: Math.round(t2 - t1) });
-    return this.current;
+    this.log.info('model loaded', { version: row.version, previous: previous?.version ?? null, canary, fetch_ms: Math.round(fetchMs), decode_ms: Math.round(t1 - t0), install_ms: Math.round(t2 - t1) });
+    this.report();
+    return true;
+  }
+
+  /** Best effort: the dashboard's "serves" column; serving goes on whether or not the write lands. */
+  private report(): void {
+    const c = this.current;
+    if (!c || this.nodeId === undefined) return;
+    reportServing(this.pool, this.nodeId, c.version, Boolean(c.canary)).catch((e) => this.log.warn('could not report the served version', { err: (e as Error).message }));
   }
 }

@@ -17,6 +17,8 @@ export function createMetrics(service: string) {
     predictions: new client.Counter({ name: 'edgefl_predictions_total', help: 'Prediction requests answered', registers: [registry] }),
     imagesServed: new client.Counter({ name: 'edgefl_images_served_total', help: 'Images classified', registers: [registry] }),
     modelVersion: new client.Gauge({ name: 'edgefl_model_version', help: 'Model version currently loaded', registers: [registry] }),
+    servingCanary: new client.Gauge({ name: 'edgefl_serving_canary', help: '1 while this serving function runs a canary (a version promoted to named nodes ahead of the fleet)', registers: [registry] }),
+    promotedVersion: new client.Gauge({ name: 'edgefl_promoted_version', help: 'Model version promoted to the whole fleet', registers: [registry] }),
     modelLoadSeconds: new client.Gauge({ name: 'edgefl_model_load_seconds', help: 'Time to fetch, decode and install the model (cold-start cost)', labelNames: ['phase'], registers: [registry] }),
     trainingSeconds: new client.Histogram({ name: 'edgefl_training_duration_seconds', help: 'Local training duration per round', buckets, registers: [registry] }),
     trainingSamplesPerSecond: new client.Gauge({ name: 'edgefl_training_samples_per_second', help: 'Samples/s of the last local training', registers: [registry] }),

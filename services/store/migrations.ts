@@ -81,6 +81,42 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
     sql: `ALTER TABLE runs ADD COLUMN strategy_state bytea;`,
   },
   {
+    version: 3,
+    name: 'model lifecycle: promotions decide what serves; retention prunes candidates',
+    // No foreign key from promotions to model_versions: the history outlives a pruned
+    // candidate's weights. promote() checks the version under a row lock instead.
+    sql: `
+      CREATE TABLE promotions (
+        id          bigserial PRIMARY KEY,
+        version     bigint NOT NULL,
+        nodes       text[],
+        promoted_by text NOT NULL,
+        reason      text NOT NULL,
+        figures     jsonb NOT NULL DEFAULT '{}',
+        run_id      text,
+        promoted_at timestamptz NOT NULL DEFAULT now(),
+        CHECK (nodes IS NULL OR cardinality(nodes) > 0)
+      );
+      CREATE INDEX promotions_version ON promotions (version);
+      ALTER TABLE model_versions ADD COLUMN pruned_at timestamptz;
+      -- An upgraded database keeps serving what it served: the newest version, now promoted.
+      INSERT INTO promotions (version, promoted_by, reason)
+        SELECT max(version), 'migration', 'served before promotions existed (the newest version)' FROM model_versions HAVING max(version) IS NOT NULL;
+    `,
+  },
+  {
+    version: 4,
+    name: 'serving functions report what they serve (no probe wakes a function scaled to zero)',
+    sql: `
+      CREATE TABLE serving_status (
+        node_id     text PRIMARY KEY,
+        version     bigint,
+        canary      boolean NOT NULL DEFAULT false,
+        reported_at timestamptz NOT NULL DEFAULT now()
+      );
+    `,
+  },
+  {
     version: 5,
     name: 'privacy ledger: every DP mechanism a node ran, to account its spent epsilon across rounds and runs',
     sql: `

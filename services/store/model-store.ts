@@ -16,6 +16,8 @@ export interface ModelVersionMeta {
   sizeBytes: number;
   metrics: Record<string, unknown>;
   createdAt: string;
+  /** Set when retention dropped the weights of this candidate (the row stays for lineage). */
+  prunedAt: string | null;
 }
 
 export interface ModelVersion extends ModelVersionMeta {
@@ -33,7 +35,7 @@ export interface NewModelVersion {
   metrics?: Record<string, unknown>;
 }
 
-const META_COLUMNS = `version, parent_version, run_id, round, checksum, dtype, octet_length(bytes) AS size_bytes, metrics, created_at`;
+const META_COLUMNS = `version, parent_version, run_id, round, checksum, dtype, octet_length(bytes) AS size_bytes, metrics, created_at, pruned_at`;
 
 function toMeta(r: Record<string, any>): ModelVersionMeta {
   return {
@@ -46,6 +48,7 @@ function toMeta(r: Record<string, any>): ModelVersionMeta {
     sizeBytes: Number(r.size_bytes),
     metrics: r.metrics ?? {},
     createdAt: new Date(r.created_at).toISOString(),
+    prunedAt: r.pruned_at ? new Date(r.pruned_at).toISOString() : null,
   };
 }
 
@@ -77,12 +80,6 @@ export async function getModel(db: Queryable, version: number): Promise<ModelVer
 
 export async function getLatestModel(db: Queryable): Promise<ModelVersion | undefined> {
   const res = await db.query(`SELECT ${META_COLUMNS}, bytes FROM model_versions ORDER BY version DESC LIMIT 1`);
-  return toModel(res.rows[0]);
-}
-
-/** The newest version older than `version` (a fallback when that one cannot be used). */
-export async function getModelBefore(db: Queryable, version: number): Promise<ModelVersion | undefined> {
-  const res = await db.query(`SELECT ${META_COLUMNS}, bytes FROM model_versions WHERE version < $1 ORDER BY version DESC LIMIT 1`, [version]);
   return toModel(res.rows[0]);
 }
 
@@ -288,6 +285,8 @@ export async function completeRound(
   bestAccuracy: number,
   /** The strategy's server-side state after this round (FedAvgM's momentum), saved with the model it produced. */
   strategyState?: Buffer,
+  /** The promotion the run's policy gives this round's model, recorded atomically with it. */
+  promotion?: PolicyPromotion,
 ): Promise<number> {
   return inTransaction(pool, async (c) => {
     const current = await c.query(`SELECT status, global_version FROM rounds WHERE run_id = $1 AND round = $2 FOR UPDATE`, [runId, round]);
@@ -305,8 +304,14 @@ export async function completeRound(
       bestAccuracy,
       strategyState ?? null,
     ]);
+    if (promotion) await promotion.record(c, version);
     return version;
   });
+}
+
+/** Writes a promotion of `version` on the transaction's client (promotion.ts owns the SQL; this keeps the modules acyclic). */
+export interface PolicyPromotion {
+  record(c: pg.PoolClient, version: number): Promise<unknown>;
 }
 
 // ---- client updates -----------------------------------------------------

@@ -6,8 +6,8 @@ import { encodeWeights, sha256Hex } from '../../services/core/codec.js';
 import { buildModel, getFlatWeights, referenceModelSpec } from '../../services/core/model.js';
 import { freePort } from '../../services/harness/ports.js';
 import { spawnService } from '../../services/harness/process.js';
-import * as store from '../../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
+import { publishPromoted } from './promote.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
@@ -22,7 +22,7 @@ export interface LiveServing {
 
 /**
  * A real serving function (`edgefl serve` from dist/, as a separate process) on its own
- * database, serving a published model: what the protocol conformance suites talk to.
+ * database, serving a published and promoted model: what the protocol conformance suites talk to.
  */
 export async function startLiveServing(env: Record<string, string> = {}): Promise<LiveServing> {
   const db: TestDatabase = await createTestDatabase();
@@ -30,7 +30,7 @@ export async function startLiveServing(env: Record<string, string> = {}): Promis
   const model = buildModel(3);
   const bytes = encodeWeights(referenceModelSpec(), getFlatWeights(model));
   model.dispose();
-  const version = await store.publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() }, metrics: { source: 'conformance' } });
+  const version = await publishPromoted(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() }, metrics: { source: 'conformance' } });
   const port = await freePort();
   const child = spawnService({
     name: 'serving',

@@ -57,7 +57,7 @@ export async function startAggregator(cfg: Config, opts: AggregatorOptions = {})
       opts.mount?.(app);
     },
   });
-  const server = await listen(app, cfg.port, log, async () => {
+  const server = await listen(app, { port: cfg.port, host: cfg.host }, log, async () => {
     await federation.shutdown();
     await db.close();
   }, opts.handleSignals ?? true);

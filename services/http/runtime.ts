@@ -8,9 +8,9 @@ import { closeGracefully, trackConnections } from './common.js';
  * `drainTimeoutMs` bounds how long requests in flight may still run after the signal: Knative
  * grants a pod its revision's timeoutSeconds, so a role with long requests passes that.
  */
-export function listen(app: Express, port: number, log: Logger, onClose: () => Promise<void> = async () => {}, handleSignals = true, drainTimeoutMs = 20_000): Promise<Server> {
+export function listen(app: Express, { port, host }: { port: number; host: string }, log: Logger, onClose: () => Promise<void> = async () => {}, handleSignals = true, drainTimeoutMs = 20_000): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = app.listen(port, '0.0.0.0');
+    const server = app.listen(port, host);
     const connections = trackConnections(server);
     server.requestTimeout = 15 * 60_000;
     server.headersTimeout = 30_000;
@@ -18,7 +18,8 @@ export function listen(app: Express, port: number, log: Logger, onClose: () => P
     server.once('error', reject);
     server.once('listening', () => {
       const addr = server.address();
-      log.info('listening', { port: typeof addr === 'object' && addr ? addr.port : port });
+      // The address is logged: binding every interface (EDGEFL_HOST=0.0.0.0, as in a pod) is a choice to see.
+      log.info('listening', { host, port: typeof addr === 'object' && addr ? addr.port : port });
       let stopping = false;
       const stop = async (signal: string) => {
         if (stopping) return;

@@ -89,6 +89,9 @@ export const containerSecurity = {
 
 // Read-only root: every role writes only to PostgreSQL (DATABASE_URL is always set in a cluster);
 // the container check runs each role this way with no writable path at all.
+/** Pods receive traffic on their own IP (queue-proxy, Services): edgefl's loopback default would refuse it. */
+const LISTEN_ALL = '0.0.0.0';
+
 const nodeSecurity = { ...containerSecurity, runAsUser: NODE_UID, readOnlyRootFilesystem: true };
 
 /** Pins a pod to edge machine `node` and tolerates the edge taint that keeps everything else off it. */
@@ -136,7 +139,7 @@ function edgeService(opts: ResolvedOptions, node: number, s: EdgeServiceSpec): K
               args: [CLI_ROLE[s.role]],
               ports: [{ name: 'http1', containerPort: CONTAINER_PORT }],
               // PORT is reserved in Knative (it injects it), so it is deliberately absent here.
-              env: [envValue(ENV.nodeId, node), envValue(ENV.nodes, opts.nodes), ...s.env],
+              env: [envValue(ENV.host, LISTEN_ALL), envValue(ENV.nodeId, node), envValue(ENV.nodes, opts.nodes), ...s.env],
               resources: RESOURCES[s.role],
               livenessProbe: periodicProbe(HEALTH_ROUTES[s.role].live),
               readinessProbe: knativeReadinessProbe(HEALTH_ROUTES[s.role].ready),
@@ -249,6 +252,7 @@ export function aggregatorObjects(opts: ResolvedOptions) {
                 ports: [{ name: 'http', containerPort: CONTAINER_PORT }],
                 env: [
                   envValue(ENV.port, CONTAINER_PORT),
+                  envValue(ENV.host, LISTEN_ALL),
                   envValue(ENV.nodes, opts.nodes),
                   envValue(ENV.discovery, 'kube'),
                   { name: ENV.namespace, valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },

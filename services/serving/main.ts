@@ -41,7 +41,7 @@ export async function startServing(cfg: Config) {
   const poll = setInterval(() => void holder.refresh().catch(() => {}), 10_000);
   poll.unref();
   const app = createServingApp({ holder, log, nodeId, maxBatch: cfg.maxBatch, maxBodyBytes: cfg.maxBodyBytes, apiKeys: cfg.apiKeys, metrics });
-  const server = await listen(app, cfg.port, log, async () => {
+  const server = await listen(app, { port: cfg.port, host: cfg.host }, log, async () => {
     clearInterval(poll);
     await listener.close();
     await db.close();

@@ -12,6 +12,8 @@ export const ENV = {
   databaseUrl: 'DATABASE_URL',
   dataDir: 'EDGEFL_DATA_DIR',
   port: 'PORT',
+  /** The address services listen on: loopback by default; the manifests set 0.0.0.0 (a pod's traffic arrives on its IP). */
+  host: 'EDGEFL_HOST',
   role: 'EDGEFL_ROLE',
   backend: 'EDGEFL_BACKEND',
   nodeId: 'EDGEFL_NODE_ID',
@@ -99,6 +101,7 @@ function envSchema(role?: Role) {
       databaseUrl: raw,
       dataDir: raw.transform((s) => path.resolve(s ?? '.edgefl')),
       port: int(role ? DEFAULT_PORTS[role] : 8080),
+      host: raw.transform((s) => s ?? '127.0.0.1'),
       backend: oneOf(['auto', ...BACKENDS] as const, 'auto').transform((b): BackendName | undefined => (b === 'auto' ? undefined : b)),
       nodeId: int(0),
       nodes: int(3, 1),

@@ -35,6 +35,6 @@ export async function startTrainer(cfg: Config) {
   log.info('node data ready', { samples: shard.count, histogram, backend: backend.name, memory_limit_mib: memory.mib, memory_limit_from: memory.source, max_batch_size: maxBatchSize });
   const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize });
   // A round in flight at SIGTERM finishes and stores its update: up to the revision timeout Knative grants.
-  const server = await listen(app, cfg.port, log, () => db.close(), true, KNATIVE_TUNING.trainerTimeoutSeconds * 1000);
+  const server = await listen(app, { port: cfg.port, host: cfg.host }, log, () => db.close(), true, KNATIVE_TUNING.trainerTimeoutSeconds * 1000);
   return { server, db, app };
 }

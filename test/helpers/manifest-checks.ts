@@ -74,6 +74,8 @@ export function crossCheck(objects: Obj[], nodes: number, opts: { eventing: bool
       if (isKnative) expect(c.readinessProbe.periodSeconds ?? 0, `${w.metadata.name}: readiness periodSeconds`).toBe(0);
       else expect(c.readinessProbe.periodSeconds).toBeGreaterThan(0);
       expect(c.resources).toEqual(RESOURCES[role]);
+      // edgefl listens on loopback unless told otherwise; a pod's traffic arrives on its own IP.
+      expect((c.env as Obj[]).find((e) => e.name === ENV.host)?.value, `${w.metadata.name}: ${ENV.host}`).toBe('0.0.0.0');
       expect(c.image).toBe(workloads.find((x) => x.metadata.labels?.[LABELS.role] === 'aggregator')!.spec.template.spec.containers[0].image);
     }
     if (role === 'aggregator') {

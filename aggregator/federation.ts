@@ -8,6 +8,7 @@ import type { Metrics } from '../services/shared/metrics.js';
 import { buildModel, getFlatWeights, referenceModelSpec } from '../services/core/model.js';
 import type { ImageSet } from '../datasets/types.js';
 import * as store from '../services/store/model-store.js';
+import { promotedFor } from '../services/store/promotion.js';
 import { isConnectionError } from '../services/store/database.js';
 import type { TrainerTarget } from './invoke.js';
 import { createStrategy } from './strategies.js';
@@ -72,6 +73,7 @@ export class Federation extends EventEmitter {
     const runId = `run-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}-${randomUUID().slice(0, 6)}`;
     let initialVersion: number | undefined;
     if (config.init === 'latest') initialVersion = await store.latestVersion(this.deps.pool);
+    if (config.init === 'promoted') initialVersion = (await promotedFor(this.deps.pool))?.version;
     if (initialVersion === undefined) {
       const model = buildModel(config.seed);
       const flat = getFlatWeights(model);

@@ -33,7 +33,9 @@ export const RunConfigSchema = z
     maxRoundAttempts: z.number().int().min(1).max(100).default(3),
     maxUpdateNorm: z.number().min(1e-6).nullable().default(null),
     normPolicy: z.enum(['clip', 'reject']).default('clip'),
-    init: z.enum(['fresh', 'latest']).default('fresh'),
+    // fresh: a new random model; latest: the newest published version (a candidate, however good);
+    // promoted: what the fleet serves (falls back to fresh when nothing is promoted yet).
+    init: z.enum(['fresh', 'latest', 'promoted']).default('fresh'),
     seed: z.number().int().min(0).max(2 ** 31).default(1),
     /** Which round models become the promoted (served) version. */
     promote: z.enum(['best', 'latest', 'manual']).default('best'),

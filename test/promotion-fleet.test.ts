@@ -166,6 +166,16 @@ describe.skipIf(!built)('promotion on a live federation (real serving processes)
     }, 240_000);
   }
 
+  it('init "promoted" starts a run from the fleet\'s promoted version, not the newest (worse) candidate', async () => {
+    const promoted = (await promotedFor(db.pool))!.version;
+    // The learning-rate-5.0 run above published newer, worse models: "latest" would start from one of them.
+    expect(await store.latestVersion(db.pool)).toBeGreaterThan(promoted);
+    const run = await federation.startRun(parseRunConfig({ ...FAST, init: 'promoted', rounds: 1 }));
+    expect(run.initialVersion).toBe(promoted);
+    await federation.abort(run.id);
+    await waitRunDone(db.pool, run.id, 60_000);
+  }, 90_000);
+
   it('the admin API refuses a missing token, an unknown version, a corrupt version and an unknown node with clear codes', async () => {
     const err = async (res: Response) => [res.status, ((await res.json()) as { error: { code: string } }).error.code];
     expect(await err(await adminPost(`/models/${converged}/promote`, {}, null))).toEqual([401, 'unauthorized']);

@@ -2,6 +2,7 @@ import { tf, type tfl } from './tf.js';
 import { INPUT_SHAPE, NUM_CLASSES, PIXELS, dropoutStepSeed, seedDropout } from './model.js';
 import { createRng } from '../../datasets/rng.js';
 import type { ImageSet } from '../../datasets/types.js';
+import { TrainingProgress } from './train-progress.js';
 
 export type OptimizerName = 'adam' | 'sgd';
 
@@ -44,7 +45,6 @@ function makeOptimizer(name: OptimizerName, lr: number): tf.Optimizer {
  */
 export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: TrainOptions): Promise<TrainResult> {
   if (data.count === 0) throw new Error('cannot train on an empty shard');
-  const started = performance.now();
   const rng = createRng(opts.seed ?? 1);
   const dropout = opts.dropout ?? { runSeed: opts.seed ?? 1, node: '', round: 0 };
   const optimizer = makeOptimizer(opts.optimizer ?? 'adam', opts.learningRate);
@@ -54,18 +54,12 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
   const order = Uint32Array.from({ length: data.count }, (_, i) => i);
   const batchPixels = new Float32Array(opts.batchSize * PIXELS);
   const batchLabels = new Int32Array(opts.batchSize);
-  let steps = 0;
-  let lastLoss = NaN;
-  let lastAccuracy = NaN;
-  let seen = 0;
+  const progress = new TrainingProgress(data.count, opts);
   let stopped = false;
   try {
     for (let epoch = 0; epoch < opts.epochs && !stopped; epoch++) {
       shuffleInPlace(order, rng);
-      let lossSum = 0;
-      let correct = 0;
-      let epochSamples = 0;
-      const epochStart = performance.now();
+      progress.startEpoch(epoch);
       for (let start = 0; start < data.count; start += opts.batchSize) {
         if (opts.shouldStop?.()) {
           stopped = true;
@@ -77,38 +71,17 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
           batchPixels.set(data.images.subarray(src * PIXELS, (src + 1) * PIXELS), i * PIXELS);
           batchLabels[i] = data.labels[src]!;
         }
-        seedDropout(model, dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, steps));
+        seedDropout(model, dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, progress.steps));
         const stats = trainStep(model, optimizer, variables, anchors, mu, batchPixels.subarray(0, n * PIXELS), batchLabels.subarray(0, n));
-        lossSum += stats.loss * n;
-        correct += stats.correct;
-        epochSamples += n;
-        steps++;
-        opts.onProgress?.(epoch + 1, epochSamples, data.count);
-        // Let HTTP handlers (health checks, 429 answers) run between batches.
-        if (steps % 4 === 0) await new Promise((r) => setImmediate(r));
+        await progress.step(n, stats.loss * n, stats.correct);
       }
-      seen += epochSamples;
-      if (epochSamples > 0) {
-        lastLoss = lossSum / epochSamples;
-        lastAccuracy = correct / epochSamples;
-        opts.onEpoch?.(epoch + 1, lastLoss, lastAccuracy, epochSamples / ((performance.now() - epochStart) / 1000));
-      }
+      progress.endEpoch();
     }
   } finally {
     tf.dispose(anchors);
     optimizer.dispose();
   }
-  const durationMs = performance.now() - started;
-  return {
-    loss: lastLoss,
-    accuracy: lastAccuracy,
-    samples: data.count,
-    epochs: opts.epochs,
-    steps,
-    durationMs,
-    samplesPerSecond: seen / (durationMs / 1000),
-    stopped,
-  };
+  return progress.result(stopped);
 }
 
 /** FedProx's term mu/2·Σ‖w − w_global‖²; its gradient pulls each weight back by mu·(w − w_global). */

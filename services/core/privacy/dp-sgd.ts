@@ -12,6 +12,7 @@
 import { tf, type tfl } from '../tf.js';
 import { PIXELS } from '../model.js';
 import type { TrainOptions, TrainResult } from '../train.js';
+import { TrainingProgress } from '../train-progress.js';
 import { randomFillSync } from 'node:crypto';
 import { createRng, normal, type Rng } from '../../../datasets/rng.js';
 import type { ImageSet } from '../../../datasets/types.js';
@@ -131,7 +132,6 @@ function makeOptimizer(opts: TrainOptions): tf.Optimizer {
 export async function trainLocalDp(model: tfl.LayersModel, data: ImageSet, opts: TrainOptions & { dp: DpSgdConfig }): Promise<DpTrainResult> {
   if (data.count === 0) throw new Error('cannot train on an empty shard');
   if (!(opts.dp.clipNorm > 0) || !(opts.dp.noiseMultiplier >= 0)) throw new Error('DP-SGD needs clipNorm > 0 and noiseMultiplier ≥ 0');
-  const started = performance.now();
   const ops = opsOf(model);
   const variables = ops.flatMap((o) => (o.kind === 'conv' || o.kind === 'dense' ? [o.kernel, o.bias] : []));
   const rng = opts.dp.insecureSeed === undefined ? secureRng() : createRng(opts.dp.insecureSeed);
@@ -143,17 +143,11 @@ export async function trainLocalDp(model: tfl.LayersModel, data: ImageSet, opts:
   const optimizer = makeOptimizer(opts);
   const mu = opts.proximalMu ?? 0;
   const anchors = mu > 0 ? variables.map((v) => tf.keep(v.clone())) : [];
-  let steps = 0;
-  let seen = 0;
-  let lastLoss = NaN;
-  let lastAccuracy = NaN;
+  const progress = new TrainingProgress(data.count, opts);
   let stopped = false;
   try {
     for (let epoch = 0; epoch < opts.epochs && !stopped; epoch++) {
-      const epochStart = performance.now();
-      let lossSum = 0;
-      let correct = 0;
-      let epochSamples = 0;
+      progress.startEpoch(epoch);
       for (let s = 0; s < stepsPerEpoch; s++) {
         if (opts.shouldStop?.()) {
           stopped = true;
@@ -170,34 +164,13 @@ export async function trainLocalDp(model: tfl.LayersModel, data: ImageSet, opts:
         const withProx = mu > 0 ? g.grads.map((t, i) => tf.tidy(() => tf.add(t, tf.mul(mu, tf.sub(variables[i]!, anchors[i]!))))) : g.grads;
         optimizer.applyGradients(Object.fromEntries(variables.map((v, i) => [v.name, withProx[i]!])));
         tf.dispose(withProx === g.grads ? g.grads : [...g.grads, ...withProx]);
-        lossSum += g.lossSum;
-        correct += g.correct;
-        epochSamples += batch.length;
-        steps++;
-        opts.onProgress?.(epoch + 1, Math.min(epochSamples, data.count), data.count);
-        if (steps % 4 === 0) await new Promise((r) => setImmediate(r));
+        await progress.step(batch.length, g.lossSum, g.correct);
       }
-      seen += epochSamples;
-      if (epochSamples > 0) {
-        lastLoss = lossSum / epochSamples;
-        lastAccuracy = correct / epochSamples;
-        opts.onEpoch?.(epoch + 1, lastLoss, lastAccuracy, epochSamples / ((performance.now() - epochStart) / 1000));
-      }
+      progress.endEpoch();
     }
   } finally {
     tf.dispose(anchors);
     optimizer.dispose();
   }
-  const durationMs = performance.now() - started;
-  return {
-    loss: lastLoss,
-    accuracy: lastAccuracy,
-    samples: data.count,
-    epochs: opts.epochs,
-    steps,
-    durationMs,
-    samplesPerSecond: seen / (durationMs / 1000),
-    stopped,
-    privacy: { samplingRate: q, noiseMultiplier: opts.dp.noiseMultiplier, steps },
-  };
+  return { ...progress.result(stopped), privacy: { samplingRate: q, noiseMultiplier: opts.dp.noiseMultiplier, steps: progress.steps } };
 }

@@ -13,6 +13,7 @@ import { getRun } from '../store/model-store.js';
 import { promotedFor, type Promotion } from '../store/promotion.js';
 import { edgeflCli, spawnService, type ServiceChild } from '../harness/process.js';
 import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
+import { detectMemoryLimit, servingNodeOptions } from '../serving/limits.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
 
@@ -51,7 +52,9 @@ interface EdgeProcess {
 /** One edge function on port 0: it reports its real port in its 'listening' log line (free ports picked up front race). */
 function startEdgeProcess(role: Role, nodeId: number, env: Record<string, string>, logDir: string): EdgeProcess {
   const name = `${role === 'serve' ? 'serving' : 'trainer'}-${nodeId}`;
-  const child = spawnService({ name, args: [edgeflCli(), role], env: { ...env, [ENV.nodeId]: String(nodeId), [ENV.port]: '0' }, logFile: path.join(logDir, `${name}.log`) });
+  // Serving starts as the manifests start it: V8's heap sized for its memory limit (see servingHeapOptions).
+  const heap = role === 'serve' ? { NODE_OPTIONS: servingNodeOptions(detectMemoryLimit({ ...process.env, ...env }).mib) } : {};
+  const child = spawnService({ name, args: [edgeflCli(), role], env: { ...env, ...heap, [ENV.nodeId]: String(nodeId), [ENV.port]: '0' }, logFile: path.join(logDir, `${name}.log`) });
   return { role, child, url: '' };
 }
 

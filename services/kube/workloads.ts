@@ -26,6 +26,7 @@ import {
   type ManifestRole,
 } from './constants.js';
 import type { ResolvedOptions } from './options.js';
+import { servingHeapOptions } from '../serving/limits.js';
 
 export function labels(role: ManifestRole | 'secrets-init', node?: number): Record<string, string> {
   const out: Record<string, string> = {
@@ -180,6 +181,8 @@ function servingService(opts: ResolvedOptions, node: number): KnativeService {
     timeouts: { timeoutSeconds: KNATIVE_TUNING.servingTimeoutSeconds },
     env: [
       envValue(ENV.dataDir, DATA_DIR),
+      // V8's heap sized for the pod's memory limit, so its own collector keeps it there (no stalls).
+      envValue(ENV.nodeOptions, servingHeapOptions(parseInt(RESOURCES.serving.limits.memory, 10))),
       ...databaseEnv(),
       // Optional: an empty/missing key list leaves the predict API open (the documented default).
       envSecret(ENV.apiKeys, NAMES.appSecret, SECRET_KEYS.apiKeys, true),

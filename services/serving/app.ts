@@ -6,7 +6,7 @@ import type { Logger } from '../shared/log.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
 import { WorkBudget } from './admission.js';
 import type { JsonBodyLimits } from './body.js';
-import { detectMemoryLimit, servingLimits, type ServingLimits } from './limits.js';
+import { detectMemoryLimit, heapBoundedFor, servingLimits, type ServingLimits } from './limits.js';
 import type { ModelHolder } from './model-holder.js';
 import { oipRouter } from './oip.js';
 import { Predictor } from './predictor.js';
@@ -37,7 +37,8 @@ export function createServingApp(deps: ServingDeps) {
   const metrics = deps.metrics ?? createMetrics('serving');
   const limits = deps.limits ?? servingLimits(detectMemoryLimit(), deps, { bodyLimitExplicit: Boolean(process.env[ENV.maxBodyBytes]) });
   const predictor = new Predictor(() => deps.holder.current, { chunk: limits.predictChunk, metrics });
-  const budget = new WorkBudget(limits.workBudgetBytes);
+  // Forced full collections only where V8 was not given a heap sized for the pod (they stall the event loop).
+  const budget = heapBoundedFor(limits.memory.mib) ? new WorkBudget(limits.workBudgetBytes, () => {}) : new WorkBudget(limits.workBudgetBytes);
   const body: JsonBodyLimits = { maxBodyBytes: limits.maxBodyBytes, maxValues: limits.maxBatch * PIXELS + 64, maxContainers: limits.maxContainers };
   deps.log.info('serving limits', {
     memory_limit_mib: limits.memory.mib,

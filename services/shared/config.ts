@@ -42,6 +42,8 @@ export const ENV = {
   logLevel: 'EDGEFL_LOG_LEVEL',
   /** The longest roundTimeoutS a run may ask for: the trainers' request timeout in the cluster (Knative cuts a longer request first). */
   maxRoundTimeoutS: 'EDGEFL_MAX_ROUND_TIMEOUT_S',
+  /** Read by Node itself, not by edgefl: the manifests size serving's V8 heap with it (servingHeapOptions). */
+  nodeOptions: 'NODE_OPTIONS',
   /** Broker URL injected by Knative's SinkBinding: when set, rounds travel through Knative Eventing. */
   eventSink: 'K_SINK',
 } as const;

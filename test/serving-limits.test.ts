@@ -161,18 +161,12 @@ describe('JSON parsed in turns of the event loop', () => {
   });
 
   it('takes several turns for a large body, and refuses what JSON.parse refuses', async () => {
-    let turns = 0;
-    let done = false;
-    const tick = () => {
-      turns++;
-      if (!done) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const loop = countLoopTurns();
     const text = JSON.stringify({ instances: Array.from({ length: 200 }, (_, i) => Array(PIXELS).fill(i % 2)) });
     const parsed = await parseJsonInTurns(Buffer.from(text), 16 * 1024);
-    done = true;
+    loop.stop();
     expect(JSON.stringify(parsed)).toBe(text);
-    expect(turns).toBeGreaterThanOrEqual(Math.floor(text.length / (16 * 1024)) - 1);
+    expect(loop.turns).toBeGreaterThanOrEqual(Math.floor(text.length / (16 * 1024)) - 1);
     for (const bad of ['{"instances":[[1,2],[3,4],]}', '{"instances":[[1,2],[3,4]]', '{"instances":[[1,2] [3,4]]}', '{"a":[1,2,3,4,5,6,7,8]]', ']]]][[[[']) {
       await expect(parseJsonInTurns(Buffer.from(bad), 2)).rejects.toThrow();
     }
@@ -182,22 +176,16 @@ describe('JSON parsed in turns of the event loop', () => {
 describe('long predictions yield to the event loop', () => {
   it('a 512-image prediction lets the event loop turn between chunks, and a small request queued behind it finishes first', async () => {
     const batcher = new PredictBatcher(() => loaded, { chunk: 64 });
-    let turns = 0;
-    let done = false;
-    const tick = () => {
-      turns++;
-      if (!done) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const loop = countLoopTurns();
     const order: string[] = [];
     const big = batcher.predict(new Float32Array(512 * PIXELS), 512).then((r) => order.push('big') && r);
     await new Promise((r) => setImmediate(r));
     const small = batcher.predict(new Float32Array(PIXELS), 1).then((r) => order.push('small') && r);
     const [b, s] = await Promise.all([big, small]);
-    done = true;
+    loop.stop();
     expect(b.probs).toHaveLength(512 * 10);
     expect(s.probs).toHaveLength(10);
-    expect(turns).toBeGreaterThanOrEqual(512 / 64 - 1);
+    expect(loop.turns).toBeGreaterThanOrEqual(512 / 64 - 1);
     expect(order).toEqual(['small', 'big']);
   });
 });
@@ -212,3 +200,20 @@ describe('V8 heap sized for the memory limit', () => {
     expect(heapBoundedFor(256, 4096 * 2 ** 20)).toBe(false);
   });
 });
+
+/** Counts turns of the event loop (one setImmediate each) until stop(): how often long work let others run. */
+function countLoopTurns(): { readonly turns: number; stop(): void } {
+  let turns = 0;
+  let done = false;
+  const tick = () => {
+    turns++;
+    if (!done) setImmediate(tick);
+  };
+  setImmediate(tick);
+  return {
+    get turns() {
+      return turns;
+    },
+    stop: () => void (done = true),
+  };
+}

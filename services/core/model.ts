@@ -1,4 +1,5 @@
 import { tf, tfl } from './tf.js';
+import { REFERENCE_CNN, inputSize, type LayerSpec, type ModelSpec } from './model-spec.js';
 
 /** One weight tensor of the model, in the order the model holds them. */
 export interface TensorSpec {
@@ -6,29 +7,41 @@ export interface TensorSpec {
   shape: number[];
 }
 
-export const INPUT_SHAPE = [28, 28, 1] as const;
-export const NUM_CLASSES = 10;
-export const PIXELS = 28 * 28;
-export const MODEL_NAME = 'mnist';
+export const INPUT_SHAPE = REFERENCE_CNN.inputShape;
+export const NUM_CLASSES = REFERENCE_CNN.classes;
+export const PIXELS = inputSize(REFERENCE_CNN);
+export const MODEL_NAME = REFERENCE_CNN.name;
 
 /**
- * The reference CNN of the seed paper: Conv(32,5x5) -> MaxPool -> Dropout(.25) ->
- * Conv(64,5x5) -> MaxPool -> Flatten -> Dense(256) -> Dropout(.25) -> Dense(10),
- * valid padding, 317,066 parameters. Layer names are fixed because weight names in
- * the codec manifest derive from them and every node must agree on them.
+ * One tfjs layer for one LayerSpec. `offset` numbers the seeded layers (conv, dense, dropout)
+ * from 1, so every layer draws its own initial weights or masks and the reference CNN keeps
+ * the seeds it always had.
  */
-export function buildModel(seed = 1): tfl.Sequential {
-  const init = (offset: number) => tfl.initializers.glorotUniform({ seed: seed * 100 + offset });
+function layerFor(layer: LayerSpec, offset: number, seed: number, inputShape?: number[]) {
+  const kernelInitializer = tfl.initializers.glorotUniform({ seed: seed * 100 + offset });
+  const first = inputShape ? { inputShape } : {};
+  switch (layer.kind) {
+    case 'conv2d':
+      return tfl.layers.conv2d({ ...first, name: layer.name, filters: layer.filters, kernelSize: layer.kernelSize, strides: layer.strides ?? 1, activation: layer.activation, padding: layer.padding, kernelInitializer });
+    case 'maxPooling2d':
+      return tfl.layers.maxPooling2d({ ...first, name: layer.name, poolSize: layer.poolSize, strides: layer.strides ?? layer.poolSize });
+    case 'dropout':
+      return tfl.layers.dropout({ ...first, name: layer.name, rate: layer.rate, seed: seed * 100 + offset });
+    case 'flatten':
+      return tfl.layers.flatten({ ...first, name: layer.name });
+    case 'dense':
+      return tfl.layers.dense({ ...first, name: layer.name, units: layer.units, activation: layer.activation, kernelInitializer });
+  }
+}
+
+/** A tfjs Sequential model for a spec (the reference CNN unless told otherwise), seeded initial weights. */
+export function buildModel(seed = 1, spec: ModelSpec = REFERENCE_CNN): tfl.Sequential {
   const model = tfl.sequential({ name: 'edgefl_cnn' });
-  model.add(tfl.layers.conv2d({ name: 'conv1', inputShape: [...INPUT_SHAPE], filters: 32, kernelSize: 5, activation: 'relu', padding: 'valid', kernelInitializer: init(1) }));
-  model.add(tfl.layers.maxPooling2d({ name: 'pool1', poolSize: 2 }));
-  model.add(tfl.layers.dropout({ name: 'drop1', rate: 0.25, seed: seed * 100 + 2 }));
-  model.add(tfl.layers.conv2d({ name: 'conv2', filters: 64, kernelSize: 5, activation: 'relu', padding: 'valid', kernelInitializer: init(3) }));
-  model.add(tfl.layers.maxPooling2d({ name: 'pool2', poolSize: 2 }));
-  model.add(tfl.layers.flatten({ name: 'flatten' }));
-  model.add(tfl.layers.dense({ name: 'dense1', units: 256, activation: 'relu', kernelInitializer: init(4) }));
-  model.add(tfl.layers.dropout({ name: 'drop2', rate: 0.25, seed: seed * 100 + 5 }));
-  model.add(tfl.layers.dense({ name: 'dense2', units: NUM_CLASSES, activation: 'softmax', kernelInitializer: init(6) }));
+  let seeded = 0;
+  spec.layers.forEach((layer, i) => {
+    if (layer.kind === 'conv2d' || layer.kind === 'dense' || layer.kind === 'dropout') seeded++;
+    model.add(layerFor(layer, seeded, seed, i === 0 ? [...spec.inputShape] : undefined));
+  });
   return model;
 }
 

@@ -1,0 +1,49 @@
+/**
+ * The model as data: an input shape, a number of classes and a stack of layers. Everything
+ * that builds, trains, serves or validates input for a model reads it from here, so a
+ * user's own model (a converted Keras / TensorFlow.js Layers model.json) plugs in as another
+ * ModelSpec rather than as new constants.
+ */
+export type Activation = 'relu' | 'softmax' | 'linear' | 'tanh' | 'sigmoid';
+
+export type LayerSpec =
+  | { kind: 'conv2d'; name: string; filters: number; kernelSize: number; strides?: number; padding: 'valid' | 'same'; activation: Activation }
+  | { kind: 'maxPooling2d'; name: string; poolSize: number; strides?: number }
+  | { kind: 'dropout'; name: string; rate: number }
+  | { kind: 'flatten'; name: string }
+  | { kind: 'dense'; name: string; units: number; activation: Activation };
+
+export interface ModelSpec {
+  /** The name the serving protocols publish (TF Serving's model name, V2's model id). */
+  name: string;
+  /** Height, width, channels of one input image (NHWC without the batch). */
+  inputShape: readonly [number, number, number];
+  classes: number;
+  layers: readonly LayerSpec[];
+}
+
+/**
+ * The reference CNN of the seed paper: Conv(32,5x5) -> MaxPool -> Dropout(.25) ->
+ * Conv(64,5x5) -> MaxPool -> Flatten -> Dense(256) -> Dropout(.25) -> Dense(10),
+ * valid padding, 317,066 parameters. Layer names are fixed because weight names in
+ * the codec manifest derive from them and every node must agree on them.
+ */
+export const REFERENCE_CNN: ModelSpec = {
+  name: 'mnist',
+  inputShape: [28, 28, 1],
+  classes: 10,
+  layers: [
+    { kind: 'conv2d', name: 'conv1', filters: 32, kernelSize: 5, padding: 'valid', activation: 'relu' },
+    { kind: 'maxPooling2d', name: 'pool1', poolSize: 2 },
+    { kind: 'dropout', name: 'drop1', rate: 0.25 },
+    { kind: 'conv2d', name: 'conv2', filters: 64, kernelSize: 5, padding: 'valid', activation: 'relu' },
+    { kind: 'maxPooling2d', name: 'pool2', poolSize: 2 },
+    { kind: 'flatten', name: 'flatten' },
+    { kind: 'dense', name: 'dense1', units: 256, activation: 'relu' },
+    { kind: 'dropout', name: 'drop2', rate: 0.25 },
+    { kind: 'dense', name: 'dense2', units: 10, activation: 'softmax' },
+  ],
+};
+
+/** Values in one input image (H·W·C). */
+export const inputSize = (spec: ModelSpec): number => spec.inputShape[0] * spec.inputShape[1] * spec.inputShape[2];

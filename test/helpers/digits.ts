@@ -28,9 +28,12 @@ export function weightsRow(flat: Float32Array) {
   return { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() } };
 }
 
-/** A model trained briefly on digits disjoint from the held-out ones (~96-97% on them), as serving.test.ts trains it. */
+/**
+ * A model trained on digits disjoint from the held-out ones, 97-98% on those this suite uses
+ * (serving.test.ts trains on 2,400 digits, ~94%: too close to a 95% bar measured on 100 images).
+ */
 export async function trainedWeights(): Promise<Float32Array> {
-  const train = subset(split.train, Array.from({ length: 2400 }, (_, i) => i));
+  const train = subset(split.train, Array.from({ length: 6000 }, (_, i) => i));
   const model = buildModel(1);
   await trainLocal(model, train, { epochs: 1, batchSize: 32, learningRate: 0.002, seed: 1 });
   await trainLocal(model, train, { epochs: 1, batchSize: 32, learningRate: 0.0005, seed: 2 });

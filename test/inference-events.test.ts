@@ -153,8 +153,13 @@ describe('inference.requested → inference.completed', () => {
     const res = await plain({ request_id: 'objects-1', objects: [{ key: 'digits/three.png' }, { key: '../edgefl-outside.png' }, { key: 'digits/escape.png' }, { key: 'digits/missing.png' }] });
     const body = (await res.json()) as Completed;
     expect(body.predictions.map((p) => p.error?.code ?? 'ok')).toEqual(['ok', 'invalid_object_key', 'invalid_object_key', 'object_not_found']);
-    const s3 = (await (await plain({ EventName: 's3:ObjectCreated:Put', Records: [{ s3: { bucket: { name: 'digits' }, object: { key: 'three.png' } } }] })).json()) as Completed;
+    const notification = { EventName: 's3:ObjectCreated:Put', Key: 'digits/three.png', Records: [{ s3: { bucket: { name: 'digits' }, object: { key: 'three.png', eTag: 'abc123' } } }] };
+    const s3 = (await (await plain(notification)).json()) as Completed;
     expect(s3.predictions).toMatchObject([{ source: 'digits/three.png', class: body.predictions[0]!.class }]);
+    // The store re-sends the same notification: same request, replayed.
+    const again = (await (await plain(notification)).json()) as Completed;
+    expect(again).toMatchObject({ request_id: s3.request_id, replayed: true });
+    expect(await storedRows(s3.request_id)).toBe(1);
   });
 });
 

@@ -18,7 +18,7 @@ const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'base64 data expected'
 
 /** S3 bucket notification records (MinIO's webhook target, AWS S3 events): the created objects, as references. */
 const s3Records = z.looseObject({
-  Records: z.array(z.looseObject({ s3: z.looseObject({ bucket: z.looseObject({ name }), object: z.looseObject({ key: name }) }) })).min(1),
+  Records: z.array(z.looseObject({ s3: z.looseObject({ bucket: z.looseObject({ name }), object: z.looseObject({ key: name, eTag: z.string().optional(), sequencer: z.string().optional() }) }) })).min(1),
 });
 
 /**
@@ -62,7 +62,9 @@ export function parseInferenceRequest(data: unknown, event: { id?: string; sourc
   const s3 = s3Records.safeParse(data);
   if (s3.success) {
     const objects = s3.data.Records.map((r) => ({ key: `${r.s3.bucket.name}/${decodeS3Key(r.s3.object.key)}` }));
-    return parseInferenceRequest({ objects }, event, opts);
+    // A re-sent notification of the same object version is the same request.
+    const versions = s3.data.Records.map((r, i) => `${objects[i]!.key}@${r.s3.object.eTag ?? r.s3.object.sequencer ?? ''}`).join('\n');
+    return parseInferenceRequest({ request_id: `s3-${sha256(versions).slice(0, 32)}`, objects }, event, opts);
   }
   const parsed = InferenceRequestSchema.safeParse(data);
   if (!parsed.success) throw new InvalidInput('invalid_request', z.prettifyError(parsed.error).replaceAll('\n', '; '));

@@ -5,6 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../services/core/backend.js';
 import { PIXELS, buildModel, getFlatWeights } from '../services/core/model.js';
 import { createLogger } from '../services/shared/log.js';
+import express from 'express';
+import { predictionRoutes } from '../aggregator/prediction-routes.js';
+import { applyErrorHandlers } from '../services/http/common.js';
 import { createServingApp } from '../services/serving/app.js';
 import { ModelHolder } from '../services/serving/model-holder.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
@@ -197,5 +200,23 @@ describe('refused events: a clear 4xx, and nothing stored', () => {
     expect((await binary(keyed, 'k-2', { images: [{ data: png(0) }] }, { 'ce-edgeflauth': 'k'.repeat(32) })).status).toBe(200);
     expect((await binary(keyed, 'k-3', { images: [{ data: png(0) }] }, { 'x-api-key': 'k'.repeat(32) })).status).toBe(200);
     await expectError(await fetch(`${keyed}/v1/predictions`), 401, 'unauthorized');
+  });
+});
+
+describe('the dashboard’s view (aggregator GET /predictions/recent)', () => {
+  it('per node: results, error records and latency, and the newest records, as stored', async () => {
+    const app = express();
+    app.use(predictionRoutes(db.pool));
+    applyErrorHandlers(app, quiet);
+    const agg = (await servers.listen(app)).url;
+    const res = await fetch(`${agg}/predictions/recent?minutes=60&limit=5`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { nodes: { nodeId: string; results: number; errors: number; meanLatencyMs: number }[]; recent: { node: string; source: string }[] };
+    const counts = (await db.pool.query("SELECT count(*) FILTER (WHERE error_code IS NULL) AS ok, count(*) FILTER (WHERE error_code IS NOT NULL) AS bad FROM predictions WHERE node_id = 'node-0'")).rows[0];
+    expect(body.nodes).toEqual([expect.objectContaining({ nodeId: 'node-0', results: Number(counts.ok), errors: Number(counts.bad) })]);
+    expect(body.nodes[0]!.errors).toBeGreaterThan(0);
+    expect(body.nodes[0]!.meanLatencyMs).toBeGreaterThan(0);
+    expect(body.recent).toHaveLength(5);
+    await expectError(await fetch(`${agg}/predictions/recent?minutes=0`), 400, 'invalid_query');
   });
 });

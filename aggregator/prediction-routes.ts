@@ -2,6 +2,7 @@ import express from 'express';
 import type pg from 'pg';
 import { z } from 'zod';
 import { badRequest } from '../services/http/errors.js';
+import { issuesText } from '../services/serving/inference-inputs.js';
 import { listPredictions, predictionStats } from '../services/store/predictions.js';
 
 const Query = z.object({
@@ -18,7 +19,7 @@ export function predictionRoutes(pool: pg.Pool): express.Router {
   const router = express.Router();
   router.get('/predictions/recent', async (req, res) => {
     const q = Query.safeParse(req.query);
-    if (!q.success) throw badRequest('invalid_query', z.prettifyError(q.error).replaceAll('\n', '; '));
+    if (!q.success) throw badRequest('invalid_query', issuesText(q.error, 'query'));
     const [nodes, recent] = await Promise.all([predictionStats(pool, q.data.minutes), q.data.limit ? listPredictions(pool, { limit: q.data.limit }) : []]);
     res.json({
       minutes: q.data.minutes,

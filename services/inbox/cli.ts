@@ -13,7 +13,7 @@ const WATCH_FLAGS = {
   serving: text('serving functions, comma-separated; node-<i> is the i-th (default: those of the running edgefl up, from DATA_DIR/local.json)', { arg: 'URL,...' }),
   'data-dir': text('where edgefl up keeps local.json (default ./.edgefl)', { arg: 'DIR' }),
   'api-key': text('API key of the serving functions, when they require one', { arg: 'KEY', env: 'EDGEFL_API_KEY' }),
-  concurrency: int('files in flight per node (default 4)', { min: 1, max: 64, default: 4 }),
+  concurrency: int('files in flight per node', { min: 1, max: 64, default: 4 }),
   ...HELP_FLAG,
 };
 

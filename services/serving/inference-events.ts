@@ -11,7 +11,7 @@ import { listPredictions, predictionsOf, recordPredictions, storedItems, type Pr
 import type { WorkBudget } from './admission.js';
 import { protocolErrors, requireKey } from './edge.js';
 import { ServingError } from './errors.js';
-import { INFERENCE_EVENTS, parseInferenceRequest, type InputItem, type ParsedRequest } from './inference-inputs.js';
+import { INFERENCE_EVENTS, issuesText, parseInferenceRequest, type InputItem, type ParsedRequest } from './inference-inputs.js';
 import { IMAGE_BYTES_PER_PIXEL } from './limits.js';
 import type { Predictor } from './predictor.js';
 
@@ -185,7 +185,7 @@ export function inferenceEventsRouter(deps: InferenceEventDeps): express.Router 
   return router;
 }
 
-const invalidQuery = (e: z.ZodError) => new HttpError(400, 'invalid_query', z.prettifyError(e).replaceAll('\n', '; '));
+const invalidQuery = (e: z.ZodError) => new HttpError(400, 'invalid_query', issuesText(e, 'query'));
 
 function reply(res: Response, mode: EventMode, event: ReturnType<typeof makeEvent>): void {
   const out = encodeEvent(event, mode);

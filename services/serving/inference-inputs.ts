@@ -67,7 +67,7 @@ export function parseInferenceRequest(data: unknown, event: { id?: string; sourc
     return parseInferenceRequest({ request_id: `s3-${sha256(versions).slice(0, 32)}`, objects }, event, opts);
   }
   const parsed = InferenceRequestSchema.safeParse(data);
-  if (!parsed.success) throw new InvalidInput('invalid_request', z.prettifyError(parsed.error).replaceAll('\n', '; '));
+  if (!parsed.success) throw new InvalidInput('invalid_request', issuesText(parsed.error, 'data'));
   const r = parsed.data;
   const count = r.images?.length ?? r.objects?.length ?? r.tensor!.count;
   if (count > opts.maxItems) throw new TooLarge('batch_too_large', `${count} images in one event; the limit is ${opts.maxItems}: send the batch in chunks (offset)`);
@@ -119,6 +119,11 @@ function decodeS3Key(key: string): string {
   } catch {
     return key;
   }
+}
+
+/** A zod failure as one line: each issue with the field it is about. */
+export function issuesText(error: z.ZodError, whole: string): string {
+  return error.issues.slice(0, 3).map((i) => `${i.path.length ? i.path.join('.') : whole}: ${i.message}`).join('; ');
 }
 
 export const sha256 = (s: string | Buffer) => createHash('sha256').update(s).digest('hex');

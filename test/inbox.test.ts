@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -125,7 +126,6 @@ describe('the inbox of an edge node (OSCAR-style input and output buckets)', () 
     // The crash: the function stored this file's result, but the watcher never wrote its record or moved it.
     const bytes = digitPng(digits, 5);
     drop(box, 'five.png', bytes);
-    const { createHash } = await import('node:crypto');
     const requestId = `inbox-${createHash('sha256').update('node-3\0five.png\0').update(bytes).digest('hex').slice(0, 32)}`;
     const holder = new ModelHolder(db.pool, quiet, undefined, 'node-3');
     await holder.refresh();

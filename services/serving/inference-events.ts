@@ -69,9 +69,10 @@ export async function handleInferenceEvent(deps: InferenceEventDeps, event: Pick
   ok.forEach((i, row) => batch.set(pixels[i]!, row * PIXELS));
   const prediction = ok.length ? await deps.predictor.predict({ pixels: batch, count: ok.length }, { name: deps.predictor.name }) : undefined;
   const latencyMs = performance.now() - started;
+  const rowOf = new Map(ok.map((i, row) => [i, row]));
   const records: PredictionRecord[] = items.map((it, i) => {
     const base = { requestId: request.requestId, item: request.offset + i, nodeId: deps.nodeId, source: it.source, latencyMs };
-    const row = ok.indexOf(i);
+    const row = rowOf.get(i) ?? -1;
     if (row < 0 || !prediction) return { ...base, modelVersion: null, class: null, probabilities: null, error: 'error' in it ? it.error : { code: 'internal', message: 'no result' } };
     const probs = Array.from(prediction.probs.subarray(row * NUM_CLASSES, (row + 1) * NUM_CLASSES), (p) => Math.round(p * 1e6) / 1e6);
     return { ...base, modelVersion: prediction.model.version, class: prediction.classes[row]!, probabilities: probs, error: null };

@@ -11,6 +11,7 @@ import type { TrainerTarget } from './invoke.js';
 import { parseRunConfig, unreachableQuorum, type RunConfig } from './run-config.js';
 import { EVENT_TYPES, readEvent } from '../services/http/cloudevents.js';
 import { mountModelRoutes } from './model-routes.js';
+import { predictionRoutes } from './prediction-routes.js';
 import { applyRetention, retentionFromEnv, type RetentionPolicy } from '../services/store/retention.js';
 import { EVENTING } from '../services/kube/constants.js';
 import { deadLetterHandlers, type DeadLetterOptions } from './dead-letter.js';
@@ -177,6 +178,7 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     });
   });
 
+  app.use(predictionRoutes(deps.pool));
   deps.mount?.(app);
   applyErrorHandlers(app, deps.log);
   return app;

@@ -30,7 +30,7 @@ describe('renderManifests', () => {
         const objects = renderManifests({ nodes, image: 'registry.example/edgefl:v1', namespace: 'fl-test', eventing }) as Obj[];
         for (const o of objects) validateObject(o);
         expect(objects.every((o) => o.kind === 'Namespace' || o.metadata.namespace === 'fl-test')).toBe(true);
-        expect(objects.length).toBe(1 + 4 + 2 + 2 * nodes + 5 + (eventing ? 1 + nodes + 1 + 1 : 0));
+        expect(objects.length).toBe(1 + 4 + 2 + 2 * nodes + 5 + (eventing ? 1 + nodes + 1 + 1 + nodes : 0));
         crossCheck(objects, nodes, { eventing });
       });
     }

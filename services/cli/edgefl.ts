@@ -6,6 +6,7 @@ const HELP = `edgefl — federated learning at the edge, serverless on Knative
 
 Local federation
   edgefl up [--nodes 3 --alpha 0.5 --rounds 20 ...]   everything on this machine (npm start); edgefl up --help
+  edgefl watch DIR [--serving URL,...]                classify images dropped in DIR/node-<i>/inbox (or: edgefl up --inbox DIR)
 Edge functions and aggregator (one process each; flags or EDGEFL_* environment)
   edgefl trainer --node-id 0 --nodes 3                the model-training function
   edgefl serve [--node-id 0]                          the model-serving function
@@ -52,6 +53,8 @@ async function main(argv: string[]): Promise<number> {
       }
       return -1; // keep running
     }
+    case 'watch':
+      return (await import('../inbox/cli.js')).watchCommand(rest);
     case 'train':
       return (await import('./remote-commands.js')).trainRemote(rest);
     case 'status':

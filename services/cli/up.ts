@@ -14,6 +14,7 @@ import { promotedFor, type Promotion } from '../store/promotion.js';
 import { edgeflCli, spawnService, type ServiceChild } from '../harness/process.js';
 import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
 import { detectMemoryLimit, servingNodeOptions } from '../serving/limits.js';
+import { INBOX_FLAGS, startInboxes, type Inboxes } from '../inbox/cli.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
 
@@ -38,6 +39,7 @@ export const UP_FLAGS = {
   'json-log': text('append one JSON line per round to FILE', { arg: 'FILE' }),
   'no-run': toggle('start everything but no training run'),
   'exit-when-done': toggle('stop everything when the run ends'),
+  ...INBOX_FLAGS,
   ...HELP_FLAG,
 };
 
@@ -105,11 +107,13 @@ export async function up(argv: string[]): Promise<number> {
   shared[ENV.databaseUrl] = db.url;
 
   const children: EdgeProcess[] = [];
+  let inboxes: Inboxes | undefined;
   let shuttingDown = false;
   const shutdown = async (code: number) => {
     if (shuttingDown) return;
     shuttingDown = true;
     say('\nedgefl: stopping edge nodes, aggregator and PostgreSQL ...');
+    await inboxes?.stop();
     await Promise.all(children.map((c) => c.child.stop()));
     await agg?.federation.shutdown().catch(() => {});
     agg?.server.close();
@@ -134,6 +138,7 @@ export async function up(argv: string[]): Promise<number> {
     say(`edgefl: ${nodes} edge nodes up (${children.length} processes)`);
     const trainerUrls = children.filter((c) => c.role === 'trainer').map((c) => c.url);
     const servingUrls = children.filter((c) => c.role === 'serve').map((c) => c.url);
+    if (v.inbox) inboxes = startInboxes(v.inbox, servingUrls, say, { apiKey: cfg.apiKeys[0] });
     const aggCfg = loadConfig({ ...process.env, ...shared, [ENV.port]: String(cfg.port), [ENV.trainerUrls]: trainerUrls.join(','), [ENV.servingUrls]: servingUrls.join(',') }, 'aggregator');
     const { mountDashboard } = await import('../../aggregator/dashboard.js');
     agg = await startAggregator(aggCfg, { handleSignals: false, mount: mountDashboard, logFile: path.join(logDir, 'aggregator.log') });

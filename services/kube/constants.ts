@@ -125,6 +125,8 @@ export const EVENTING = {
   broker: 'default',
   trainType: 'dev.edgefl.round.train',
   updateReadyType: 'dev.edgefl.update.ready',
+  /** Event-driven inference (services/serving/inference-events.ts): routed to a node's serving function. */
+  inferenceType: 'dev.edgefl.inference.requested',
   /** CloudEvents extension attribute carrying the target node id (lowercase alnum, as the spec requires). */
   nodeAttribute: 'edgeflnode',
   aggregatorPath: '/events',

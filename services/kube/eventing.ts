@@ -54,6 +54,7 @@ export function triggerObjects(opts: ResolvedOptions) {
       }),
     );
   }
+  triggers.push(...inferenceTriggers(opts));
   triggers.push(
     new Trigger({
       metadata: { name: 'edgefl-update-ready', namespace: opts.namespace, labels: labels('aggregator') },
@@ -68,6 +69,28 @@ export function triggerObjects(opts: ResolvedOptions) {
   );
   return triggers;
 }
+
+/**
+ * One Trigger per edge node for event-driven inference: `dev.edgefl.inference.requested` with
+ * `edgeflnode: "N"` → `edgefl-serving-N` at `/`. Its reply, `dev.edgefl.inference.completed`,
+ * goes back to the Broker for whatever Trigger the user adds. Redelivery is safe (results are
+ * stored once per request id); the retries cover a cold start and a restart mid-batch.
+ */
+export function inferenceTriggers(opts: ResolvedOptions): Trigger[] {
+  return Array.from({ length: opts.nodes }, (_, node) =>
+    new Trigger({
+      metadata: { name: `edgefl-inference-${node}`, namespace: opts.namespace, labels: labels('serving', node) },
+      spec: {
+        broker: EVENTING.broker,
+        filter: { attributes: { type: EVENTING.inferenceType, [EVENTING.nodeAttribute]: String(node) } },
+        subscriber: { ref: { apiVersion: 'serving.knative.dev/v1', kind: 'Service', name: NAMES.serving(node) } },
+        delivery: inferenceDelivery,
+      },
+    }),
+  );
+}
+
+const inferenceDelivery = { retry: 10, backoffPolicy: 'exponential', backoffDelay: 'PT1S', timeout: 'PT120S' };
 
 /*
  * The delivery specs are typed locally: the models package predates DeliverySpec.timeout

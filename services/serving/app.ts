@@ -1,4 +1,5 @@
 import express, { type Request, type Response } from 'express';
+import type pg from 'pg';
 import { applyCommonMiddleware, applyErrorHandlers } from '../http/common.js';
 import { PIXELS } from '../core/model.js';
 import { ENV } from '../shared/config.js';
@@ -6,6 +7,7 @@ import type { Logger } from '../shared/log.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
 import { WorkBudget } from './admission.js';
 import type { JsonBodyLimits } from './body.js';
+import { inferenceEventsRouter } from './inference-events.js';
 import { detectMemoryLimit, heapBoundedFor, servingLimits, type ServingLimits } from './limits.js';
 import type { ModelHolder } from './model-holder.js';
 import { oipRouter } from './oip.js';
@@ -24,6 +26,10 @@ export interface ServingDeps {
   metrics?: Metrics;
   /** Derived from the cgroup limit or EDGEFL_MEMORY_LIMIT_MIB when not given. */
   limits?: ServingLimits;
+  /** With a database, the event-driven path (inference-events.ts) is mounted: POST / and /v1/predictions. */
+  pool?: pg.Pool;
+  /** Where object references of inference events resolve (EDGEFL_OBJECT_ROOT when not given). */
+  objectRoot?: string;
 }
 
 /**
@@ -72,6 +78,10 @@ export function createServingApp(deps: ServingDeps) {
   app.get('/readyz', ready(false));
   app.get('/v2/health/ready', ready(true));
 
+  if (deps.pool) {
+    const objectRoot = deps.objectRoot ?? process.env.EDGEFL_OBJECT_ROOT;
+    app.use(inferenceEventsRouter({ ...shared, pool: deps.pool, nodeId: deps.nodeId, maxBodyBytes: limits.maxBodyBytes, imagePixelBudget: limits.imagePixelBudget, objectRoot }));
+  }
   const upload = mountUpload({ ...shared, maxBodyBytes: limits.maxBodyBytes, imagePixelBudget: limits.imagePixelBudget });
   app.use('/v1', tfServingRouter({ ...shared, nodeId: deps.nodeId }, upload));
   app.use('/v2', oipRouter(shared));

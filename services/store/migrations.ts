@@ -136,6 +136,28 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 6,
+    name: 'event-driven inference: one result or error record per image, keyed by request id (store/predictions.ts)',
+    sql: `
+      CREATE TABLE predictions (
+        request_id    text NOT NULL,
+        item          integer NOT NULL CHECK (item >= 0),
+        node_id       text NOT NULL,
+        source        text,
+        model_version bigint,
+        class         smallint,
+        probabilities jsonb,
+        error_code    text,
+        error_message text,
+        latency_ms    double precision NOT NULL,
+        created_at    timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (request_id, item),
+        CHECK ((class IS NULL) <> (error_code IS NULL))
+      );
+      CREATE INDEX predictions_node_recent ON predictions (node_id, created_at DESC);
+    `,
+  },
 ];
 
 const LOCK_KEY = 0x6564_6766; // "edgf"

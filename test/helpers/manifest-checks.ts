@@ -156,9 +156,14 @@ export function crossCheck(objects: Obj[], nodes: number, opts: { eventing: bool
     return;
   }
   expect(objects.filter((o) => o.kind === 'Broker')).toHaveLength(1);
-  expect(triggers).toHaveLength(nodes + 1);
+  expect(triggers).toHaveLength(2 * nodes + 1);
   for (let node = 0; node < nodes; node++) {
-    const t = triggers.find((o) => o.spec.filter.attributes[EVENTING.nodeAttribute] === String(node));
+    const forNode = (type: string) => triggers.find((o) => o.spec.filter.attributes[EVENTING.nodeAttribute] === String(node) && o.spec.filter.attributes.type === type);
+    // Event-driven inference: the node's serving function, retried (results are stored once per request id).
+    const inference = forNode(EVENTING.inferenceType);
+    expect(inference?.spec.subscriber.ref).toEqual({ apiVersion: 'serving.knative.dev/v1', kind: 'Service', name: NAMES.serving(node) });
+    expect(inference!.spec.delivery.retry).toBeGreaterThanOrEqual(3);
+    const t = forNode(EVENTING.trainType);
     expect(t, `no trigger for node ${node}`).toBeDefined();
     expect(t!.spec.filter.attributes.type).toBe(EVENTING.trainType);
     expect(t!.spec.subscriber.ref).toEqual({ apiVersion: 'serving.knative.dev/v1', kind: 'Service', name: NAMES.trainer(node) });

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { ASYNC_UPDATES_SQL } from './async-updates.js';
 
 /**
  * Versioned schema. Append new entries; never edit an applied one. Applied under a
@@ -135,6 +136,11 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
         UNIQUE (node_id, run_id, round)
       );
     `,
+  },
+  {
+    version: 9,
+    name: 'asynchronous aggregation (fedbuff): every invocation, its base version, staleness and fate',
+    sql: ASYNC_UPDATES_SQL,
   },
 ];
 

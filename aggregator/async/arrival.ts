@@ -26,16 +26,16 @@ export type Arrival = Invocation & { outcome: InvokeOutcome };
 
 export async function admitArrival(ctx: RoundContext, s: AsyncState, a: Arrival): Promise<void> {
   s.busy.delete(a.nodeId);
-  if (a.outcome.ok) {
+  if (!a.outcome.ok && a.outcome.reason === 'stopped') return recordArrival(ctx.pool, s.runId, a.invocation, { status: 'failed', reason: a.outcome.detail });
+  // A reply lost after the update was stored (as in a round) still delivers it.
+  if (a.outcome.ok || (await store.findUpdate(ctx.pool, s.runId, a.invocation, a.nodeId))) {
     s.failures.delete(a.nodeId);
     return admitUpdate(ctx, s, a);
   }
-  if (a.outcome.reason !== 'stopped') {
-    const failures = (s.failures.get(a.nodeId) ?? 0) + 1;
-    s.failures.set(a.nodeId, failures);
-    s.coolingUntil.set(a.nodeId, Date.now() + cooldownMs(failures));
-  }
-  await recordArrival(ctx.pool, s.runId, a.invocation, { status: 'failed', reason: a.outcome.detail });
+  const failures = (s.failures.get(a.nodeId) ?? 0) + 1;
+  s.failures.set(a.nodeId, failures);
+  s.coolingUntil.set(a.nodeId, Date.now() + cooldownMs(failures));
+  await recordArrival(ctx.pool, s.runId, a.invocation, { status: 'failed', reason: a.outcome.ok ? 'no update stored' : a.outcome.detail });
 }
 
 /** Screens the invocation's stored update against its own base and buffers it, unless it is too stale. */

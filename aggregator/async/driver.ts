@@ -40,8 +40,11 @@ export async function runAsync(ctx: RoundContext, runId: string, strategy: Async
         void job.finally(() => inflight.delete(job));
       }
       if (!arrivals.length) await new Promise<void>((resolve) => (wake = nextWake(s, local.signal, resolve)));
-      for (const a of arrivals.splice(0)) await admitArrival(ctx, s, a);
-      if (s.buffered.length >= strategy.async.bufferSize && !(await aggregateBuffer(ctx, s, local.signal))) return undefined;
+      // One at a time: the K-th buffered update aggregates at once, and those after it are staler by one.
+      while (arrivals.length) {
+        await admitArrival(ctx, s, arrivals.shift()!);
+        if (s.buffered.length >= strategy.async.bufferSize && !(await aggregateBuffer(ctx, s, local.signal))) return undefined;
+      }
     }
   } finally {
     local.abort('run ended');

@@ -26,6 +26,7 @@ export type Arrival = Invocation & { outcome: InvokeOutcome };
 
 export async function admitArrival(ctx: RoundContext, s: AsyncState, a: Arrival): Promise<void> {
   s.busy.delete(a.nodeId);
+  s.inflight.delete(a.invocation);
   if (!a.outcome.ok && a.outcome.reason === 'stopped') return recordArrival(ctx.pool, s.runId, a.invocation, { status: 'failed', reason: a.outcome.detail });
   // A reply lost after the update was stored (as in a round) still delivers it.
   if (a.outcome.ok || (await store.findUpdate(ctx.pool, s.runId, a.invocation, a.nodeId))) {

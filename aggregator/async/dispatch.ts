@@ -18,6 +18,7 @@ export function dispatchNext(ctx: RoundContext, s: AsyncState, signal: AbortSign
   const target = s.candidates.find((c) => c.nodeId === nodeId)!;
   const inv: Invocation = { invocation: ++s.lastInvocation, nodeId, baseVersion: s.version, baseAggregation: s.aggregations };
   s.busy.add(nodeId);
+  s.inflight.set(inv.invocation, inv.baseAggregation);
   return (async () => {
     let outcome: InvokeOutcome | undefined;
     try {

@@ -35,7 +35,9 @@ export async function aggregateBuffer(ctx: RoundContext, s: AsyncState, signal: 
   s.version = summary.modelVersion!;
   s.global = next;
   s.bases.set(round, next);
-  for (const k of s.bases.keys()) if (k < round - maxStaleness) s.bases.delete(k);
+  // Memory stays at (concurrency + 1) models whatever maxStaleness allows: only bases still training are kept.
+  const needed = new Set(s.inflight.values());
+  for (const k of s.bases.keys()) if (k !== round && !needed.has(k)) s.bases.delete(k);
   resetBuffer(s);
   s.candidates = await eligibleNodes(ctx, s);
   return summary;

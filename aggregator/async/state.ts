@@ -31,8 +31,10 @@ export interface AsyncState {
   aggregations: number;
   version: number;
   global: Float32Array;
-  /** Global weights by aggregation number, kept while an update from them can still count. */
+  /** Global weights by aggregation number: the current one and those an invocation in flight trained from. */
   bases: Map<number, Float32Array>;
+  /** Invocation → the aggregation it trains from, while it is in flight. */
+  inflight: Map<number, number>;
   buffer: UpdateBuffer;
   buffered: BufferedEntry[];
   candidates: TrainerTarget[];
@@ -57,6 +59,7 @@ export async function openAsyncState(ctx: RoundContext, runId: string, strategy:
     version: run.latestVersion!,
     global,
     bases: new Map([[aggregations, global]]),
+    inflight: new Map(),
     buffer: createUpdateBuffer(global.length, strategy.async.weight),
     buffered: [],
     candidates: [],

@@ -67,7 +67,8 @@ const TIERS: Tier[] = ['rookie', 'overdue', 'fast', 'slow', 'cooling'];
 
 /**
  * Each candidate's tier for `round`. Fast and slow split the nodes with known durations at
- * 1.5× their median (a straggler takes well over the typical time); a node not asked for
+ * 1.5× their median (a straggler takes well over the typical time); a node that missed more
+ * than half of its rounds is slow too; a node not asked for
  * `maxWait` rounds is overdue whatever its speed, so no shard drops out of the model.
  */
 export function tiers(candidates: readonly string[], history: ReadonlyMap<string, NodeHistory>, round: number, maxWait: number): Map<string, Tier> {
@@ -79,6 +80,8 @@ export function tiers(candidates: readonly string[], history: ReadonlyMap<string
     if (!h || h.invited === 0) out.set(n, 'rookie');
     else if (h.missStreak > 0 && round - h.lastMissed <= cooldownRounds(h.missStreak)) out.set(n, 'cooling');
     else if (round - h.lastInvited > maxWait) out.set(n, 'overdue');
+    // Missing more often than delivering makes a node a straggler whatever its speed when it delivers.
+    else if (h.missed * 2 > h.invited) out.set(n, 'slow');
     else if (!h.durations.length || expectedMs(h) <= 1.5 * median) out.set(n, 'fast');
     else out.set(n, 'slow');
   }

@@ -132,4 +132,30 @@ describe('fedbuff on live trainers', () => {
     expect(rows.filter((r) => r.status === 'aggregated')).toHaveLength(8);
     expect(await store.listRunUpdates(db.pool, run.id).then((u) => u.filter((x) => x.nodeId === 'dying'))).toEqual([]);
   });
+
+  it('a restarted aggregator resumes the run with the updates the previous one had buffered', async () => {
+    const data = await testData();
+    const aggregator = () => new Federation({ pool: db.pool, log: quietLog, heldOut: data.test, trainers: async () => targets, retryBackoffMs: 100 });
+    const first = aggregator();
+    // One at a time, three per aggregation: the first buffered update waits for two more trainings.
+    const run = await first.startRun(parseRunConfig({ ...FAST, strategy: 'fedbuff', bufferSize: 3, concurrency: 1, rounds: 2, nodes: ['node-0', 'node-1', 'node-2'] }));
+    const buffered = await waitFor('an update in the buffer', async () => (await listAsyncUpdates(db.pool, run.id)).find((r) => r.status === 'buffered'));
+    await first.shutdown();
+    expect((await store.listRounds(db.pool, run.id)).filter((r) => r.status === 'completed')).toEqual([]);
+    const second = aggregator();
+    try {
+      expect(await second.resumeAll()).toContain(run.id);
+      const done = await waitRunDone(db.pool, run.id, 300_000);
+      expect(done.status).toBe('completed');
+      const rows = await checkLedger(run.id, done);
+      expect(rows.find((r) => r.invocation === buffered.invocation)).toMatchObject({ status: 'aggregated', aggregation: 1 });
+      expect(rows.filter((r) => r.status === 'training')).toEqual([]);
+      // The only failure is what the first process left in flight; numbering went on without a clash.
+      const failed = rows.filter((r) => r.status === 'failed');
+      expect(failed.length).toBeGreaterThan(0);
+      for (const r of failed) expect(r.reason).toMatch(/^abandoned: the driver stopped|aggregator restarted/);
+    } finally {
+      await second.shutdown();
+    }
+  });
 });

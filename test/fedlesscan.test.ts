@@ -64,6 +64,12 @@ describe('FedLesScan selection (pure)', () => {
     expect(selectByReliability(NODES, h, 7, 3, 1)).toContain('n5');
   });
 
+  it('ranks a node that misses more often than it delivers with the slow ones, once its cooldown is over', () => {
+    const h = nodeHistories([round(1, { n0: ['ok', 100], n1: ['late'] }), round(2, { n0: ['ok', 100], n2: ['ok', 100] }), round(4, { n0: ['ok', 100], n2: ['ok', 100] })]);
+    expect(tiers(['n0', 'n1', 'n2'], h, 5, 10).get('n1')).toBe('slow');
+    expect(selectByReliability(['n0', 'n1', 'n2'], h, 5, 2, 1)).toEqual(['n0', 'n2']);
+  });
+
   it('is reproducible for a seed and returns everyone when k covers all', () => {
     const fresh = new Map();
     const a = selectByReliability(NODES, fresh, 1, 3, 9);

@@ -24,10 +24,13 @@ export interface Invocation {
 
 export type Arrival = Invocation & { outcome: InvokeOutcome };
 
+/** Why an invocation in flight when the driver stopped is not admitted (a resumed run draws anew). */
+export const ABANDONED = 'abandoned: the driver stopped (stop, abort or shutdown) before admitting it';
+
 export async function admitArrival(ctx: RoundContext, s: AsyncState, a: Arrival): Promise<void> {
   s.busy.delete(a.nodeId);
   s.inflight.delete(a.invocation);
-  if (!a.outcome.ok && a.outcome.reason === 'stopped') return recordArrival(ctx.pool, s.runId, a.invocation, { status: 'failed', reason: a.outcome.detail });
+  if (!a.outcome.ok && a.outcome.reason === 'stopped') return recordArrival(ctx.pool, s.runId, a.invocation, { status: 'failed', reason: ABANDONED });
   // A reply lost after the update was stored (as in a round) still delivers it.
   if (a.outcome.ok || (await store.findUpdate(ctx.pool, s.runId, a.invocation, a.nodeId))) {
     s.failures.delete(a.nodeId);

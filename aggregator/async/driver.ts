@@ -1,10 +1,10 @@
 import { recordArrival, reopenBuffered } from '../../services/store/async-updates.js';
 import type { RoundContext } from '../round/types.js';
-import { admitArrival, admitUpdate, type Arrival } from './arrival.js';
+import { ABANDONED, admitArrival, admitUpdate, type Arrival } from './arrival.js';
 import { dispatchNext } from './dispatch.js';
 import { aggregateBuffer } from './publish.js';
 import { nextFreeAt } from './schedule.js';
-import { concurrencyOf, openAsyncState, type AsyncState, type AsyncStrategy } from './state.js';
+import { concurrencyOf, eligibleNodes, openAsyncState, type AsyncState, type AsyncStrategy } from './state.js';
 
 /** How a run ends, as the federation's round loop decides it (stop requested, target, patience, maximum). */
 export type RunEnd = { status: 'completed' | 'failed' | 'stopped'; reason: string };
@@ -28,11 +28,15 @@ export async function runAsync(ctx: RoundContext, runId: string, strategy: Async
   let wake: (() => void) | undefined;
   const deliver = (a: Arrival) => void (arrivals.push(a), wake?.());
   try {
+    // A restored buffer may already be full (its aggregation was never published).
+    if (s.buffered.length >= strategy.async.bufferSize && !(await aggregateBuffer(ctx, s, local.signal))) return undefined;
     for (;;) {
       const verdict = await check();
       if (verdict || local.signal.aborted) return verdict === 'ended' ? undefined : verdict;
       const starved = starvedFor(s);
       if (starved) return { status: 'failed', reason: starved };
+      // Idle (no node known yet, or every one out of budget): look at the trainers again.
+      if (!s.busy.size && !arrivals.length) s.candidates = await eligibleNodes(ctx, s);
       while (s.busy.size < concurrencyOf(s)) {
         const job = dispatchNext(ctx, s, local.signal, deliver);
         if (!job) break;
@@ -50,7 +54,7 @@ export async function runAsync(ctx: RoundContext, runId: string, strategy: Async
     local.abort('run ended');
     signal.removeEventListener('abort', abort);
     await Promise.allSettled(inflight);
-    for (const a of arrivals) await recordArrival(ctx.pool, runId, a.invocation, { status: 'failed', reason: 'the run ended before it was admitted' }).catch(() => {});
+    for (const a of arrivals) await recordArrival(ctx.pool, runId, a.invocation, { status: 'failed', reason: ABANDONED }).catch(() => {});
   }
 }
 

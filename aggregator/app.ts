@@ -16,6 +16,7 @@ import { applyRetention, retentionFromEnv, type RetentionPolicy } from '../servi
 import { EVENTING } from '../services/kube/constants.js';
 import { deadLetterHandlers, type DeadLetterOptions } from './dead-letter.js';
 import { privacyView, runPrivacyProblems } from './privacy-budget.js';
+import { asyncSummary } from '../services/store/async-updates.js';
 
 export interface AggregatorDeps {
   pool: pg.Pool;
@@ -190,6 +191,8 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     return {
       ...runSummary(run),
       config: run.config,
+      /** Asynchronous runs (fedbuff): aggregations, staleness histogram and mean, updates discarded as stale. */
+      async: (await asyncSummary(deps.pool, id)) ?? null,
       privacy: (await privacyView(deps.pool, run.config as RunConfig, rounds.filter((r) => r.status === 'completed').length, [...new Set(rounds.flatMap((r) => r.selected))])) ?? null,
       rounds: rounds.map((r) => ({
         round: r.round,

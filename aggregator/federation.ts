@@ -15,6 +15,8 @@ import { createStrategy } from './strategies.js';
 import type { RunConfig } from './run-config.js';
 import { withinBudget } from './privacy-budget.js';
 import { decideNext } from './round/decide.js';
+import { runAsync } from './async/driver.js';
+import type { AsyncStrategy } from './async/state.js';
 import { runRound } from './round/driver.js';
 import { createEvaluator, type Evaluator } from './round/evaluate.js';
 import type { RoundContext } from './round/types.js';
@@ -36,6 +38,9 @@ export interface FederationDeps {
   /** Knative Eventing Broker URL (K_SINK); rounds then travel as events through it. */
   brokerUrl?: string;
 }
+
+/** What the run does next, with the run and its rounds as read to decide it. */
+type RunStep = ({ finish: false; round: number } | { finish: true; status: 'completed' | 'failed' | 'stopped'; reason: string }) & { rows: store.RoundRow[]; current: store.RunRow };
 
 /** Why a run's controller was aborted: a user's abort ends the run; a shutdown leaves it for the next process. */
 const ABORTED_BY_USER = 'aborted by request';
@@ -197,23 +202,39 @@ export class Federation extends EventEmitter {
     const strategy = createStrategy(config.strategy, config);
     const savedState = strategy.loadState ? await store.getStrategyState(this.deps.pool, runId) : undefined;
     if (savedState) strategy.loadState!(savedState);
+    // No rounds for an asynchronous strategy: its driver asks the same question after every aggregation.
+    if (strategy.async) {
+      const end = await runAsync(this.ctx, runId, strategy as AsyncStrategy, signal, async () => {
+        const next = await this.nextStep(runId, config, lockLost);
+        return !next ? 'ended' : next.finish ? { status: next.status, reason: next.reason } : undefined;
+      });
+      return end && this.finish(runId, end.status, end.reason);
+    }
     while (!signal.aborted) {
-      const lost = lockLost();
-      if (lost) throw connectionLost(lost);
-      const current = (await store.getRun(this.deps.pool, runId))!;
-      if (current.status !== 'running') return;
-      if (current.stopRequested) return this.finish(runId, 'stopped', 'stop requested');
-      const rows = await store.listRounds(this.deps.pool, runId);
-      const next = decideNext(
-        rows.map((r) => ({ round: r.round, status: r.status, attempt: r.attempt, accuracy: r.metrics.globalAccuracy ?? null, reason: r.metrics.reason })),
-        config,
-      );
+      const next = await this.nextStep(runId, config, lockLost);
+      if (!next) return;
       if (next.finish) return this.finish(runId, next.status, next.reason);
       if (config.dp?.mode === 'local' && (await withinBudget(this.deps.pool, await this.deps.trainers(), config, runId)).length === 0) return this.finish(runId, 'completed', 'every node has spent its privacy budget');
-      const summary = await runRound(this.ctx, current, strategy, next.round, signal);
+      strategy.observeRounds?.(next.rows);
+      const summary = await runRound(this.ctx, next.current, strategy, next.round, signal);
       // Cut short by an abort (here or by another process): the round must not stay open once the run has ended.
       if (!summary && signal.reason !== SHUTDOWN) await store.failRound(this.deps.pool, runId, next.round, { reason: ABORTED_BY_USER });
     }
+  }
+
+  /** What the run does next (undefined: it is no longer running): a requested stop, or decideNext on its rounds table. */
+  private async nextStep(runId: string, config: RunConfig, lockLost: () => Error | undefined): Promise<RunStep | undefined> {
+    const lost = lockLost();
+    if (lost) throw connectionLost(lost);
+    const current = (await store.getRun(this.deps.pool, runId))!;
+    if (current.status !== 'running') return undefined;
+    if (current.stopRequested) return { finish: true, status: 'stopped', reason: 'stop requested', rows: [], current };
+    const rows = await store.listRounds(this.deps.pool, runId);
+    const next = decideNext(
+      rows.map((r) => ({ round: r.round, status: r.status, attempt: r.attempt, accuracy: r.metrics.globalAccuracy ?? null, reason: r.metrics.reason })),
+      config,
+    );
+    return { ...next, rows, current };
   }
 
   /** Ends the run; its open round (if any) is closed first, so no round outlives its run even across a crash. */

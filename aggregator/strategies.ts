@@ -14,6 +14,8 @@ import type { RunConfig } from './run-config.js';
 import { chooseNodes } from './round/plan.js';
 import { coordinateWise, median, trimmedMean, weightedMean } from './round/aggregate.js';
 import { dpFedAvg } from './dp-fedavg-strategy.js';
+import { fedbuff, type AsyncAggregation } from './async/fedbuff-strategy.js';
+import { fedlesscan, type RoundHistoryRow } from './fedlesscan-strategy.js';
 
 export { clipToNorm, l2Distance, median, trimmedMean, weightedMean, type RoundAggregator } from './round/aggregate.js';
 
@@ -61,12 +63,17 @@ export interface Strategy {
   saveState?(): Buffer | undefined;
   /** Restores what saveState returned, when a run resumes in a new process. */
   loadState?(state: Buffer): void;
+  /** Set by asynchronous strategies (FedBuff): no rounds, the async driver (aggregator/async/) runs them. */
+  readonly async?: AsyncAggregation;
+  /** The run's rounds so far, given before each round is planned (FedLesScan learns from them who straggles). */
+  observeRounds?(rounds: readonly RoundHistoryRow[]): void;
 }
 
 /** The run settings a strategy reads. */
 export type StrategyConfig = Pick<
   RunConfig,
   'fraction' | 'seed' | 'epochs' | 'batchSize' | 'learningRate' | 'optimizer' | 'proximalMu' | 'serverMomentum' | 'serverLearningRate' | 'trimFraction' | 'dp'
+  | 'bufferSize' | 'concurrency' | 'maxStaleness' | 'stalenessExponent'
 >;
 export type StrategyFactory = (config: StrategyConfig) => Strategy;
 
@@ -164,6 +171,8 @@ const REGISTRY = {
   median: medianStrategy,
   'trimmed-mean': trimmedMeanStrategy,
   'dp-fedavg': dpFedAvg,
+  fedbuff,
+  fedlesscan,
 } satisfies Record<string, StrategyFactory>;
 
 export type StrategyName = keyof typeof REGISTRY;

@@ -9,6 +9,7 @@ import { renderNodes, renderPromotion } from './nodes.js';
 import { initTry, renderServingOptions } from './try-it.js';
 // Feature panels register themselves (see state.js registerPanel); one import each.
 import './predictions.js';
+import './async-panel.js';
 
 // ---- loading ---------------------------------------------------------------
 

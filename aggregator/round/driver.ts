@@ -4,7 +4,7 @@ import type { RunConfig } from '../run-config.js';
 import type { ScreenedUpdate, Strategy } from '../strategies.js';
 import { fitRound, loadGlobal, openPlannedRound } from './fit.js';
 import { planRound, type RoundPlan } from './plan.js';
-import { publishRound, recordFailedRound } from './record.js';
+import { judgeAndPublish, recordFailedRound } from './record.js';
 import { applyVerdict, nodeResults, screenUpdate, shortfall, updatesInTime } from './screen.js';
 import type { NodeRoundResult, RoundContext, RoundSummary } from './types.js';
 import { withinBudget } from '../privacy-budget.js';
@@ -42,16 +42,7 @@ export async function runRound(ctx: RoundContext, run: store.RunRow, strategy: S
     if (!(e instanceof RoundShortfall)) throw e;
     return recordFailedRound(ctx, run.id, plan, nodes, e.message, e.accepted, started);
   }
-  const aggregationMs = Date.now() - aggStart;
-  const evalStart = Date.now();
-  const evaluation = ctx.evaluate(next);
-  const test = ctx.test(next);
-  const evaluationMs = Date.now() - evalStart;
-  // An abort may have ended the run while this round aggregated: nothing is published for an ended run.
-  if (signal.aborted || (await store.getRun(ctx.pool, run.id))?.status !== 'running') return undefined;
-  // Decide: the run's policy, on the validation figure, against what is promoted now.
-  const promotion = await ctx.promotion.decide({ round, policy: config.promote, minImprovement: config.minImprovement, validationAccuracy: evaluation.accuracy, testAccuracy: test.accuracy });
-  return publishRound(ctx, run, plan, next, evaluation, nodes, { started, aggregationMs, evaluationMs }, strategy.saveState?.(), { test, ...promotion });
+  return judgeAndPublish(ctx, run, plan, next, nodes, { started, aggregationMs: Date.now() - aggStart }, strategy.saveState?.(), signal);
 }
 
 /** Screens the round's stored updates one at a time, yielding those that count; ends with RoundShortfall when too few did. */

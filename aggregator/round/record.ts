@@ -4,6 +4,7 @@ import * as store from '../../services/store/model-store.js';
 import type pg from 'pg';
 import { insertPromotion, type NewPromotion } from '../../services/store/promotion.js';
 import type { PolicyDecision } from '../promotion.js';
+import type { RunConfig } from '../run-config.js';
 import type { RoundPlan } from './plan.js';
 import type { NodeRoundResult, RoundContext, RoundSummary } from './types.js';
 
@@ -93,6 +94,32 @@ export async function publishRound(
   ctx.log.info('round completed', { run_id: run.id, round: plan.round, model_version: version, accuracy: evaluation.accuracy, loss: evaluation.loss, participants, duration_ms: durationMs });
   ctx.emit('round', summary);
   return summary;
+}
+
+/**
+ * Evaluates an aggregate on the validation and test digits, lets the run's promotion policy
+ * judge it, and publishes it. Undefined when the run ended (an abort) while it aggregated:
+ * nothing is published for an ended run.
+ */
+export async function judgeAndPublish(
+  ctx: RoundContext,
+  run: store.RunRow,
+  plan: RoundPlan,
+  next: Float32Array,
+  nodes: NodeRoundResult[],
+  timing: Omit<RoundTiming, 'evaluationMs'>,
+  strategyState: Buffer | undefined,
+  signal: AbortSignal,
+): Promise<RoundSummary | undefined> {
+  const config = run.config as RunConfig;
+  const evalStart = Date.now();
+  const evaluation = ctx.evaluate(next);
+  const test = ctx.test(next);
+  const evaluationMs = Date.now() - evalStart;
+  if (signal.aborted || (await store.getRun(ctx.pool, run.id))?.status !== 'running') return undefined;
+  // Decide: the run's policy, on the validation figure, against what is promoted now.
+  const promotion = await ctx.promotion.decide({ round: plan.round, policy: config.promote, minImprovement: config.minImprovement, validationAccuracy: evaluation.accuracy, testAccuracy: test.accuracy });
+  return publishRound(ctx, run, plan, next, evaluation, nodes, { ...timing, evaluationMs }, strategyState, { test, ...promotion });
 }
 
 /** Closes the round as failed (nothing is published) and reports it. */

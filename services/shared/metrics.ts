@@ -29,6 +29,9 @@ export function createMetrics(service: string) {
     roundFailures: new client.Counter({ name: 'edgefl_round_node_failures_total', help: 'Node invocations that failed or missed the deadline', labelNames: ['node', 'reason'], registers: [registry] }),
     aggregationSeconds: new client.Histogram({ name: 'edgefl_aggregation_duration_seconds', help: 'Time to aggregate updates', buckets, registers: [registry] }),
     globalAccuracy: new client.Gauge({ name: 'edgefl_global_accuracy', help: 'Held-out accuracy of the latest global model', registers: [registry] }),
+    asyncAggregations: new client.Counter({ name: 'edgefl_async_aggregations_total', help: 'Buffered asynchronous aggregations published (fedbuff)', registers: [registry] }),
+    asyncStaleness: new client.Histogram({ name: 'edgefl_async_update_staleness', help: 'Aggregations an arriving asynchronous update is behind', buckets: [0, 1, 2, 3, 5, 8, 13, 21], registers: [registry] }),
+    asyncDiscarded: new client.Counter({ name: 'edgefl_async_updates_discarded_total', help: 'Asynchronous updates not aggregated, by reason (stale, rejected)', labelNames: ['reason'], registers: [registry] }),
   };
   return m;
 }

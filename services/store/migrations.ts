@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { ASYNC_UPDATES_SQL } from './async-updates.js';
 
 /**
  * Versioned schema. Append new entries; never edit an applied one. Applied under a
@@ -157,6 +158,11 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       );
       CREATE INDEX predictions_node_recent ON predictions (node_id, created_at DESC);
     `,
+  },
+  {
+    version: 9,
+    name: 'asynchronous aggregation (fedbuff): every invocation, its base version, staleness and fate',
+    sql: ASYNC_UPDATES_SQL,
   },
 ];
 

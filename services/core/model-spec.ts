@@ -47,3 +47,12 @@ export const REFERENCE_CNN: ModelSpec = {
 
 /** Values in one input image (H·W·C). */
 export const inputSize = (spec: ModelSpec): number => spec.inputShape[0] * spec.inputShape[1] * spec.inputShape[2];
+
+/** Classes of the model's output (its last Dense layer's units). */
+export const numClasses = (spec: ModelSpec): number => spec.classes;
+
+/** One string per distinct model, to cache built models and tensor manifests by. */
+export const specKey = (spec: ModelSpec): string => JSON.stringify([spec.inputShape, spec.classes, spec.layers]);
+
+/** The input shape as the serving protocols publish it: [-1, H, W, C]. */
+export const batchInputShape = (spec: ModelSpec): number[] => [-1, ...spec.inputShape];

@@ -1,0 +1,50 @@
+import { z } from 'zod';
+import type { ModelSpec } from './model-spec.js';
+
+/**
+ * A ModelSpec as it arrives from outside (a run config, the store): checked field by field so a
+ * stored or posted spec can never build a model tfjs would reject mid-round. Bounds keep one
+ * request from asking for a model that cannot fit in memory (a 4096x4096 input, 10^6 filters).
+ */
+const dim = (max: number) => z.number().int().min(1).max(max);
+const name = z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, { error: 'must be 1-128 letters, digits, _ . -' });
+const activation = z.enum(['relu', 'softmax', 'linear', 'tanh', 'sigmoid']);
+
+const layerSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('conv2d'), name, filters: dim(4096), kernelSize: dim(64), strides: dim(64).optional(), padding: z.enum(['valid', 'same']), activation }).strict(),
+  z.object({ kind: z.literal('maxPooling2d'), name, poolSize: dim(64), strides: dim(64).optional() }).strict(),
+  z.object({ kind: z.literal('dropout'), name, rate: z.number().min(0).max(0.99) }).strict(),
+  z.object({ kind: z.literal('flatten'), name }).strict(),
+  z.object({ kind: z.literal('dense'), name, units: dim(65_536), activation }).strict(),
+]);
+
+export const modelSpecSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, { error: 'must be 1-64 letters, digits, _ . -' }),
+    inputShape: z.tuple([dim(1024), dim(1024), dim(4)]),
+    classes: dim(1000),
+    layers: z.array(layerSchema).min(1).max(256),
+  })
+  .strict()
+  .superRefine((spec, ctx) => {
+    const names = new Set<string>();
+    for (const l of spec.layers) {
+      if (names.has(l.name)) ctx.addIssue({ code: 'custom', message: `layer name '${l.name}' is used twice; weight names derive from layer names` });
+      names.add(l.name);
+    }
+    const last = spec.layers[spec.layers.length - 1]!;
+    if (last.kind !== 'dense' || last.activation !== 'softmax') {
+      ctx.addIssue({ code: 'custom', message: `the last layer must be a Dense layer with softmax activation (training's loss takes class probabilities); '${last.name}' is ${last.kind}` });
+    } else if (last.units !== spec.classes) {
+      ctx.addIssue({ code: 'custom', message: `classes is ${spec.classes} but the last layer '${last.name}' has ${last.units} units` });
+    }
+  }) satisfies z.ZodType<ModelSpec>;
+
+/** A spec from untrusted JSON, or the first problem as one line. */
+export function parseModelSpec(value: unknown): { spec: ModelSpec } | { error: string } {
+  const parsed = modelSpecSchema.safeParse(value);
+  if (parsed.success) return { spec: parsed.data as ModelSpec };
+  const issue = parsed.error.issues[0]!;
+  const where = issue.path.length ? `'${issue.path.map(String).join('.')}': ` : '';
+  return { error: `${where}${issue.message}` };
+}

@@ -64,7 +64,7 @@ async function* screened(
   plan: RoundPlan,
   strategy: Strategy,
 ): AsyncGenerator<ScreenedUpdate> {
-  const policy = { spec: referenceModelSpec(), maxUpdateNorm: config.maxUpdateNorm, normPolicy: config.normPolicy };
+  const policy = { spec: ctx.tensors ?? referenceModelSpec(), maxUpdateNorm: config.maxUpdateNorm, normPolicy: config.normPolicy };
   let accepted = 0;
   for (const u of updates) {
     const verdict = screenUpdate({ ...u, bytes: await store.getUpdateBytes(ctx.pool, u.id) }, global, policy);

@@ -9,7 +9,7 @@ import type { RoundContext } from './types.js';
 export async function loadGlobal(ctx: RoundContext, version: number): Promise<Float32Array> {
   const base = await store.getModel(ctx.pool, version);
   if (!base) throw new Error(`base model version ${version} does not exist`);
-  return decodeStoredWeights(base.bytes, base.checksum, referenceModelSpec()).flat;
+  return decodeStoredWeights(base.bytes, base.checksum, ctx.tensors ?? referenceModelSpec()).flat;
 }
 
 /** Records the planned round (or re-enters the open one) and announces it. */

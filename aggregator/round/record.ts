@@ -58,7 +58,7 @@ export async function publishRound(
     promotionReason: judged.decision.reason,
   };
   const model = {
-    ...encodeStoredWeights(referenceModelSpec(), next),
+    ...encodeStoredWeights(ctx.tensors ?? referenceModelSpec(), next),
     parentVersion: plan.baseVersion,
     runId: run.id,
     round: plan.round,

@@ -24,6 +24,7 @@ export const modelSpecSchema = z
     inputShape: z.tuple([dim(1024), dim(1024), dim(4)]),
     classes: dim(1000),
     layers: z.array(layerSchema).min(1).max(256),
+    image: z.object({ invert: z.enum(['auto', 'true', 'false']).optional(), preprocess: z.enum(['mnist', 'resize']).optional() }).strict().optional(),
   })
   .strict()
   .superRefine((spec, ctx) => {

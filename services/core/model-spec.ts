@@ -20,6 +20,13 @@ export interface ModelSpec {
   inputShape: readonly [number, number, number];
   classes: number;
   layers: readonly LayerSpec[];
+  /**
+   * How the image route turns a photo into this model's input, unless a request says otherwise:
+   * invert (auto: when the border is light, as for digits drawn on paper) and preprocess (mnist:
+   * centre the digit by its mass, as MNIST was made; resize: the whole image, as for photos).
+   * Unset: auto + mnist for grayscale models, false + resize for colour ones.
+   */
+  image?: { invert?: 'auto' | 'true' | 'false'; preprocess?: 'mnist' | 'resize' };
 }
 
 /**

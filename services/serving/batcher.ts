@@ -1,5 +1,5 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { NUM_CLASSES, PIXELS, predictProbabilities } from '../core/model.js';
+import { classesOf, inputSizeOf, predictProbabilities } from '../core/model.js';
 import { ModelNotReady } from './errors.js';
 import type { LoadedModel } from './model-holder.js';
 
@@ -94,6 +94,7 @@ export class PredictBatcher {
       return;
     }
     let pixels = members[0]!.pixels;
+    const [PIXELS, NUM_CLASSES] = [inputSizeOf(model.model), classesOf(model.model)];
     if (members.length > 1) {
       pixels = new Float32Array(count * PIXELS);
       let at = 0;
@@ -109,6 +110,7 @@ export class PredictBatcher {
   private step(job: Job): boolean {
     const chunk = this.opts.chunk ?? 64;
     const n = Math.min(chunk, job.count - job.done);
+    const [PIXELS, NUM_CLASSES] = [inputSizeOf(job.model.model), classesOf(job.model.model)];
     try {
       const probs = predictProbabilities(job.model.model, job.pixels.subarray(job.done * PIXELS, (job.done + n) * PIXELS), n, chunk);
       job.probs.set(probs, job.done * NUM_CLASSES);

@@ -35,6 +35,7 @@ export function toRunModel(value: unknown): { spec: ModelSpec } | { error: strin
 export const modelRunFields = {
   model: z
     .unknown()
+    .optional()
     .transform((value, ctx): ModelSpec | null => {
       if (value === null || value === undefined) return null;
       const out = toRunModel(value);

@@ -1,7 +1,8 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { modelSummary } from '../services/cli/local-commands.js';
 import { initBackend } from '../services/core/backend.js';
 import { tf, tfl } from '../services/core/tf.js';
 import { buildModel, predictProbabilities, setFlatWeights, tensorSpecsOf } from '../services/core/model.js';
@@ -100,5 +101,21 @@ describe('POST /runs model field', () => {
     const spec = { name: 'x', inputShape: [4, 4, 1], classes: 3, layers: [{ kind: 'flatten', name: 'a' }, { kind: 'dense', name: 'a', units: 3, activation: 'softmax' }] };
     expect(refusal({ model: spec })).toMatch(/used twice/);
     expect(refusal({ model: { ...spec, classes: 5, layers: [spec.layers[0], { ...spec.layers[1], name: 'b' }] } })).toMatch(/classes is 5/);
+  });
+});
+
+describe('edgefl model summary --model', () => {
+  it("prints the file's model, not the CNN", async () => {
+    const file = await saveLayersModel(mlp(), path.join(tmp(), 'summary-mlp'));
+    const lines: string[] = [];
+    const log = vi.spyOn(console, 'log').mockImplementation((s: string) => void lines.push(s));
+    try {
+      expect(await modelSummary(['--model', file, '--json'])).toBe(0);
+    } finally {
+      log.mockRestore();
+    }
+    const out = JSON.parse(lines[0]!);
+    expect(out).toMatchObject({ name: 'summary-mlp', inputShape: [28, 28, 1], classes: 10, params: 784 * 64 + 64 + 650 });
+    expect(out.layers.map((l: { name: string }) => l.name)).toEqual(['flat', 'hidden', 'out']);
   });
 });

@@ -20,7 +20,7 @@ Model lifecycle (--aggregator URL; promote, rollback and prune need --token or E
   edgefl models rollback [--nodes ...]                promote the previous promoted version again
   edgefl models prune [--dry-run]                     retention: what goes, what is kept and why
 Model and data
-  edgefl model summary                                the CNN, layer by layer
+  edgefl model summary [--model FILE]                 the CNN (or a Layers model.json), layer by layer
   edgefl data inspect [--nodes 3 --partition dirichlet --alpha 0.5]
   edgefl train-local [--epochs 3]                     centralised baseline on the built-in digits
 Deployment

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PNG } from 'pngjs';
@@ -16,6 +16,8 @@ import { Federation } from '../aggregator/federation.js';
 import { builtinMnistSplit } from '../datasets/builtin-mnist.js';
 import { subset, type TrainTestSplit } from '../datasets/types.js';
 import { runModelSpec } from '../services/store/run-model.js';
+import { loadConfig } from '../services/shared/config.js';
+import { nodeDataFor } from '../services/core/node-data.js';
 import * as store from '../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { serverGroup } from './helpers/serve.js';
@@ -50,6 +52,19 @@ beforeAll(async () => {
     const app = createTrainerApp({ pool: db.pool, nodeId: `node-${n}`, shard, model: buildModel(1), log });
     trainers.push({ nodeId: `node-${n}`, url: (await servers.listen(app)).url });
   }
+  // node-2 reads its own folder of digit PNGs (one of them broken) instead of a built-in slice.
+  const own = mkdtempSync(path.join(tmpdir(), 'edgefl-own-'));
+  for (let i = 0; i < 200; i++) {
+    const png = new PNG({ width: 28, height: 28 });
+    for (let p = 0; p < 784; p++) png.data.set([0, 0, 0, 255].map((v, c) => (c < 3 ? Math.round(split.train.images[(1000 + i) * 784 + p]! * 255) : v)), p * 4);
+    mkdirSync(path.join(own, String(split.train.labels[1000 + i])), { recursive: true });
+    writeFileSync(path.join(own, String(split.train.labels[1000 + i]), `${i}.png`), PNG.sync.write(png));
+  }
+  writeFileSync(path.join(own, '3', 'broken.png'), 'not a png');
+  const ownCfg = loadConfig({ EDGEFL_NODE_DATA: own, EDGEFL_PARTITION: 'none' });
+  const emptyShard = subset(split.train, []);
+  const ownApp = createTrainerApp({ pool: db.pool, nodeId: 'node-2', shard: emptyShard, model: buildModel(1), log, dataFor: nodeDataFor(ownCfg) });
+  trainers.push({ nodeId: 'node-2', url: (await servers.listen(ownApp)).url });
   holder = new ModelHolder(db.pool, log);
   servingUrl = (await servers.listen(createServingApp({ holder, log, nodeId: 'node-0', maxBatch: 64, maxBodyBytes: 1 << 20 }))).url;
   const targets = async () => trainers;
@@ -84,6 +99,11 @@ describe('bring your own model: an MLP model.json', () => {
     // The weights are the MLP's (50,890 values), not the CNN's.
     expect(decodeWeights(latest!.bytes, tensorSpecsOf(spec)).flat.length).toBe(784 * 64 + 64 + 64 * 10 + 10);
     expect(Number(latest!.metrics.accuracy)).toBeGreaterThan(Number(initial!.metrics.accuracy) + 0.3);
+    // The node with its own folder trained on all of it and reported the file it could not read.
+    const own = (await store.listRunUpdates(db.pool, runId)).filter((u) => u.nodeId === 'node-2');
+    expect(own).toHaveLength(3);
+    expect(own[0]!.sampleCount).toBe(200);
+    expect(own[0]!.metrics.skippedFiles).toBe(1);
   });
 
   it('serves through TF Serving v1, Open Inference v2 and image upload under its own name', async () => {

@@ -119,3 +119,23 @@ describe('edgefl model summary --model', () => {
     expect(out.layers.map((l: { name: string }) => l.name)).toEqual(['flat', 'hidden', 'out']);
   });
 });
+
+describe('model size and shape bounds', () => {
+  const spec = (layers: unknown[], inputShape = [28, 28, 1]) => ({ model: { name: 'm', inputShape, classes: 2, layers } });
+  const refusal = (body: unknown) => {
+    try {
+      parseRunConfig(body);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return 'accepted';
+  };
+  it('refuses a model too large to train at the edge before building anything', () => {
+    const huge = spec([{ kind: 'flatten', name: 'f' }, { kind: 'dense', name: 'd', units: 65_536, activation: 'relu' }, { kind: 'dense', name: 'o', units: 2, activation: 'softmax' }], [1024, 1024, 4]);
+    expect(refusal(huge)).toMatch(/more than 25,000,000 parameters \(at layer 'd'\)/);
+  });
+  it('refuses stacks that cannot build: a Dense before a Flatten, a window larger than its input', () => {
+    expect(refusal(spec([{ kind: 'dense', name: 'o', units: 2, activation: 'softmax' }]))).toMatch(/'o' \(dense\) needs a Flatten before it/);
+    expect(refusal(spec([{ kind: 'conv2d', name: 'c', filters: 2, kernelSize: 40, padding: 'valid', activation: 'relu' }, { kind: 'flatten', name: 'f' }, { kind: 'dense', name: 'o', units: 2, activation: 'softmax' }]))).toMatch(/40x40 window does not fit its 28x28 input/);
+  });
+});

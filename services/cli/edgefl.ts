@@ -1,5 +1,7 @@
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { envFromFlags, SERVICE_FLAGS } from './args.js';
+import { ModelFormatError } from '../core/layers-model.js';
+import { NodeDataError } from '../../datasets/node-dir.js';
 import { CommandError, HELP_FLAG, UsageError, flagHelp, parseFlags } from './flags.js';
 
 const HELP = `edgefl — federated learning at the edge, serverless on Knative
@@ -89,7 +91,7 @@ main(process.argv.slice(2)).then(
       console.error(`edgefl: ${e.message}`);
       process.exit(2);
     }
-    if (e instanceof CommandError) {
+    if (e instanceof CommandError || e instanceof ModelFormatError || e instanceof NodeDataError) {
       console.error(`edgefl: ${e.message}`);
       process.exit(1);
     }

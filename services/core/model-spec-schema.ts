@@ -18,6 +18,38 @@ const layerSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('dense'), name, units: dim(65_536), activation }).strict(),
 ]);
 
+/** The largest model a run may ask for: 100 MB of float32 weights, per node and per serving function. */
+export const MAX_PARAMS = 25_000_000;
+
+/**
+ * Walks the layer stack's shapes: the parameter count, or why the stack cannot build or train
+ * (a window larger than its input, a Dense before a Flatten, a conv after one).
+ */
+export function shapeIssue(spec: Pick<ModelSpec, 'inputShape' | 'layers'>): { params: number } | { error: string } {
+  let shape: number[] = [...spec.inputShape];
+  let params = 0;
+  for (const l of spec.layers) {
+    if (l.kind === 'conv2d' || l.kind === 'maxPooling2d') {
+      if (shape.length !== 3) return { error: `layer '${l.name}' (${l.kind}) needs an image input, but follows a Flatten` };
+      const k = l.kind === 'conv2d' ? l.kernelSize : l.poolSize;
+      const s = l.strides ?? (l.kind === 'conv2d' ? 1 : l.poolSize);
+      const same = l.kind === 'conv2d' && l.padding === 'same';
+      const side = (n: number) => (same ? Math.ceil(n / s) : Math.floor((n - k) / s) + 1);
+      const [h, w] = [side(shape[0]!), side(shape[1]!)];
+      if (h < 1 || w < 1) return { error: `layer '${l.name}' (${l.kind}): a ${k}x${k} window does not fit its ${shape[0]}x${shape[1]} input` };
+      if (l.kind === 'conv2d') params += k * k * shape[2]! * l.filters + l.filters;
+      shape = [h, w, l.kind === 'conv2d' ? l.filters : shape[2]!];
+    } else if (l.kind === 'flatten') shape = [shape.reduce((a, b) => a * b, 1)];
+    else if (l.kind === 'dense') {
+      if (shape.length !== 1) return { error: `layer '${l.name}' (dense) needs a Flatten before it` };
+      params += shape[0]! * l.units + l.units;
+      shape = [l.units];
+    }
+    if (params > MAX_PARAMS) return { error: `the model has more than ${MAX_PARAMS.toLocaleString('en-US')} parameters (at layer '${l.name}'); edge nodes train and serve it in memory` };
+  }
+  return { params };
+}
+
 export const modelSpecSchema = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, { error: 'must be 1-64 letters, digits, _ . -' }),
@@ -33,6 +65,8 @@ export const modelSpecSchema = z
       if (names.has(l.name)) ctx.addIssue({ code: 'custom', message: `layer name '${l.name}' is used twice; weight names derive from layer names` });
       names.add(l.name);
     }
+    const walked = shapeIssue(spec);
+    if ('error' in walked) ctx.addIssue({ code: 'custom', message: walked.error });
     const last = spec.layers[spec.layers.length - 1]!;
     if (last.kind !== 'dense' || last.activation !== 'softmax') {
       ctx.addIssue({ code: 'custom', message: `the last layer must be a Dense layer with softmax activation (training's loss takes class probabilities); '${last.name}' is ${last.kind}` });

@@ -1,6 +1,6 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { classesOf, inputSizeOf, predictProbabilities } from '../core/model.js';
-import { ModelNotReady } from './errors.js';
+import { classesOf, inputShapeOf, inputSizeOf, predictProbabilities } from '../core/model.js';
+import { InvalidInput, ModelNotReady } from './errors.js';
 import type { LoadedModel } from './model-holder.js';
 
 export interface BatchedPrediction {
@@ -93,8 +93,16 @@ export class PredictBatcher {
       for (const p of members) p.reject(new ModelNotReady());
       return;
     }
-    let pixels = members[0]!.pixels;
     const [PIXELS, NUM_CLASSES] = [inputSizeOf(model.model), classesOf(model.model)];
+    // A swap to a model of another input shape while these waited: their images were checked against the old one.
+    const stale = members.filter((p) => p.pixels.length !== p.count * PIXELS);
+    for (const p of stale) p.reject(new InvalidInput('model_changed', `the served model changed to one taking ${inputShapeOf(model.model).join('x')} inputs while this request waited; resend it in that shape`));
+    if (stale.length) {
+      members = members.filter((p) => !stale.includes(p));
+      count = members.reduce((n, p) => n + p.count, 0);
+      if (!members.length) return;
+    }
+    let pixels = members[0]!.pixels;
     if (members.length > 1) {
       pixels = new Float32Array(count * PIXELS);
       let at = 0;

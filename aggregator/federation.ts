@@ -5,7 +5,8 @@ import type pg from 'pg';
 import { encodeStoredWeights } from '../services/core/codec.js';
 import type { Logger } from '../services/shared/log.js';
 import type { Metrics } from '../services/shared/metrics.js';
-import { buildModel, getFlatWeights, referenceModelSpec } from '../services/core/model.js';
+import { tensorSpecsOf } from '../services/core/model.js';
+import { RunModels, type DeploymentModel } from './run-models.js';
 import type { ImageSet } from '../datasets/types.js';
 import * as store from '../services/store/model-store.js';
 import { promotedFor } from '../services/store/promotion.js';
@@ -37,6 +38,8 @@ export interface FederationDeps {
   retryBackoffMs?: number;
   /** Knative Eventing Broker URL (K_SINK); rounds then travel as events through it. */
   brokerUrl?: string;
+  /** The deployment's model (EDGEFL_MODEL); unset: the reference CNN, unless a run names its own. */
+  model?: DeploymentModel;
 }
 
 /** What the run does next, with the run and its rounds as read to decide it. */
@@ -57,10 +60,12 @@ export class Federation extends EventEmitter {
   private readonly active = new Map<string, AbortController>();
   private readonly evaluator: Evaluator;
   private readonly ctx: RoundContext;
+  private readonly models: RunModels;
 
   constructor(private readonly deps: FederationDeps) {
     super();
     this.evaluator = createEvaluator(deps.heldOut);
+    this.models = new RunModels({ pool: deps.pool, heldOut: deps.heldOut, deployment: deps.model });
     this.ctx = {
       pool: deps.pool,
       log: deps.log,
@@ -76,16 +81,19 @@ export class Federation extends EventEmitter {
 
   async startRun(config: RunConfig): Promise<store.RunRow> {
     const runId = `run-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}-${randomUUID().slice(0, 6)}`;
+    const spec = this.models.specFor(config);
+    this.models.checkHeldOut(spec);
     let initialVersion: number | undefined;
     if (config.init === 'latest') initialVersion = await store.latestVersion(this.deps.pool);
     if (config.init === 'promoted') initialVersion = (await promotedFor(this.deps.pool))?.version;
+    // A version of another model cannot seed this one: start fresh instead.
+    if (initialVersion !== undefined && !(await this.models.versionFits(initialVersion, spec))) initialVersion = undefined;
+    await this.models.save(runId, spec);
     if (initialVersion === undefined) {
-      const model = buildModel(config.seed);
-      const flat = getFlatWeights(model);
-      model.dispose();
-      const evalResult = this.evaluator.evaluate(flat);
+      const flat = this.models.initialWeights(spec, config.seed);
+      const evalResult = this.models.evaluatorFor(spec, this.ctx).evaluate(flat);
       initialVersion = await store.publishModel(this.deps.pool, {
-        ...encodeStoredWeights(referenceModelSpec(), flat),
+        ...encodeStoredWeights(tensorSpecsOf(spec), flat),
         runId,
         round: 0,
         metrics: { accuracy: evalResult.accuracy, loss: evalResult.loss, samples: evalResult.samples, initial: true },
@@ -136,6 +144,7 @@ export class Federation extends EventEmitter {
     for (const c of this.active.values()) c.abort(SHUTDOWN);
     await this.idle();
     this.evaluator.dispose();
+    this.models.dispose();
   }
 
   private async drive(runId: string): Promise<void> {
@@ -202,9 +211,11 @@ export class Federation extends EventEmitter {
     const strategy = createStrategy(config.strategy, config);
     const savedState = strategy.loadState ? await store.getStrategyState(this.deps.pool, runId) : undefined;
     if (savedState) strategy.loadState!(savedState);
+    // The run's own model (its spec, evaluator and weight manifest), not necessarily the deployment's.
+    const ctx = await this.models.contextFor(runId, this.ctx);
     // No rounds for an asynchronous strategy: its driver asks the same question after every aggregation.
     if (strategy.async) {
-      const end = await runAsync(this.ctx, runId, strategy as AsyncStrategy, signal, async () => {
+      const end = await runAsync(ctx, runId, strategy as AsyncStrategy, signal, async () => {
         const next = await this.nextStep(runId, config, lockLost);
         return !next ? 'ended' : next.finish ? { status: next.status, reason: next.reason } : undefined;
       });
@@ -216,7 +227,7 @@ export class Federation extends EventEmitter {
       if (next.finish) return this.finish(runId, next.status, next.reason);
       if (config.dp?.mode === 'local' && (await withinBudget(this.deps.pool, await this.deps.trainers(), config, runId)).length === 0) return this.finish(runId, 'completed', 'every node has spent its privacy budget');
       strategy.observeRounds?.(next.rows);
-      const summary = await runRound(this.ctx, next.current, strategy, next.round, signal);
+      const summary = await runRound(ctx, next.current, strategy, next.round, signal);
       // Cut short by an abort (here or by another process): the round must not stay open once the run has ended.
       if (!summary && signal.reason !== SHUTDOWN) await store.failRound(this.deps.pool, runId, next.round, { reason: ABORTED_BY_USER });
     }

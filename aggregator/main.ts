@@ -3,7 +3,7 @@ import type { Config } from '../services/shared/config.js';
 import { createLogger } from '../services/shared/log.js';
 import { createMetrics } from '../services/shared/metrics.js';
 import { describeAuth, resolveAuth, type ServiceAuth } from '../services/shared/secrets.js';
-import { loadHeldOut } from '../services/core/node-data.js';
+import { loadDeploymentModel, loadHeldOut } from '../services/core/node-data.js';
 import { listen } from '../services/http/runtime.js';
 import { openDatabase } from '../services/store/database.js';
 import { createAggregatorApp } from './app.js';
@@ -36,10 +36,12 @@ export async function startAggregator(cfg: Config, opts: AggregatorOptions = {})
   log[authLine.level](authLine.msg, authLine.fields);
   const metrics = createMetrics('aggregator');
   await initBackend(cfg.backend, (m) => log.info(m));
-  const heldOut = loadHeldOut(cfg);
+  const model = loadDeploymentModel(cfg);
+  if (model) log.info('deployment model', { file: model.source, name: model.spec.name, input: model.spec.inputShape, classes: model.spec.classes, weights: model.weights ? 'from the file' : 'seeded' });
+  const heldOut = loadHeldOut(cfg, model?.spec);
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
   const trainers = trainerSource(cfg, log);
-  const federation = new Federation({ pool: db.pool, log, heldOut, trainers, invokeSecret: auth.invokeSecret, metrics, brokerUrl: cfg.eventSink });
+  const federation = new Federation({ pool: db.pool, log, heldOut, trainers, invokeSecret: auth.invokeSecret, metrics, brokerUrl: cfg.eventSink, model });
   if (cfg.eventSink) log.info('rounds travel through Knative Eventing', { broker: cfg.eventSink });
   const app = createAggregatorApp({
     pool: db.pool,

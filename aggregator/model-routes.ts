@@ -2,7 +2,8 @@ import express, { type RequestHandler } from 'express';
 import type pg from 'pg';
 import { z } from 'zod';
 import { decodeStoredWeights } from '../services/core/codec.js';
-import { referenceModelSpec } from '../services/core/model.js';
+import { referenceModelSpec, tensorSpecsOf, type TensorSpec } from '../services/core/model.js';
+import { versionModelSpec } from '../services/store/run-model.js';
 import { HttpError, badRequest } from '../services/http/errors.js';
 import type { Metrics } from '../services/shared/metrics.js';
 import * as store from '../services/store/model-store.js';
@@ -10,7 +11,7 @@ import { PromotionError, effectivePromotion, listServing, promote, promotedFor, 
 import { RetentionPolicy, applyRetention } from '../services/store/retention.js';
 
 /** The codec's integrity check: weights that fail it can never be promoted. */
-export const verifyWeights = (m: store.ModelVersion): void => void decodeStoredWeights(m.bytes, m.checksum, referenceModelSpec());
+export const verifyWeights = (m: store.ModelVersion, tensors: TensorSpec[] = referenceModelSpec()): void => void decodeStoredWeights(m.bytes, m.checksum, tensors);
 
 const NODE_ID = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'a node id such as node-1');
 const PromoteBody = z.strictObject({
@@ -63,7 +64,8 @@ export function mountModelRoutes(app: express.Express, deps: ModelRouteDeps): vo
     }
     const meta = await store.getModelMeta(deps.pool, version);
     try {
-      const p = await promote(deps.pool, { version, nodes, by, reason, figures: figuresOf(meta), runId: meta?.runId ?? null }, verifyWeights);
+      const tensors = tensorSpecsOf(await versionModelSpec(deps.pool, version));
+      const p = await promote(deps.pool, { version, nodes, by, reason, figures: figuresOf(meta), runId: meta?.runId ?? null }, (m) => verifyWeights(m, tensors));
       if (!p.nodes) deps.metrics?.promotedVersion.set(p.version);
       return p;
     } catch (e) {

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { decodeStoredWeights } from '../services/core/codec.js';
-import { referenceModelSpec, type EvalResult } from '../services/core/model.js';
+import { referenceModelSpec, type EvalResult, type TensorSpec } from '../services/core/model.js';
 import * as store from '../services/store/model-store.js';
 import { promotedFor, type NewPromotion } from '../services/store/promotion.js';
 import { subset, type ImageSet } from '../datasets/types.js';
@@ -51,7 +51,7 @@ export class PolicyPromoter {
   private readonly scored = new Map<number, number>();
 
   constructor(
-    private readonly deps: { pool: pg.Pool; validate: (flat: Float32Array) => EvalResult },
+    private readonly deps: { pool: pg.Pool; validate: (flat: Float32Array) => EvalResult; tensors?: TensorSpec[] },
   ) {}
 
   /** Validation accuracy of the version promoted to the fleet, or undefined when none (or it cannot be loaded). */
@@ -63,7 +63,7 @@ export class PolicyPromoter {
       const row = await store.getModel(this.deps.pool, current.version);
       if (!row) return undefined;
       try {
-        accuracy = this.deps.validate(decodeStoredWeights(row.bytes, row.checksum, referenceModelSpec()).flat).accuracy;
+        accuracy = this.deps.validate(decodeStoredWeights(row.bytes, row.checksum, this.deps.tensors ?? referenceModelSpec()).flat).accuracy;
       } catch {
         return undefined; // a promoted version that no longer loads is beaten by any good candidate
       }

@@ -4,6 +4,7 @@ import { badRequest } from '../services/http/errors.js';
 import { STRATEGIES, createStrategy, type StrategyName } from './strategies.js';
 import { dpConfigSchema, dpStrategyIssue } from '../services/core/privacy/config.js';
 import { ASYNC_RUN_FIELDS } from './async/config.js';
+import { modelRunFields } from './run-model-config.js';
 
 /**
  * Everything that defines a training run, as one schema: its defaults are the only ones
@@ -46,6 +47,8 @@ export const RunConfigSchema = z
     dp: dpConfigSchema.nullable().default(null),
     /** Asynchronous aggregation (strategy fedbuff): buffer size, concurrency, staleness bound and weighting. */
     ...ASYNC_RUN_FIELDS,
+    /** The model to train (aggregator/run-model-config.ts); null: the deployment's. */
+    ...modelRunFields,
   })
   .strict();
 

@@ -1,8 +1,9 @@
 import { createRng, dirichlet, shuffled, type Rng } from './rng.js';
 import { labelHistogram } from './types.js';
 
-export type PartitionKind = 'iid' | 'dirichlet' | 'shards';
-export const PARTITION_KINDS: readonly PartitionKind[] = ['iid', 'dirichlet', 'shards'];
+/** none: no split at all; every node's data is all its own (node-local data, EDGEFL_NODE_DATA). */
+export type PartitionKind = 'iid' | 'dirichlet' | 'shards' | 'none';
+export const PARTITION_KINDS: readonly PartitionKind[] = ['iid', 'dirichlet', 'shards', 'none'];
 
 export interface PartitionOptions {
   kind: PartitionKind;
@@ -29,6 +30,9 @@ export function partition(labels: Uint8Array, numClasses: number, opts: Partitio
   switch (opts.kind) {
     case 'iid':
       groups = iid(labels.length, opts.nodes, rng);
+      break;
+    case 'none':
+      groups = Array.from({ length: opts.nodes }, () => Array.from({ length: labels.length }, (_, i) => i));
       break;
     case 'dirichlet':
       groups = dirichletSplit(labels, numClasses, opts.nodes, opts.alpha ?? 0.5, opts.minShardSize ?? 10, rng);

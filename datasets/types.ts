@@ -6,6 +6,8 @@ export interface ImageSet {
   count: number;
   rows: number;
   cols: number;
+  /** Values per pixel (3 for RGB); 1 when absent. */
+  channels?: number;
   numClasses: number;
 }
 
@@ -16,7 +18,7 @@ export interface TrainTestSplit {
 }
 
 export function subset(set: ImageSet, indices: ArrayLike<number>): ImageSet {
-  const pixels = set.rows * set.cols;
+  const pixels = set.rows * set.cols * (set.channels ?? 1);
   const images = new Float32Array(indices.length * pixels);
   const labels = new Uint8Array(indices.length);
   for (let i = 0; i < indices.length; i++) {

@@ -113,7 +113,7 @@ describe('loadConfig errors', () => {
   });
 
   it('rejects an unknown partition, dataset, discovery or log level', () => {
-    configError({ [ENV.partition]: 'random' }, /EDGEFL_PARTITION must be one of iid, dirichlet, shards; got 'random'/);
+    configError({ [ENV.partition]: 'random' }, /EDGEFL_PARTITION must be one of iid, dirichlet, shards, none; got 'random'/);
     configError({ [ENV.dataset]: 'cifar' }, /EDGEFL_DATASET must be one of mnist, idx; got 'cifar'/);
     configError({ [ENV.discovery]: 'dns' }, /EDGEFL_DISCOVERY must be one of static, kube/);
     configError({ [ENV.logLevel]: 'trace' }, /EDGEFL_LOG_LEVEL must be one of debug, info, warn, error/);

@@ -3,13 +3,12 @@
  * resampled later); an update too stale is discarded and counted; one that fails screening
  * is rejected; anything else goes into the buffer, weighted by its staleness.
  */
-import { referenceModelSpec } from '../../services/core/model.js';
 import * as store from '../../services/store/model-store.js';
 import { recordArrival } from '../../services/store/async-updates.js';
 import type { InvokeOutcome } from '../invoke.js';
 import { loadGlobal } from '../round/fit.js';
 import { screenUpdate, type ScreenVerdict } from '../round/screen.js';
-import type { NodeRoundResult, RoundContext } from '../round/types.js';
+import { runTensors, type NodeRoundResult, type RoundContext } from '../round/types.js';
 import { stalenessOf } from './buffer.js';
 import { cooldownMs } from './schedule.js';
 import type { AsyncState, BufferedEntry } from './state.js';
@@ -55,7 +54,7 @@ export async function admitUpdate(ctx: RoundContext, s: AsyncState, inv: Invocat
     return recordArrival(ctx.pool, s.runId, inv.invocation, { status: 'stale', updateId, staleness, reason: `trained from aggregation ${inv.baseAggregation}, ${staleness} behind (maxStaleness ${maxStaleness})` });
   }
   const base = s.bases.get(inv.baseAggregation) ?? (await loadGlobal(ctx, inv.baseVersion));
-  const policy = { spec: referenceModelSpec(), maxUpdateNorm: s.config.maxUpdateNorm, normPolicy: s.config.normPolicy };
+  const policy = { spec: runTensors(ctx), maxUpdateNorm: s.config.maxUpdateNorm, normPolicy: s.config.normPolicy };
   const verdict: ScreenVerdict =
     meta && meta.baseVersion === inv.baseVersion
       ? screenUpdate({ ...meta, bytes: await store.getUpdateBytes(ctx.pool, meta.id) }, base, policy)

@@ -1,4 +1,3 @@
-import { referenceModelSpec } from '../../services/core/model.js';
 import * as store from '../../services/store/model-store.js';
 import type { RunConfig } from '../run-config.js';
 import type { ScreenedUpdate, Strategy } from '../strategies.js';
@@ -6,7 +5,7 @@ import { fitRound, loadGlobal, openPlannedRound } from './fit.js';
 import { planRound, type RoundPlan } from './plan.js';
 import { judgeAndPublish, recordFailedRound } from './record.js';
 import { applyVerdict, nodeResults, screenUpdate, shortfall, updatesInTime } from './screen.js';
-import type { NodeRoundResult, RoundContext, RoundSummary } from './types.js';
+import { runTensors, type NodeRoundResult, type RoundContext, type RoundSummary } from './types.js';
 import { withinBudget } from '../privacy-budget.js';
 
 /** Ends the update stream when the round cannot be aggregated: the strategy then changes nothing. */
@@ -55,7 +54,7 @@ async function* screened(
   plan: RoundPlan,
   strategy: Strategy,
 ): AsyncGenerator<ScreenedUpdate> {
-  const policy = { spec: referenceModelSpec(), maxUpdateNorm: config.maxUpdateNorm, normPolicy: config.normPolicy };
+  const policy = { spec: runTensors(ctx), maxUpdateNorm: config.maxUpdateNorm, normPolicy: config.normPolicy };
   let accepted = 0;
   for (const u of updates) {
     const verdict = screenUpdate({ ...u, bytes: await store.getUpdateBytes(ctx.pool, u.id) }, global, policy);

@@ -1,4 +1,5 @@
 import { buildModel, evaluate, setFlatWeights, type EvalResult } from '../../services/core/model.js';
+import type { ModelSpec } from '../../services/core/model-spec.js';
 import type { ImageSet } from '../../datasets/types.js';
 import { splitHeldOut } from '../promotion.js';
 
@@ -11,8 +12,8 @@ export interface Evaluator {
 }
 
 /** One model instance, reused for every evaluation of the process (weights are swapped in). */
-export function createEvaluator(heldOut: ImageSet): Evaluator {
-  const model = buildModel(1);
+export function createEvaluator(heldOut: ImageSet, spec?: ModelSpec): Evaluator {
+  const model = buildModel(1, spec);
   const { validation, test } = splitHeldOut(heldOut);
   const on = (set: ImageSet) => (flat: Float32Array) => {
     setFlatWeights(model, flat);

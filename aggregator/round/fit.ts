@@ -1,15 +1,14 @@
 import { decodeStoredWeights } from '../../services/core/codec.js';
-import { referenceModelSpec } from '../../services/core/model.js';
 import * as store from '../../services/store/model-store.js';
 import { invokeTrainer, type InvokeOutcome } from '../invoke.js';
 import type { RoundPlan } from './plan.js';
-import type { RoundContext } from './types.js';
+import { runTensors, type RoundContext } from './types.js';
 
 /** The round's base model, refused unless its bytes are exactly what its stored checksum names. */
 export async function loadGlobal(ctx: RoundContext, version: number): Promise<Float32Array> {
   const base = await store.getModel(ctx.pool, version);
   if (!base) throw new Error(`base model version ${version} does not exist`);
-  return decodeStoredWeights(base.bytes, base.checksum, referenceModelSpec()).flat;
+  return decodeStoredWeights(base.bytes, base.checksum, runTensors(ctx)).flat;
 }
 
 /** Records the planned round (or re-enters the open one) and announces it. */

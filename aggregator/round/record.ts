@@ -1,12 +1,12 @@
 import { encodeStoredWeights } from '../../services/core/codec.js';
-import { referenceModelSpec, type EvalResult } from '../../services/core/model.js';
+import type { EvalResult } from '../../services/core/model.js';
 import * as store from '../../services/store/model-store.js';
 import type pg from 'pg';
 import { insertPromotion, type NewPromotion } from '../../services/store/promotion.js';
 import type { PolicyDecision } from '../promotion.js';
 import type { RunConfig } from '../run-config.js';
 import type { RoundPlan } from './plan.js';
-import type { NodeRoundResult, RoundContext, RoundSummary } from './types.js';
+import { runTensors, type NodeRoundResult, type RoundContext, type RoundSummary } from './types.js';
 
 /** How the round's model was judged: its test score (reported) and the promotion its run's policy gives it. */
 export interface Judgement {
@@ -59,7 +59,7 @@ export async function publishRound(
     promotionReason: judged.decision.reason,
   };
   const model = {
-    ...encodeStoredWeights(referenceModelSpec(), next),
+    ...encodeStoredWeights(runTensors(ctx), next),
     parentVersion: plan.baseVersion,
     runId: run.id,
     round: plan.round,

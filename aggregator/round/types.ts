@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { EvalResult } from '../../services/core/model.js';
+import { referenceModelSpec, type EvalResult, type TensorSpec } from '../../services/core/model.js';
 import type { Logger } from '../../services/shared/log.js';
 import type { Metrics } from '../../services/shared/metrics.js';
 import type { TrainerTarget } from '../invoke.js';
@@ -47,6 +47,8 @@ export interface RoundSummary {
 /** What the round steps that touch the world share: the store, the trainers, the evaluator and the observers. */
 export interface RoundContext {
   pool: pg.Pool;
+  /** The run's weight manifest (aggregator/run-models.ts); unset: the reference CNN's. */
+  tensors?: TensorSpec[];
   log: Logger;
   metrics?: Metrics;
   trainers: () => Promise<TrainerTarget[]>;
@@ -59,3 +61,6 @@ export interface RoundContext {
   invoke: { secret?: string; backoffMs?: number; brokerUrl?: string };
   emit: (event: 'round' | 'round-start', data: unknown) => void;
 }
+
+/** The weight manifest a round's vectors follow: the run's model, or the reference CNN. */
+export const runTensors = (ctx: Pick<RoundContext, 'tensors'>): TensorSpec[] => ctx.tensors ?? referenceModelSpec();

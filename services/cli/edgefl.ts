@@ -1,5 +1,7 @@
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { envFromFlags, SERVICE_FLAGS } from './args.js';
+import { ModelFormatError } from '../core/layers-model.js';
+import { NodeDataError } from '../../datasets/node-dir.js';
 import { CommandError, HELP_FLAG, UsageError, flagHelp, parseFlags } from './flags.js';
 
 const HELP = `edgefl — federated learning at the edge, serverless on Knative
@@ -21,7 +23,7 @@ Model lifecycle (--aggregator URL; promote, rollback and prune need --token or E
   edgefl models rollback [--nodes ...]                promote the previous promoted version again
   edgefl models prune [--dry-run]                     retention: what goes, what is kept and why
 Model and data
-  edgefl model summary                                the CNN, layer by layer
+  edgefl model summary [--model FILE]                 the CNN (or a Layers model.json), layer by layer
   edgefl data inspect [--nodes 3 --partition dirichlet --alpha 0.5]
   edgefl train-local [--epochs 3]                     centralised baseline on the built-in digits
 Deployment
@@ -92,7 +94,7 @@ main(process.argv.slice(2)).then(
       console.error(`edgefl: ${e.message}`);
       process.exit(2);
     }
-    if (e instanceof CommandError) {
+    if (e instanceof CommandError || e instanceof ModelFormatError || e instanceof NodeDataError) {
       console.error(`edgefl: ${e.message}`);
       process.exit(1);
     }

@@ -9,6 +9,7 @@
  */
 import { ENV } from '../shared/config.js';
 import { DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_NODES } from '../kube/constants.js';
+import { parseDataVolume } from '../kube/data-volume.js';
 import { HELP_FLAG, UsageError, flagHelp, int, parseFlags, text, toggle, type Flags, type FlagValues } from './flags.js';
 
 export interface CommandIO {
@@ -25,11 +26,12 @@ const MANIFESTS_FLAGS = {
   eventing: toggle('include the Knative Eventing objects'),
   'serving-min-scale': int('serving min-scale: 0 scales to zero, 1 keeps one pod warm', { min: 0, default: 0 }),
   write: text('write files into DIR instead of printing', { arg: 'DIR' }),
+  'data-volume': text("each node's own data for its trainer: hostPath:/DIR or pvc:NAME (claim NAME-node-<i>)", { arg: 'VOL' }),
   ...HELP_FLAG,
 };
 
 const MANIFESTS_USAGE = `Usage: edgefl manifests [--nodes N] [--image IMG] [--namespace NS] [--eventing]
-                        [--serving-min-scale N] [--write DIR]
+                        [--serving-min-scale N] [--write DIR] [--data-volume VOL]
 
 Renders the Kubernetes/Knative manifests. Without --write, prints multi-document YAML
 (with --eventing: including Broker, Triggers and SinkBinding). With --write DIR, (re)generates
@@ -72,7 +74,8 @@ export async function runManifestsCommand(argv: string[], io: CommandIO = defaul
   const values = parseCommand(MANIFESTS_FLAGS, argv, MANIFESTS_USAGE, io);
   if (typeof values === 'number') return values;
   try {
-    const opts = { nodes: values.nodes, image: values.image, namespace: values.namespace, servingMinScale: values['serving-min-scale'] };
+    const dataVolume = values['data-volume'] ? parseDataVolume(values['data-volume']) : undefined;
+    const opts = { nodes: values.nodes, image: values.image, namespace: values.namespace, servingMinScale: values['serving-min-scale'], dataVolume };
     let manifests: typeof import('../kube/manifests.js');
     try {
       manifests = await import('../kube/manifests.js');

@@ -6,10 +6,13 @@ import { trainLocal } from '../core/train.js';
 import { loadDataset, partition } from '../../datasets/index.js';
 import { subset } from '../../datasets/types.js';
 import { envFromFlags, SERVICE_FLAGS } from './args.js';
+import { BYOM_UP_FLAGS } from './byom-flags.js';
+import { readLayersModelFile } from '../core/layers-model.js';
+import { REFERENCE_CNN } from '../core/model-spec.js';
 import { HELP_FLAG, flagHelp, int, num, oneOf, parseFlags, toggle, type Flags } from './flags.js';
 
 const JSON_FLAG = { json: toggle('print JSON instead of text') };
-const SUMMARY_FLAGS = { ...JSON_FLAG, ...HELP_FLAG };
+const SUMMARY_FLAGS = { model: BYOM_UP_FLAGS.model, ...JSON_FLAG, ...HELP_FLAG };
 const INSPECT_FLAGS = { ...SERVICE_FLAGS, ...JSON_FLAG, ...HELP_FLAG };
 const TRAIN_LOCAL_FLAGS = {
   ...SERVICE_FLAGS,
@@ -30,18 +33,20 @@ function help(usage: string, flags: Flags): number {
 
 export async function modelSummary(argv: string[]): Promise<number> {
   const values = parseFlags(SUMMARY_FLAGS, argv);
-  if (values.help) return help('edgefl model summary [--json]', SUMMARY_FLAGS);
-  const model = buildModel(1);
+  if (values.help) return help('edgefl model summary [--model FILE] [--json]', SUMMARY_FLAGS);
+  const spec = values.model ? readLayersModelFile(values.model).spec : REFERENCE_CNN;
+  const model = buildModel(1, spec);
   const params = countParams(model);
   const flat = getFlatWeights(model);
   const bytes = { float32: encodeWeights(modelSpec(model), flat).length, float16: encodeWeights(modelSpec(model), flat, 'float16').length };
   if (values.json) {
     const layers = model.layers.map((l) => ({ name: l.name, type: l.getClassName(), outputShape: l.outputShape, params: l.countParams() }));
-    console.log(JSON.stringify({ name: 'mnist-cnn', params, weightBytes: bytes, layers, tensors: modelSpec(model) }));
+    console.log(JSON.stringify({ name: spec.name, inputShape: spec.inputShape, classes: spec.classes, params, weightBytes: bytes, layers, tensors: modelSpec(model) }));
     return 0;
   }
   const lines: string[] = [];
   model.summary(90, [0.35, 0.4, 0.25], (line) => lines.push(line));
+  console.log(`model '${spec.name}': input ${spec.inputShape.join('x')}, ${spec.classes} classes`);
   console.log(lines.join('\n'));
   console.log(`parameters: ${params.toLocaleString('en-US')}; weights: ${fmtBytes(bytes.float32)} as float32, ${fmtBytes(bytes.float16)} as float16 (codec bytes)`);
   return 0;

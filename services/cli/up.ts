@@ -15,6 +15,8 @@ import { edgeflCli, spawnService, type ServiceChild } from '../harness/process.j
 import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
 import { detectMemoryLimit, servingNodeOptions } from '../serving/limits.js';
 import { INBOX_FLAGS, startInboxes, type Inboxes } from '../inbox/cli.js';
+import { BYOM_UP_FLAGS, byomEnv, nodeDataEnv, tryOneHint } from './byom-flags.js';
+import { loadDeploymentModel } from '../core/node-data.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
 
@@ -40,6 +42,7 @@ export const UP_FLAGS = {
   'no-run': toggle('start everything but no training run'),
   'exit-when-done': toggle('stop everything when the run ends'),
   ...INBOX_FLAGS,
+  ...BYOM_UP_FLAGS,
   ...HELP_FLAG,
 };
 
@@ -56,7 +59,7 @@ function startEdgeProcess(role: Role, nodeId: number, env: Record<string, string
   const name = `${role === 'serve' ? 'serving' : 'trainer'}-${nodeId}`;
   // Serving starts as the manifests start it: V8's heap sized for its memory limit (see servingHeapOptions).
   const heap = role === 'serve' ? { NODE_OPTIONS: servingNodeOptions(detectMemoryLimit({ ...process.env, ...env }).mib) } : {};
-  const child = spawnService({ name, args: [edgeflCli(), role], env: { ...env, ...heap, [ENV.nodeId]: String(nodeId), [ENV.port]: '0' }, logFile: path.join(logDir, `${name}.log`) });
+  const child = spawnService({ name, args: [edgeflCli(), role], env: { ...env, ...nodeDataEnv(env, nodeId), ...heap, [ENV.nodeId]: String(nodeId), [ENV.port]: '0' }, logFile: path.join(logDir, `${name}.log`) });
   return { role, child, url: '' };
 }
 
@@ -91,6 +94,7 @@ export async function up(argv: string[]): Promise<number> {
   if (v['test-size']) shared[ENV.testSize] = String(v['test-size']);
   if (v.backend) shared[ENV.backend] = v.backend;
   if (v['data-dir']) shared[ENV.dataDir] = path.resolve(v['data-dir']);
+  Object.assign(shared, byomEnv(v));
   // Validate everything once here, before any process starts.
   const cfg = loadConfig({ ...process.env, ...shared, [ENV.port]: String(v.port ?? process.env[ENV.port] ?? 8080) }, 'aggregator');
   // The data directory's secrets, shared with any function later started alone against it; set ones are checked (no placeholders).
@@ -99,6 +103,7 @@ export async function up(argv: string[]): Promise<number> {
   shared[ENV.adminToken] = cfg.adminToken ?? local.adminToken;
   resolveAuth({ ...cfg, invokeSecret: shared[ENV.invokeSecret], adminToken: shared[ENV.adminToken] }, 'aggregator');
   const runConfig = runConfigOf(v);
+  const spec = loadDeploymentModel(cfg)?.spec; // a bad model file stops here, before anything starts
 
   const logDir = path.join(cfg.dataDir, 'logs');
   mkdirSync(logDir, { recursive: true });
@@ -166,8 +171,8 @@ export async function up(argv: string[]): Promise<number> {
     say(promotedLine(await promotedFor(db.pool)));
     await sleep(500); // serving functions pick the new version up via NOTIFY
     say('\nServing functions (TensorFlow Serving REST, KServe V2, image upload):');
-    servingUrls.forEach((u, i) => say(`  node-${i}: ${u}/v1/models/mnist:predict`));
-    say(`\nTry one (a blank 28x28 image):\n  curl -s -X POST ${servingUrls[0]}/v1/models/mnist:predict -H 'content-type: application/json' \\\n    -d "{\\"instances\\": [$(node -e 'console.log(JSON.stringify(Array(784).fill(0)))')]}"`);
+    servingUrls.forEach((u, i) => say(`  node-${i}: ${u}/v1/models/${spec?.name ?? 'mnist'}:predict`));
+    say(tryOneHint(servingUrls[0]!, spec));
     say(`\nDashboard: ${dashboard}/   (Ctrl-C stops everything)`);
     if (v['exit-when-done']) {
       await shutdown(final?.status === 'failed' ? 1 : 0);

@@ -20,6 +20,13 @@ export interface ModelSpec {
   inputShape: readonly [number, number, number];
   classes: number;
   layers: readonly LayerSpec[];
+  /**
+   * How the image route turns a photo into this model's input, unless a request says otherwise:
+   * invert (auto: when the border is light, as for digits drawn on paper) and preprocess (mnist:
+   * centre the digit by its mass, as MNIST was made; resize: the whole image, as for photos).
+   * Unset: auto + mnist for grayscale models, false + resize for colour ones.
+   */
+  image?: { invert?: 'auto' | 'true' | 'false'; preprocess?: 'mnist' | 'resize' };
 }
 
 /**
@@ -47,3 +54,12 @@ export const REFERENCE_CNN: ModelSpec = {
 
 /** Values in one input image (H·W·C). */
 export const inputSize = (spec: ModelSpec): number => spec.inputShape[0] * spec.inputShape[1] * spec.inputShape[2];
+
+/** Classes of the model's output (its last Dense layer's units). */
+export const numClasses = (spec: ModelSpec): number => spec.classes;
+
+/** One string per distinct model, to cache built models and tensor manifests by. */
+export const specKey = (spec: ModelSpec): string => JSON.stringify([spec.inputShape, spec.classes, spec.layers]);
+
+/** The input shape as the serving protocols publish it: [-1, H, W, C]. */
+export const batchInputShape = (spec: ModelSpec): number[] => [-1, ...spec.inputShape];

@@ -1,5 +1,5 @@
 import { tf, tfl } from './tf.js';
-import { REFERENCE_CNN, inputSize, type LayerSpec, type ModelSpec } from './model-spec.js';
+import { REFERENCE_CNN, inputSize, specKey, type LayerSpec, type ModelSpec } from './model-spec.js';
 
 /** One weight tensor of the model, in the order the model holds them. */
 export interface TensorSpec {
@@ -7,10 +7,26 @@ export interface TensorSpec {
   shape: number[];
 }
 
+/** @deprecated the reference CNN's figures; read the run's ModelSpec (or the model: inputShapeOf, classesOf) instead. */
 export const INPUT_SHAPE = REFERENCE_CNN.inputShape;
+/** @deprecated see INPUT_SHAPE. */
 export const NUM_CLASSES = REFERENCE_CNN.classes;
+/** @deprecated see INPUT_SHAPE. */
 export const PIXELS = inputSize(REFERENCE_CNN);
+/** @deprecated see INPUT_SHAPE. */
 export const MODEL_NAME = REFERENCE_CNN.name;
+
+/** [H, W, C] of a built model's input, read from the model itself. */
+export function inputShapeOf(model: tfl.LayersModel): [number, number, number] {
+  const [, ...rest] = model.inputs[0]!.shape as number[];
+  return rest.length === 3 ? (rest as [number, number, number]) : [rest[0]!, rest[1] ?? 1, 1];
+}
+
+/** Values in one input of a built model (H·W·C). */
+export const inputSizeOf = (model: tfl.LayersModel): number => inputShapeOf(model).reduce((a, b) => a * b, 1);
+
+/** Classes a built model predicts (its output width). */
+export const classesOf = (model: tfl.LayersModel): number => (model.outputs[0]!.shape as number[])[1]!;
 
 /**
  * One tfjs layer for one LayerSpec. `offset` numbers the seeded layers (conv, dense, dropout)
@@ -36,7 +52,7 @@ function layerFor(layer: LayerSpec, offset: number, seed: number, inputShape?: n
 
 /** A tfjs Sequential model for a spec (the reference CNN unless told otherwise), seeded initial weights. */
 export function buildModel(seed = 1, spec: ModelSpec = REFERENCE_CNN): tfl.Sequential {
-  const model = tfl.sequential({ name: 'edgefl_cnn' });
+  const model = tfl.sequential({ name: spec === REFERENCE_CNN ? 'edgefl_cnn' : `edgefl_${spec.name}` });
   let seeded = 0;
   spec.layers.forEach((layer, i) => {
     if (layer.kind === 'conv2d' || layer.kind === 'dense' || layer.kind === 'dropout') seeded++;
@@ -75,16 +91,22 @@ export function modelSpec(model: tfl.LayersModel): TensorSpec[] {
   );
 }
 
-let referenceSpec: TensorSpec[] | undefined;
-/** The CNN's manifest, built once; what every decoded update is checked against. */
-export function referenceModelSpec(): TensorSpec[] {
-  if (!referenceSpec) {
-    const m = buildModel();
-    referenceSpec = modelSpec(m);
+const manifests = new Map<string, TensorSpec[]>();
+/** A spec's weight manifest, built once per distinct spec; what every decoded update of a run is checked against. */
+export function tensorSpecsOf(spec: ModelSpec): TensorSpec[] {
+  const key = specKey(spec);
+  let tensors = manifests.get(key);
+  if (!tensors) {
+    const m = buildModel(1, spec);
+    tensors = modelSpec(m);
     m.dispose();
+    manifests.set(key, tensors);
   }
-  return referenceSpec;
+  return tensors;
 }
+
+/** The reference CNN's manifest. */
+export const referenceModelSpec = (): TensorSpec[] => tensorSpecsOf(REFERENCE_CNN);
 
 export function specSize(spec: readonly TensorSpec[]): number {
   return spec.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
@@ -121,9 +143,9 @@ export function setFlatWeights(model: tfl.LayersModel, flat: Float32Array): void
   tf.dispose(next);
 }
 
-/** Normalised [0,1] pixels (N*784) to the model's NHWC input tensor. */
-export function toInputTensor(pixels: Float32Array, count: number): tf.Tensor4D {
-  return tf.tensor4d(pixels, [count, ...INPUT_SHAPE]);
+/** Normalised [0,1] pixels (N·H·W·C) to an NHWC input tensor of this shape (the reference CNN's unless told). */
+export function toInputTensor(pixels: Float32Array, count: number, shape: readonly [number, number, number] = REFERENCE_CNN.inputShape): tf.Tensor4D {
+  return tf.tensor4d(pixels, [count, ...shape]);
 }
 
 /**
@@ -132,17 +154,19 @@ export function toInputTensor(pixels: Float32Array, count: number): tf.Tensor4D 
  * (256 images: ~19 MB of conv1 output, against ~75 MB at 1,024).
  */
 export function predictProbabilities(model: tfl.LayersModel, pixels: Float32Array, count: number, chunk = 256): Float32Array {
-  const out = new Float32Array(count * NUM_CLASSES);
+  const shape = inputShapeOf(model);
+  const [size, classes] = [inputSizeOf(model), classesOf(model)];
+  const out = new Float32Array(count * classes);
   for (let start = 0; start < count; start += chunk) {
     const n = Math.min(chunk, count - start);
-    const probs = tf.tidy(() => model.predict(toInputTensor(pixels.subarray(start * PIXELS, (start + n) * PIXELS), n)) as tf.Tensor);
-    out.set(probs.dataSync() as Float32Array, start * NUM_CLASSES);
+    const probs = tf.tidy(() => model.predict(toInputTensor(pixels.subarray(start * size, (start + n) * size), n, shape)) as tf.Tensor);
+    out.set(probs.dataSync() as Float32Array, start * classes);
     probs.dispose();
   }
   return out;
 }
 
-export function argmaxRows(probs: Float32Array, classes = NUM_CLASSES): number[] {
+export function argmaxRows(probs: Float32Array, classes: number = REFERENCE_CNN.classes): number[] {
   const out: number[] = [];
   for (let r = 0; r * classes < probs.length; r++) {
     let best = 0;
@@ -163,10 +187,11 @@ export function evaluate(model: tfl.LayersModel, pixels: Float32Array, labels: U
   const probs = predictProbabilities(model, pixels, labels.length, chunk);
   let correct = 0;
   let loss = 0;
-  const predicted = argmaxRows(probs);
+  const classes = classesOf(model);
+  const predicted = argmaxRows(probs, classes);
   for (let i = 0; i < labels.length; i++) {
     if (predicted[i] === labels[i]) correct++;
-    loss -= Math.log(Math.max(probs[i * NUM_CLASSES + labels[i]!]!, 1e-7));
+    loss -= Math.log(Math.max(probs[i * classes + labels[i]!]!, 1e-7));
   }
   return { accuracy: correct / labels.length, loss: loss / labels.length, samples: labels.length };
 }

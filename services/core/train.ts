@@ -1,5 +1,5 @@
 import { tf, type tfl } from './tf.js';
-import { INPUT_SHAPE, NUM_CLASSES, PIXELS, dropoutStepSeed, seedDropout } from './model.js';
+import { classesOf, dropoutStepSeed, inputShapeOf, inputSizeOf, seedDropout } from './model.js';
 import { createRng } from '../../datasets/rng.js';
 import type { ImageSet } from '../../datasets/types.js';
 import { TrainingProgress } from './train-progress.js';
@@ -51,6 +51,8 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
   const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
   const mu = opts.proximalMu ?? 0;
   const anchors = mu > 0 ? variables.map((v) => tf.keep(v.clone())) : [];
+  const PIXELS = inputSizeOf(model);
+  if (data.images.length !== data.count * PIXELS) throw new Error(`the data holds ${data.images.length / Math.max(1, data.count)} values per sample; the model takes ${PIXELS} (${inputShapeOf(model).join('x')})`);
   const order = Uint32Array.from({ length: data.count }, (_, i) => i);
   const batchPixels = new Float32Array(opts.batchSize * PIXELS);
   const batchLabels = new Int32Array(opts.batchSize);
@@ -102,8 +104,8 @@ function trainStep(
   const n = labels.length;
   let correctT: tf.Tensor | undefined;
   const cost = tf.tidy(() => {
-    const xs = tf.tensor4d(pixels, [n, ...INPUT_SHAPE]);
-    const ys = tf.oneHot(tf.tensor1d(labels, 'int32'), NUM_CLASSES);
+    const xs = tf.tensor4d(pixels, [n, ...inputShapeOf(model)]);
+    const ys = tf.oneHot(tf.tensor1d(labels, 'int32'), classesOf(model));
     return optimizer.minimize(
       () => {
         const probs = model.apply(xs, { training: true }) as tf.Tensor2D;

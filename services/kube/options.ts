@@ -3,6 +3,7 @@
  * the checks that reject a combination a cluster would refuse (or silently cut short).
  */
 import { DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_NODES, EVENTING, KNATIVE_TUNING } from './constants.js';
+import type { DataVolume } from './data-volume.js';
 
 export interface ManifestOptions {
   nodes: number;
@@ -23,6 +24,8 @@ export interface ManifestOptions {
   clusterMaxRevisionTimeoutSeconds?: number;
   /** Broker class annotation (see EVENTING.defaultBrokerClass for the durability choice). */
   brokerClass?: string;
+  /** Each node's own data mounted into its trainer (services/kube/data-volume.ts); null: the built-in partitions. */
+  dataVolume?: DataVolume | null;
 }
 
 export type KnativeDirOptions = Omit<ManifestOptions, 'eventing' | 'observability'>;
@@ -44,6 +47,7 @@ export function resolveOptions(opts: ManifestOptions): ResolvedOptions {
     trainerTimeoutSeconds: KNATIVE_TUNING.trainerTimeoutSeconds,
     clusterMaxRevisionTimeoutSeconds: KNATIVE_TUNING.clusterMaxRevisionTimeoutSeconds,
     brokerClass: EVENTING.defaultBrokerClass,
+    dataVolume: null,
     ...stripUndefined(opts),
   } as ResolvedOptions;
   checkOptions(resolved);

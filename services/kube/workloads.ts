@@ -26,6 +26,7 @@ import {
   type ManifestRole,
 } from './constants.js';
 import type { ResolvedOptions } from './options.js';
+import { mountNodeData } from './data-volume.js';
 import { servingHeapOptions } from '../serving/limits.js';
 
 export function labels(role: ManifestRole | 'secrets-init', node?: number): Record<string, string> {
@@ -154,7 +155,7 @@ function edgeService(opts: ResolvedOptions, node: number, s: EdgeServiceSpec): K
 }
 
 function trainerService(opts: ResolvedOptions, node: number): KnativeService {
-  return edgeService(opts, node, {
+  const service = edgeService(opts, node, {
     role: 'trainer',
     name: NAMES.trainer(node),
     // Only the aggregator and the broker call trainers.
@@ -167,6 +168,8 @@ function trainerService(opts: ResolvedOptions, node: number): KnativeService {
     timeouts: { timeoutSeconds: opts.trainerTimeoutSeconds, responseStartTimeoutSeconds: opts.trainerTimeoutSeconds },
     env: federationEnv(),
   });
+  if (opts.dataVolume) mountNodeData(service.spec!.template!.spec!, opts.dataVolume, node);
+  return service;
 }
 
 function servingService(opts: ResolvedOptions, node: number): KnativeService {

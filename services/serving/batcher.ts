@@ -1,6 +1,6 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { NUM_CLASSES, PIXELS, predictProbabilities } from '../core/model.js';
-import { ModelNotReady } from './errors.js';
+import { classesOf, inputShapeOf, inputSizeOf, predictProbabilities } from '../core/model.js';
+import { InvalidInput, ModelNotReady } from './errors.js';
 import type { LoadedModel } from './model-holder.js';
 
 export interface BatchedPrediction {
@@ -93,6 +93,15 @@ export class PredictBatcher {
       for (const p of members) p.reject(new ModelNotReady());
       return;
     }
+    const [PIXELS, NUM_CLASSES] = [inputSizeOf(model.model), classesOf(model.model)];
+    // A swap to a model of another input shape while these waited: their images were checked against the old one.
+    const stale = members.filter((p) => p.pixels.length !== p.count * PIXELS);
+    for (const p of stale) p.reject(new InvalidInput('model_changed', `the served model changed to one taking ${inputShapeOf(model.model).join('x')} inputs while this request waited; resend it in that shape`));
+    if (stale.length) {
+      members = members.filter((p) => !stale.includes(p));
+      count = members.reduce((n, p) => n + p.count, 0);
+      if (!members.length) return;
+    }
     let pixels = members[0]!.pixels;
     if (members.length > 1) {
       pixels = new Float32Array(count * PIXELS);
@@ -109,6 +118,7 @@ export class PredictBatcher {
   private step(job: Job): boolean {
     const chunk = this.opts.chunk ?? 64;
     const n = Math.min(chunk, job.count - job.done);
+    const [PIXELS, NUM_CLASSES] = [inputSizeOf(job.model.model), classesOf(job.model.model)];
     try {
       const probs = predictProbabilities(job.model.model, job.pixels.subarray(job.done * PIXELS, (job.done + n) * PIXELS), n, chunk);
       job.probs.set(probs, job.done * NUM_CLASSES);

@@ -1,11 +1,10 @@
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
-import { INPUT_SHAPE, PIXELS } from '../core/model.js';
+import { REFERENCE_CNN } from '../core/model-spec.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
 
-const [SIDE_H, SIDE_W] = INPUT_SHAPE;
 /** MNIST digits fill a 20-pixel box inside their 28-pixel canvas: the same share (5/7) of the model's input. */
-const DIGIT_BOX = Math.round((Math.min(SIDE_H, SIDE_W) * 5) / 7);
+const digitBox = (h: number, w: number) => Math.round((Math.min(h, w) * 5) / 7);
 /** jpeg-js decodes on the event loop (~160 ms per megapixel on a busy machine): larger JPEGs are refused before decoding. */
 export const MAX_JPEG_PIXELS = 1024 * 1024;
 
@@ -18,6 +17,8 @@ export interface RawImage {
   height: number;
   /** Grayscale 0..1, row-major. */
   gray: Float32Array;
+  /** Red, green, blue 0..1 per pixel, row-major (transparency composited on white), for colour models. */
+  rgb?: Float32Array;
 }
 
 export interface ImageHeader {
@@ -94,7 +95,7 @@ async function decodePng(bytes: Buffer): Promise<RawImage> {
   } catch (e) {
     throw undecodable(`PNG could not be decoded: ${(e as Error).message}`);
   }
-  return { width: png.width, height: png.height, gray: toGray(png.data, png.width * png.height) };
+  return { width: png.width, height: png.height, gray: toGray(png.data, png.width * png.height), rgb: toRgb(png.data, png.width * png.height) };
 }
 
 function decodeJpeg(bytes: Buffer, header: ImageHeader): RawImage {
@@ -106,7 +107,7 @@ function decodeJpeg(bytes: Buffer, header: ImageHeader): RawImage {
     if (/maxResolutionInMP|maxMemoryUsage/i.test(msg)) throw new TooLarge('image_too_large', `JPEG is too large: ${msg}`);
     throw undecodable(`JPEG could not be decoded: ${msg}`);
   }
-  return { width: img.width, height: img.height, gray: toGray(img.data, img.width * img.height) };
+  return { width: img.width, height: img.height, gray: toGray(img.data, img.width * img.height), rgb: toRgb(img.data, img.width * img.height) };
 }
 
 /** RGBA → luminance; transparent pixels count as background (white), as a drawing on a page would. */
@@ -120,19 +121,49 @@ function toGray(rgba: Uint8Array, n: number): Float32Array {
   return out;
 }
 
+function toRgb(rgba: Uint8Array, n: number): Float32Array {
+  const out = new Float32Array(n * 3);
+  for (let i = 0; i < n; i++) {
+    const a = rgba[i * 4 + 3]! / 255;
+    for (let c = 0; c < 3; c++) out[i * 3 + c] = (rgba[i * 4 + c]! / 255) * a + (1 - a);
+  }
+  return out;
+}
+
+/** An RGB image resized to HxWx3 (each channel area-averaged), inverted when asked. */
+function rgbInput(img: RawImage, invert: boolean, h: number, w: number): Float32Array {
+  const rgb = img.rgb ?? Float32Array.from({ length: img.gray.length * 3 }, (_, i) => img.gray[Math.floor(i / 3)]!);
+  const out = new Float32Array(h * w * 3);
+  for (let c = 0; c < 3; c++) {
+    const plane = new Float32Array(img.width * img.height);
+    for (let i = 0; i < plane.length; i++) plane[i] = invert ? 1 - rgb[i * 3 + c]! : rgb[i * 3 + c]!;
+    const small = resizeArea(plane, img.width, img.height, w, h);
+    for (let i = 0; i < small.length; i++) out[i * 3 + c] = small[i]!;
+  }
+  return out;
+}
+
 /**
  * Turns any photo or drawing into an MNIST-like input of the model's size: white-on-black (inverting
  * dark-on-light images when asked or when the border is light), and with `mnist`
  * preprocessing the digit's bounding box scaled into 20x20 (of 28x28) and centred by its centre of
  * mass, which is how the MNIST digits themselves were made.
  */
-export function toModelInput(img: RawImage, invert: InvertMode = 'auto', preprocess: Preprocess = 'mnist', opts: { consume?: boolean } = {}): Float32Array {
+export function toModelInput(
+  img: RawImage,
+  invert: InvertMode = 'auto',
+  preprocess: Preprocess = 'mnist',
+  opts: { consume?: boolean; shape?: readonly [number, number, number] } = {},
+): Float32Array {
+  const [SIDE_H, SIDE_W, channels] = opts.shape ?? REFERENCE_CNN.inputShape;
   const shouldInvert = invert === 'true' || (invert === 'auto' && borderMean(img) > 0.5);
+  // A colour model takes the photo as it is, resized; digit centring is a grayscale (MNIST) rule.
+  if (channels === 3) return rgbInput(img, shouldInvert, SIDE_H, SIDE_W);
   // With `consume` (the caller's image is its own to give) inversion works in place: a copy of a large image would double its cost.
   const fg = opts.consume ? img.gray : img.gray.slice();
   if (shouldInvert) for (let i = 0; i < fg.length; i++) fg[i] = 1 - fg[i]!;
   if (preprocess === 'resize') return resizeArea(fg, img.width, img.height, SIDE_W, SIDE_H);
-  return centreDigit(fg, img.width, img.height);
+  return centreDigit(fg, img.width, img.height, SIDE_H, SIDE_W);
 }
 
 function borderMean(img: RawImage): number {
@@ -149,7 +180,8 @@ function borderMean(img: RawImage): number {
   return sum / n;
 }
 
-function centreDigit(fg: Float32Array, w: number, h: number): Float32Array {
+function centreDigit(fg: Float32Array, w: number, h: number, SIDE_H: number, SIDE_W: number): Float32Array {
+  const PIXELS = SIDE_H * SIDE_W;
   let x0 = w, y0 = h, x1 = -1, y1 = -1;
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
@@ -166,7 +198,7 @@ function centreDigit(fg: Float32Array, w: number, h: number): Float32Array {
   const bh = y1 - y0 + 1;
   const crop = new Float32Array(bw * bh);
   for (let y = 0; y < bh; y++) crop.set(fg.subarray((y0 + y) * w + x0, (y0 + y) * w + x0 + bw), y * bw);
-  const scale = DIGIT_BOX / Math.max(bw, bh);
+  const scale = digitBox(SIDE_H, SIDE_W) / Math.max(bw, bh);
   const tw = Math.max(1, Math.round(bw * scale));
   const th = Math.max(1, Math.round(bh * scale));
   const small = resizeArea(crop, bw, bh, tw, th);

@@ -2,7 +2,9 @@ import type pg from 'pg';
 import { decodeStoredWeights } from '../core/codec.js';
 import type { Logger } from '../shared/log.js';
 import type { Metrics } from '../shared/metrics.js';
-import { buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../core/model.js';
+import { buildModel, predictProbabilities, setFlatWeights, tensorSpecsOf } from '../core/model.js';
+import { inputSize, specKey, type ModelSpec } from '../core/model-spec.js';
+import { versionModelSpec } from '../store/run-model.js';
 import type { tfl } from '../core/tf.js';
 import { getModel, type ModelVersion } from '../store/model-store.js';
 import { promotionHistory, reportServing } from '../store/promotion.js';
@@ -14,6 +16,8 @@ export interface LoadedModel {
   metrics: Record<string, unknown>;
   createdAt: string;
   loadedAt: string;
+  /** What the version is (services/store/run-model.ts): input shape, classes, name. */
+  spec?: ModelSpec;
   /** True while this node serves a canary: a version promoted to named nodes ahead of the fleet. */
   canary?: boolean;
 }
@@ -36,6 +40,7 @@ export class ModelHolder {
   current: LoadedModel | undefined;
   lastTimings: LoadTimings | undefined;
   private standby: tfl.LayersModel | undefined;
+  private standbySpec: ModelSpec | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   /** Versions that failed their integrity check: never retried (the bytes of a version never change). */
   private readonly refused = new Set<number>();
@@ -67,10 +72,11 @@ export class ModelHolder {
         if (this.current && p !== promoted) break; // a good version is already serving: keep it
         const fetchStart = performance.now();
         const row = await getModel(this.pool, p.version);
+        const spec = await versionModelSpec(this.pool, p.version);
         const fetchMs = performance.now() - fetchStart;
         // At start-up the fetch overlaps the backend's initialisation; models are built only once it is ready.
         await backendReady;
-        if (row && this.install(row, fetchMs, p.nodes !== null)) return this.current;
+        if (row && this.install(row, spec, fetchMs, p.nodes !== null)) return this.current;
       }
       return this.current;
     });
@@ -98,23 +104,27 @@ export class ModelHolder {
   }
 
   /** True when `row` now serves; false (and remembered) when its weights fail the integrity check. */
-  private install(row: ModelVersion, fetchMs: number, canary: boolean): boolean {
+  private install(row: ModelVersion, spec: ModelSpec, fetchMs: number, canary: boolean): boolean {
     const t0 = performance.now();
     let flat: Float32Array;
     try {
-      flat = decodeStoredWeights(row.bytes, row.checksum, referenceModelSpec()).flat;
+      flat = decodeStoredWeights(row.bytes, row.checksum, tensorSpecsOf(spec)).flat;
     } catch (e) {
       this.refused.add(row.version);
       this.log.error('refusing model version: integrity check failed; keeping the previous one', { version: row.version, err: (e as Error).message, kept: this.current?.version ?? null });
       return false;
     }
     const t1 = performance.now();
-    const target = this.standby ?? buildModel(1);
+    // The standby is reused only for the same model; another spec needs its own layers.
+    const sameModel = this.standbySpec !== undefined && specKey(this.standbySpec) === specKey(spec);
+    if (this.standby && !sameModel) this.standby.dispose();
+    const target = sameModel && this.standby ? this.standby : buildModel(1, spec);
     setFlatWeights(target, flat);
-    predictProbabilities(target, new Float32Array(PIXELS), 1); // warm-up: first predict compiles kernels
+    predictProbabilities(target, new Float32Array(inputSize(spec)), 1); // warm-up: first predict compiles kernels
     const previous = this.current;
-    this.current = { version: row.version, model: target, checksum: row.checksum, metrics: row.metrics, createdAt: row.createdAt, loadedAt: new Date().toISOString(), canary };
+    this.current = { version: row.version, model: target, checksum: row.checksum, metrics: row.metrics, createdAt: row.createdAt, loadedAt: new Date().toISOString(), canary, spec };
     this.standby = previous?.model;
+    this.standbySpec = previous?.spec;
     const t2 = performance.now();
     this.lastTimings = { fetchMs, decodeMs: t1 - t0, installMs: t2 - t1 };
     this.metrics?.modelVersion.set(row.version);

@@ -1,5 +1,5 @@
 import express, { type Request, type Response } from 'express';
-import { INPUT_SHAPE, NUM_CLASSES } from '../core/model.js';
+import { REFERENCE_CNN } from '../core/model-spec.js';
 import type { Logger } from '../shared/log.js';
 import type { WorkBudget } from './admission.js';
 import { readModelRequest, type JsonBodyLimits } from './body.js';
@@ -21,7 +21,7 @@ export interface OipDeps {
 const INPUT = 'images';
 /** The model's outputs, in the order they are returned when a request names none. */
 const OUTPUTS = {
-  probabilities: (p: Prediction) => ({ name: 'probabilities', shape: [p.count, NUM_CLASSES], datatype: 'FP32', data: Array.from(p.probs) }),
+  probabilities: (p: Prediction) => ({ name: 'probabilities', shape: [p.count, p.model.spec?.classes ?? REFERENCE_CNN.classes], datatype: 'FP32', data: Array.from(p.probs) }),
   class: (p: Prediction) => ({ name: 'class', shape: [p.count], datatype: 'INT64', data: p.classes }),
 } as const;
 type OutputName = keyof typeof OUTPUTS;
@@ -44,9 +44,9 @@ export function oipRouter(deps: OipDeps): express.Router {
       name: predictor.name,
       versions: [String(model.version)],
       platform: 'tensorflowjs',
-      inputs: [{ name: INPUT, datatype: 'FP32', shape: [-1, ...INPUT_SHAPE] }],
+      inputs: [{ name: INPUT, datatype: 'FP32', shape: [-1, ...predictor.spec.inputShape] }],
       outputs: [
-        { name: 'probabilities', datatype: 'FP32', shape: [-1, NUM_CLASSES] },
+        { name: 'probabilities', datatype: 'FP32', shape: [-1, predictor.spec.classes] },
         { name: 'class', datatype: 'INT64', shape: [-1] },
       ],
     });
@@ -74,9 +74,9 @@ export function oipRouter(deps: OipDeps): express.Router {
     const outputs = requestedOutputs(body);
     if (body.inputs.length !== 1) throw new InvalidInput('invalid_input', `this model has one input, '${INPUT}'; the request has ${body.inputs.length}`);
     const input = body.inputs[0]!;
-    if (input.name !== INPUT) throw new InvalidInput('invalid_input', `input '${input.name}' is not an input of this model; its input is '${INPUT}' (${V2_SUPPORTED.join('/')}, shape [-1,${INPUT_SHAPE.join(',')}])`);
+    if (input.name !== INPUT) throw new InvalidInput('invalid_input', `input '${input.name}' is not an input of this model; its input is '${INPUT}' (${V2_SUPPORTED.join('/')}, shape [-1,${predictor.spec.inputShape.join(',')}])`);
     refuseBinary(input.parameters, `input '${input.name}'`);
-    const prediction = await predictor.predict(imagesFromV2(input, deps.maxBatch), ref);
+    const prediction = await predictor.predict(imagesFromV2(input, deps.maxBatch, predictor.spec.inputShape), ref);
     res.setHeader('X-Model-Version', String(prediction.model.version));
     res.json({
       model_name: predictor.name,

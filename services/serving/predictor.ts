@@ -1,4 +1,5 @@
-import { MODEL_NAME, argmaxRows } from '../core/model.js';
+import { argmaxRows } from '../core/model.js';
+import { REFERENCE_CNN, type ModelSpec } from '../core/model-spec.js';
 import type { Metrics } from '../shared/metrics.js';
 import { PredictBatcher } from './batcher.js';
 import { ModelNotFound, ModelNotReady, VersionNotLoaded } from './errors.js';
@@ -26,7 +27,15 @@ export interface ModelRef {
  * of errors.ts, which each protocol adapter maps to its own status and error body.
  */
 export class Predictor {
-  readonly name = MODEL_NAME;
+  /** The served model's spec (the reference CNN until one is loaded): its name, input shape and classes. */
+  get spec(): ModelSpec {
+    return this.source()?.spec ?? REFERENCE_CNN;
+  }
+
+  get name(): string {
+    return this.spec.name;
+  }
+
   private readonly batcher: PredictBatcher;
 
   constructor(private readonly source: () => LoadedModel | undefined, opts: { chunk?: number; metrics?: Metrics } = {}) {
@@ -65,6 +74,6 @@ export class Predictor {
     if (ref.version !== undefined && String(model.version) !== ref.version) throw new VersionNotLoaded(ref.name, ref.version, String(model.version));
     this.metrics?.predictions.inc();
     this.metrics?.imagesServed.inc(batch.count);
-    return { probs, classes: argmaxRows(probs), count: batch.count, model };
+    return { probs, classes: argmaxRows(probs, model.spec?.classes), count: batch.count, model };
   }
 }

@@ -1,17 +1,20 @@
-import { INPUT_SHAPE, PIXELS } from '../core/model.js';
+import { REFERENCE_CNN } from '../core/model-spec.js';
 import { InvalidInput, TooLarge } from './errors.js';
 
-/** Images as the model takes them: `count` rows of PIXELS intensities in [0,1]. */
+/** Images as the model takes them: `count` rows of H·W·C intensities in [0,1]. */
 export interface Batch {
   pixels: Float32Array;
   count: number;
 }
 
-const [HEIGHT, WIDTH, CHANNELS] = INPUT_SHAPE;
+export type InputShape = readonly [number, number, number];
 const shapeText = (s: readonly number[]) => `[${s.join(',')}]`;
-/** The per-image shapes accepted, from the model spec: flat, HxW (single channel only) and HxWxC. */
-const IMAGE_SHAPES: readonly (readonly number[])[] = [[PIXELS], ...(CHANNELS === 1 ? [[HEIGHT, WIDTH]] : []), [HEIGHT, WIDTH, CHANNELS]];
-const IMAGE_SHAPES_TEXT = IMAGE_SHAPES.map(shapeText).join(', ');
+
+/** The per-image shapes a model of this input accepts: flat, HxW (single channel only) and HxWxC. */
+function imageShapes([h, w, c]: InputShape) {
+  const shapes: readonly (readonly number[])[] = [[h * w * c], ...(c === 1 ? [[h, w]] : []), [h, w, c]];
+  return { shapes, text: shapes.map(shapeText).join(', '), pixels: h * w * c };
+}
 
 const invalid = (code: string, message: string) => new InvalidInput(code, message);
 const tooMany = (n: number, max: number) => new TooLarge('batch_too_large', `${n} images in one request; the limit is ${max}`);
@@ -37,7 +40,8 @@ const uint8: Element = (v, where) => {
  * model spec). Values must be intensities in [0,1]; 0..255 input is refused rather than
  * silently misread. The count is checked before the tensor is allocated.
  */
-export function imagesFromNested(value: unknown, field: string, maxBatch: number): Batch {
+export function imagesFromNested(value: unknown, field: string, maxBatch: number, inputShape: InputShape = REFERENCE_CNN.inputShape): Batch {
+  const { shapes: IMAGE_SHAPES, text: IMAGE_SHAPES_TEXT, pixels: PIXELS } = imageShapes(inputShape);
   if (!Array.isArray(value)) throw invalid('invalid_shape', `'${field}' must be an array of images`);
   if (value.length === 0) throw invalid('invalid_shape', `'${field}' is empty`);
   if (value.length > maxBatch) throw tooMany(value.length, maxBatch);
@@ -50,7 +54,7 @@ export function imagesFromNested(value: unknown, field: string, maxBatch: number
     if (!shape) throw invalid('invalid_shape', `${where()} has length ${image.length}; each image needs ${PIXELS} values (${IMAGE_SHAPES_TEXT})`);
     // An HxWxC image may leave out its single channel (HxW); both nest the same way to that depth.
     const channelsGiven = shape.length === 3 || (shape.length === 2 && Array.isArray((image[0] as unknown[] | undefined)?.[0]));
-    const exact = channelsGiven && shape.length === 2 ? [HEIGHT, WIDTH, CHANNELS] : shape;
+    const exact = channelsGiven && shape.length === 2 ? inputShape : shape;
     writeNested(image, exact, 0, pixels, { at: i * PIXELS }, intensity, where);
   }
   return { pixels, count: value.length };
@@ -101,7 +105,8 @@ export interface V2Input {
  * is checked against the batch limit before anything is allocated, and the data is walked
  * in place, never flattened into a copy.
  */
-export function imagesFromV2(input: V2Input, maxBatch: number): Batch {
+export function imagesFromV2(input: V2Input, maxBatch: number, inputShape: InputShape = REFERENCE_CNN.inputShape): Batch {
+  const { shapes: IMAGE_SHAPES, text: IMAGE_SHAPES_TEXT, pixels: PIXELS } = imageShapes(inputShape);
   if (input === null || typeof input !== 'object' || Array.isArray(input)) throw invalid('invalid_input', 'each input must be an object with name, shape, datatype and data');
   const datatype = input.datatype;
   if (typeof datatype !== 'string' || !(datatype in V2_DATATYPES)) {

@@ -1,5 +1,5 @@
 import express, { type Request, type Response } from 'express';
-import { INPUT_SHAPE, NUM_CLASSES } from '../core/model.js';
+import { REFERENCE_CNN, type ModelSpec } from '../core/model-spec.js';
 import type { Logger } from '../shared/log.js';
 import type { WorkBudget } from './admission.js';
 import { readModelRequest, type JsonBodyLimits } from './body.js';
@@ -55,7 +55,7 @@ export function tfServingRouter(deps: TfServingDeps, upload: (router: express.Ro
     const model = predictor.resolve(refOf(req));
     res.json({
       model_spec: { name: predictor.name, version: String(model.version), signature_name: SIGNATURE },
-      metadata: { signature_def: { signature_def: { [SIGNATURE]: signatureDef() } } },
+      metadata: { signature_def: { signature_def: { [SIGNATURE]: signatureDef(predictor.spec) } } },
       edgefl: { node: deps.nodeId, canary: model.canary === true, checksum: model.checksum, metrics: model.metrics, created_at: model.createdAt, loaded_at: model.loadedAt },
     });
   };
@@ -72,10 +72,10 @@ export function tfServingRouter(deps: TfServingDeps, upload: (router: express.Ro
     const columnar = body.inputs !== undefined;
     if (!columnar && body.instances === undefined) throw new InvalidInput('missing_field', 'the body needs "instances" (row format) or "inputs" (columnar format)');
     const key = columnar ? 'inputs' : 'instances';
-    const batch = imagesFromNested(namedInput(columnar ? body.inputs : body.instances, key), key, deps.maxBatch);
+    const batch = imagesFromNested(namedInput(columnar ? body.inputs : body.instances, key), key, deps.maxBatch, predictor.spec.inputShape);
     const { probs, classes, model } = await predictor.predict(batch, ref);
     res.setHeader('X-Model-Version', String(model.version));
-    res.json({ [columnar ? 'outputs' : 'predictions']: rows(probs, batch.count), classes, model_name: predictor.name, model_version: String(model.version) });
+    res.json({ [columnar ? 'outputs' : 'predictions']: rows(probs, batch.count, model.spec?.classes), classes, model_name: predictor.name, model_version: String(model.version) });
   };
   v1.post(/^\/models\/([^/:]+):predict$/, requireKey(deps.apiKeys), predict);
   v1.post(/^\/models\/([^/:]+)\/versions\/([^/:]+):predict$/, requireKey(deps.apiKeys), predict);
@@ -108,19 +108,19 @@ function pick(named: Record<string, unknown>, where: string): unknown {
   return named[INPUT];
 }
 
-function signatureDef() {
+function signatureDef(spec: ModelSpec) {
   const dims = (shape: readonly number[]) => ({ dim: shape.map((size) => ({ size: String(size) })) });
   return {
-    inputs: { [INPUT]: { dtype: 'DT_FLOAT', tensor_shape: dims([-1, ...INPUT_SHAPE]), name: INPUT } },
-    outputs: { [OUTPUT]: { dtype: 'DT_FLOAT', tensor_shape: dims([-1, NUM_CLASSES]), name: OUTPUT } },
+    inputs: { [INPUT]: { dtype: 'DT_FLOAT', tensor_shape: dims([-1, ...spec.inputShape]), name: INPUT } },
+    outputs: { [OUTPUT]: { dtype: 'DT_FLOAT', tensor_shape: dims([-1, spec.classes]), name: OUTPUT } },
     method_name: 'tensorflow/serving/predict',
   };
 }
 
 /** Probabilities as one row per image, rounded to 6 decimals (JSON size). */
-export function rows(probs: Float32Array, count: number): number[][] {
+export function rows(probs: Float32Array, count: number, classes = REFERENCE_CNN.classes): number[][] {
   const out: number[][] = [];
-  for (let i = 0; i < count; i++) out.push(Array.from(probs.subarray(i * NUM_CLASSES, (i + 1) * NUM_CLASSES), (p) => Math.round(p * 1e6) / 1e6));
+  for (let i = 0; i < count; i++) out.push(Array.from(probs.subarray(i * classes, (i + 1) * classes), (p) => Math.round(p * 1e6) / 1e6));
   return out;
 }
 

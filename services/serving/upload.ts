@@ -1,7 +1,7 @@
 import type busboy from 'busboy';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Request, Response, Router } from 'express';
-import { NUM_CLASSES, PIXELS } from '../core/model.js';
+import { inputSize } from '../core/model-spec.js';
 import type { WorkBudget } from './admission.js';
 import { requireKey } from './edge.js';
 import { InvalidInput, ServingError, TooLarge, UnsupportedMedia } from './errors.js';
@@ -37,8 +37,12 @@ export function mountUpload(deps: UploadDeps) {
       const p = req.params as Record<string, string>;
       const ref: ModelRef = { name: p[0]!, version: p[1] };
       deps.predictor.resolve(ref);
-      const invert = parseInvert(req.query.invert);
-      const preprocess: Preprocess = req.query.preprocess === 'resize' ? 'resize' : 'mnist';
+      // The run's image rules are the defaults (model-spec.ts); the query overrides them.
+      const colour = deps.predictor.spec.inputShape[2] === 3;
+      const rules = deps.predictor.spec.image ?? {};
+      const invert = parseInvert(req.query.invert ?? rules.invert ?? (colour ? 'false' : 'auto'));
+      const asked = req.query.preprocess ?? rules.preprocess ?? (colour ? 'resize' : 'mnist');
+      const preprocess: Preprocess = asked === 'resize' ? 'resize' : 'mnist';
       const declared = Number(req.headers['content-length']);
       res.once('close', deps.budget.reserve(Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, deps.maxBodyBytes) : deps.maxBodyBytes));
       const files = await readImages(req, deps.maxBodyBytes, deps.maxBatch);
@@ -58,6 +62,8 @@ export function mountUpload(deps: UploadDeps) {
         allowed -= checkPixels(header, allowed);
         return header;
       }));
+      const spec = deps.predictor.spec;
+      const PIXELS = inputSize(spec);
       const pixels = new Float32Array(files.length * PIXELS);
       for (let i = 0; i < files.length; i++) {
         const f = files[i]!;
@@ -65,18 +71,18 @@ export function mountUpload(deps: UploadDeps) {
         try {
           const raw = await decodeImage(f.bytes, headers[i]!).catch((e: unknown) => named(f, () => { throw e; }));
           await nextTurn(); // decoding and centring each hold the event loop: probes get a turn between them
-          pixels.set(toModelInput(raw, invert, preprocess, { consume: true }), i * PIXELS);
+          pixels.set(toModelInput(raw, invert, preprocess, { consume: true, shape: spec.inputShape }), i * PIXELS);
         } finally {
           release();
         }
       }
       const { probs, classes, model } = await deps.predictor.predict({ pixels, count: files.length }, ref);
-      const probRows = rows(probs, files.length);
+      const probRows = rows(probs, files.length, spec.classes);
       res.setHeader('X-Model-Version', String(model.version));
       res.json({
         model_name: deps.predictor.name,
         model_version: String(model.version),
-        results: files.map((f, i) => ({ file: f.name, class: classes[i], probabilities: probRows[i], top3: top3(probs, i) })),
+        results: files.map((f, i) => ({ file: f.name, class: classes[i], probabilities: probRows[i], top3: top3(probs, i, spec.classes) })),
       });
     };
     v1.post(/^\/models\/([^/:]+):classify$/, requireKey(deps.apiKeys), classify);
@@ -84,8 +90,8 @@ export function mountUpload(deps: UploadDeps) {
   };
 }
 
-function top3(probs: Float32Array, row: number): { class: number; probability: number }[] {
-  return Array.from(probs.subarray(row * NUM_CLASSES, (row + 1) * NUM_CLASSES), (p, c) => ({ class: c, probability: Math.round(p * 1e4) / 1e4 }))
+function top3(probs: Float32Array, row: number, classes: number): { class: number; probability: number }[] {
+  return Array.from(probs.subarray(row * classes, (row + 1) * classes), (p, c) => ({ class: c, probability: Math.round(p * 1e4) / 1e4 }))
     .sort((a, b) => b.probability - a.probability)
     .slice(0, 3);
 }

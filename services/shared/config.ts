@@ -24,6 +24,12 @@ export const ENV = {
   seed: 'EDGEFL_SEED',
   dataset: 'EDGEFL_DATASET',
   idxDir: 'EDGEFL_IDX_DIR',
+  /** A TensorFlow.js Layers model.json: the deployment's model (default: the reference CNN). */
+  model: 'EDGEFL_MODEL',
+  /** This node's own data (IDX, CSV or image folders); with EDGEFL_PARTITION=none all of it is the node's. */
+  nodeData: 'EDGEFL_NODE_DATA',
+  /** The aggregator's held-out evaluation data, in the same formats (default: the dataset's test split). */
+  evalData: 'EDGEFL_EVAL_DATA',
   testSize: 'EDGEFL_TEST_SIZE',
   maxTrainSamples: 'EDGEFL_MAX_TRAIN_SAMPLES',
   maxBatch: 'EDGEFL_MAX_BATCH',
@@ -113,6 +119,9 @@ function envSchema(role?: Role) {
       seed: int(42),
       dataset: oneOf(['mnist', 'idx'] as const, 'mnist'),
       idxDir: raw,
+      model: raw,
+      nodeData: raw,
+      evalData: raw,
       testSize: int(2000, 1),
       maxTrainSamples: int(0),
       maxBatch: int(10_000, 1),

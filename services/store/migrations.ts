@@ -164,6 +164,11 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
     name: 'asynchronous aggregation (fedbuff): every invocation, its base version, staleness and fate',
     sql: ASYNC_UPDATES_SQL,
   },
+  {
+    version: 8,
+    name: "each run's model (a user's Layers model or the reference CNN), which trainers and serving build from",
+    sql: `CREATE TABLE run_models (run_id text PRIMARY KEY, spec jsonb NOT NULL, source text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());`,
+  },
 ];
 
 const LOCK_KEY = 0x6564_6766; // "edgf"

@@ -7,7 +7,9 @@ import { HttpError, conflict } from '../http/errors.js';
 import { applyCommonMiddleware, applyErrorHandlers } from '../http/common.js';
 import type { Logger } from '../shared/log.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
-import { getFlatWeights, modelSpec, referenceModelSpec, setFlatWeights } from '../core/model.js';
+import { getFlatWeights, modelSpec, setFlatWeights, type TensorSpec } from '../core/model.js';
+import { TrainerModels, type NodeData } from './run-model.js';
+import type { ModelSpec } from '../core/model-spec.js';
 import type { tfl } from '../core/tf.js';
 import { trainLocal } from '../core/train.js';
 import { privacyMetrics, trainWithPrivacy } from './private-round.js';
@@ -27,6 +29,8 @@ export interface TrainerDeps {
   /** The largest batchSize this trainer's memory allows (default MAX_BATCH_SIZE). */
   maxBatchSize?: number;
   metrics?: Metrics;
+  /** This node's own data shaped for a model (services/trainer/run-model.ts); unset: `shard` as it is. */
+  dataFor?: (spec: ModelSpec) => NodeData;
 }
 
 /** Seconds the caller should wait when this instance is busy: about one training's length. */
@@ -50,6 +54,7 @@ export function createTrainerApp(deps: TrainerDeps) {
   let lastDurationS = DEFAULT_RETRY_AFTER_S;
   const cached: { version?: number; flat?: Float32Array } = {};
   const source = `/edgefl/trainer/${deps.nodeId}`;
+  const runModels = new TrainerModels(deps);
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', (_req, res) => void res.json({ status: 'ready', node: deps.nodeId, busy: Boolean(busy), samples: deps.shard.count }));
@@ -99,24 +104,25 @@ export function createTrainerApp(deps: TrainerDeps) {
     }
   });
 
-  async function loadGlobal(version: number): Promise<Float32Array> {
+  async function loadGlobal(version: number, tensors: TensorSpec[]): Promise<Float32Array> {
     if (cached.version === version && cached.flat) return cached.flat;
     const row = await getModel(deps.pool, version);
     // 422, not 404: the Eventing contract makes 404 retryable, and the version will not appear by waiting.
     if (!row) throw new HttpError(422, 'model_version_not_found', `global model version ${version} does not exist`);
     if (sha256Hex(row.bytes) !== row.checksum) throw new HttpError(422, 'model_checksum_mismatch', `global model version ${version} does not match its stored checksum; refusing to train from it`);
-    const decoded = decodeWeights(row.bytes, referenceModelSpec());
+    const decoded = decodeWeights(row.bytes, tensors);
     cached.version = version;
     cached.flat = decoded.flat;
     return decoded.flat;
   }
 
   async function trainRound(request: TrainRequest, log: Logger): Promise<UpdateMeta> {
-    const global = await loadGlobal(request.modelVersion);
-    setFlatWeights(deps.model, global);
-    log.info('training started', { model_version: request.modelVersion, epochs: request.epochs, samples: deps.shard.count });
+    const { model, tensors, data } = await runModels.forRun(request.runId);
+    const global = await loadGlobal(request.modelVersion, tensors);
+    setFlatWeights(model, global);
+    log.info('training started', { model_version: request.modelVersion, epochs: request.epochs, samples: data.set.count });
     const train = request.dp?.mode === 'local' ? trainWithPrivacy(deps.pool, deps.nodeId, request, request.dp) : trainLocal;
-    const result = await train(deps.model, deps.shard, {
+    const result = await train(model, data.set, {
       epochs: request.epochs,
       batchSize: request.batchSize,
       learningRate: request.learningRate,
@@ -130,7 +136,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       // Nothing partial is stored: the aggregator has moved on without this node.
       throw gone('deadline_passed', `round ${request.round} passed its deadline during training; update discarded`);
     }
-    const { bytes, checksum } = encodeStoredWeights(modelSpec(deps.model), getFlatWeights(deps.model));
+    const { bytes, checksum } = encodeStoredWeights(modelSpec(model), getFlatWeights(model));
     const metricsOut = {
       loss: result.loss,
       accuracy: result.accuracy,
@@ -139,6 +145,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       durationMs: Math.round(result.durationMs),
       samplesPerSecond: Math.round(result.samplesPerSecond),
       ...privacyMetrics(result),
+      ...(data.skipped ? { skippedFiles: data.skipped } : {}),
     };
     const { update, created } = await insertUpdate(deps.pool, {
       runId: request.runId,
@@ -147,7 +154,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       baseVersion: request.modelVersion,
       bytes,
       checksum,
-      sampleCount: deps.shard.count,
+      sampleCount: data.set.count,
       metrics: metricsOut,
       durationMs: result.durationMs,
     });

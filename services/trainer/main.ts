@@ -1,11 +1,11 @@
 import { initBackend } from '../core/backend.js';
 import type { Config } from '../shared/config.js';
-import { createLogger } from '../shared/log.js';
+import { createLogger, type Logger } from '../shared/log.js';
 import { memoryLimit } from '../shared/memory.js';
 import { describeAuth, resolveAuth } from '../shared/secrets.js';
 import { buildModel } from '../core/model.js';
 import { listen } from '../http/runtime.js';
-import { loadNodeShard } from '../core/node-data.js';
+import { loadDeploymentModel, loadNodeShard, nodeDataFor } from '../core/node-data.js';
 import { openDatabase } from '../store/database.js';
 import { upsertNode } from '../store/model-store.js';
 import { KNATIVE_TUNING, RESOURCES } from '../kube/constants.js';
@@ -16,6 +16,18 @@ export const nodeName = (id: number) => `node-${id}`;
 
 /** The trainer's limit in the Knative manifests: a trainer run without a limit behaves as it would there. */
 const MANIFEST_LIMIT_MIB = parseInt(RESOURCES.trainer.limits.memory, 10);
+
+/** The node's data as the deployment's model takes it; unreadable data is logged here and fails each round with a 422. */
+function startupShard(cfg: Config, log: Logger) {
+  try {
+    return loadNodeShard(cfg, loadDeploymentModel(cfg)?.spec);
+  } catch (e) {
+    log.error('node data unusable; rounds will fail until it is fixed', { err: (e as Error).message });
+    return { shard: emptySet(), histogram: [], skipped: 0, source: cfg.nodeData ?? '' };
+  }
+}
+
+const emptySet = () => ({ images: new Float32Array(0), labels: new Uint8Array(0), count: 0, rows: 0, cols: 0, numClasses: 0 });
 
 /** Starts the training function: everything expensive happens here, once, before the first request. */
 export async function startTrainer(cfg: Config) {
@@ -28,12 +40,14 @@ export async function startTrainer(cfg: Config) {
   const memory = memoryLimit(cfg.memoryLimitMiB, MANIFEST_LIMIT_MIB);
   const maxBatchSize = maxBatchForMemory(memory.mib);
   const backend = await initBackend(cfg.backend, (m) => log.info(m));
-  const { shard, histogram } = loadNodeShard(cfg);
+  // The node's data as the deployment's model takes it; a run of another model reloads it in that shape.
+  const { shard, histogram, skipped, source } = startupShard(cfg, log);
+  if (skipped) log.warn('skipped unreadable data files', { skipped, source });
   const model = buildModel(1);
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
   await upsertNode(db.pool, { id: nodeId, shardSize: shard.count, labelHistogram: histogram, info: { backend: backend.name, partition: cfg.partition.kind, alpha: cfg.partition.alpha } });
   log.info('node data ready', { samples: shard.count, histogram, backend: backend.name, memory_limit_mib: memory.mib, memory_limit_from: memory.source, max_batch_size: maxBatchSize });
-  const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize });
+  const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize, dataFor: nodeDataFor(cfg) });
   // A round in flight at SIGTERM finishes and stores its update: up to the revision timeout Knative grants.
   const server = await listen(app, { port: cfg.port, host: cfg.host }, log, () => db.close(), true, KNATIVE_TUNING.trainerTimeoutSeconds * 1000);
   return { server, db, app };

@@ -10,7 +10,7 @@
  * towards the global weights) is post-processing and costs no privacy.
  */
 import { tf, type tfl } from '../tf.js';
-import { PIXELS } from '../model.js';
+import { inputSizeOf } from '../model.js';
 import type { TrainOptions, TrainResult } from '../train.js';
 import { TrainingProgress } from '../train-progress.js';
 import { randomFillSync } from 'node:crypto';
@@ -133,6 +133,7 @@ export async function trainLocalDp(model: tfl.LayersModel, data: ImageSet, opts:
   if (data.count === 0) throw new Error('cannot train on an empty shard');
   if (!(opts.dp.clipNorm > 0) || !(opts.dp.noiseMultiplier >= 0)) throw new Error('DP-SGD needs clipNorm > 0 and noiseMultiplier ≥ 0');
   const ops = opsOf(model);
+  const PIXELS = inputSizeOf(model);
   const variables = ops.flatMap((o) => (o.kind === 'conv' || o.kind === 'dense' ? [o.kernel, o.bias] : []));
   const rng = opts.dp.insecureSeed === undefined ? secureRng() : createRng(opts.dp.insecureSeed);
   const dropoutRng = createRng(opts.seed ?? 1);

@@ -14,7 +14,8 @@
  * training kernels do the batched backward pass.
  */
 import { tf, type tfl } from '../tf.js';
-import { INPUT_SHAPE, NUM_CLASSES } from '../model.js';
+import { inputShapeOf } from '../model.js';
+import { REFERENCE_CNN } from '../model-spec.js';
 
 type Activation = 'relu' | 'softmax' | 'linear';
 
@@ -36,8 +37,20 @@ function activationOf(cfg: Record<string, unknown>): Activation {
   return a;
 }
 
+/** Each op list's input shape [H, W, C], kept beside the list so Op stays a plain layer description. */
+const inputShapes = new WeakMap<readonly Op[], readonly [number, number, number]>();
+const inputShapeFor = (ops: readonly Op[]) => inputShapes.get(ops) ?? REFERENCE_CNN.inputShape;
+/** Classes: the width of the last dense layer. */
+const classesFor = (ops: readonly Op[]) => [...ops].reverse().find((o) => o.kind === 'dense')!.kernel.shape[1]!;
+
 /** Reads the layer stack; throws for anything whose per-example gradient is not implemented. */
 export function opsOf(model: tfl.LayersModel): Op[] {
+  const ops = opsOfLayers(model);
+  inputShapes.set(ops, inputShapeOf(model));
+  return ops;
+}
+
+function opsOfLayers(model: tfl.LayersModel): Op[] {
   return model.layers.map((layer): Op => {
     const cfg = layer.getConfig();
     const cls = layer.getClassName();
@@ -92,8 +105,8 @@ export function traceBatch(ops: readonly Op[], pixels: Float32Array, labels: Int
   const inputs: tf.Tensor[] = [];
   let lossSum = 0;
   let correct = 0;
-  const xs = tf.tensor4d(pixels, [n, ...INPUT_SHAPE]);
-  const ys = tf.oneHot(tf.tensor1d(labels, 'int32'), NUM_CLASSES);
+  const xs = tf.tensor4d(pixels, [n, ...inputShapeFor(ops)]);
+  const ys = tf.oneHot(tf.tensor1d(labels, 'int32'), classesFor(ops));
   // Probe shapes come from a forward pass: z has the layer output's shape.
   const probes = outputShapes(ops, n).map((s) => tf.zeros(s));
   try {
@@ -126,7 +139,7 @@ export function traceBatch(ops: readonly Op[], pixels: Float32Array, labels: Int
 
 function outputShapes(ops: readonly Op[], n: number): number[][] {
   return tf.tidy(() => {
-    let shape: number[] = [n, ...INPUT_SHAPE];
+    let shape: number[] = [n, ...inputShapeFor(ops)];
     const out: number[][] = [];
     for (const op of ops) {
       if (op.kind === 'conv') shape = [n, shape[1]! - op.kh + 1, shape[2]! - op.kw + 1, op.kernel.shape[3]!];

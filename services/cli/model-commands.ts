@@ -4,11 +4,7 @@ import { ADMIN_FLAGS, aggregatorUrl, request as fetchAggregator } from './remote
 
 export const MODELS_USAGE = `usage: edgefl models list|promoted|promote V [--nodes node-1,...]|rollback [--nodes ...]|prune [--dry-run] --aggregator URL [--token T]`;
 
-const COMMON = {
-  ...ADMIN_FLAGS,
-  json: toggle('print JSON instead of text'),
-  ...HELP_FLAG,
-};
+const COMMON = { ...ADMIN_FLAGS, json: toggle('print JSON instead of text'), ...HELP_FLAG };
 const SCOPE = {
   ...COMMON,
   nodes: text('comma-separated edge nodes: a canary (default: the whole fleet)', { arg: 'LIST' }),

@@ -22,6 +22,7 @@ import {
   shards,
   startTrainer,
   statusTrainer,
+  targetsOf,
   testData,
   waitFor,
   waitRunDone,
@@ -45,12 +46,7 @@ beforeAll(async () => {
   const parts = shards(data.train, 3, 150);
   real = await Promise.all(parts.map((s, i) => startTrainer(db.pool, `node-${i}`, s)));
   [hang, err500, err400] = await Promise.all([hangingTrainer(), statusTrainer(500), statusTrainer(400)]);
-  targets = [
-    ...real.map((r, i) => ({ nodeId: `node-${i}`, url: r.url })),
-    { nodeId: 'hang', url: hang.url },
-    { nodeId: 'err500', url: err500.url },
-    { nodeId: 'err400', url: err400.url },
-  ];
+  targets = targetsOf({ ...Object.fromEntries(real.map((r, i) => [`node-${i}`, r])), hang, err500, err400 });
   federation = await createFederation(db.pool, data.test, () => targets);
 });
 

@@ -2,6 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { createHash } from 'node:crypto';
 import { builtinMnistSplit, loadBuiltinDigits } from '../datasets/builtin-mnist.js';
 import { labelHistogram, type ImageSet } from '../datasets/types.js';
+import { expectDigitSet, pixelRange } from './helpers/image-sets.js';
 
 function imageHashes(set: ImageSet): string[] {
   const pixels = set.rows * set.cols;
@@ -23,11 +24,7 @@ describe('loadBuiltinDigits', () => {
 
   it('holds 10,000 28x28 digits of 10 classes with consistent array sizes', () => {
     expect(all.count).toBe(10_000);
-    expect(all.rows).toBe(28);
-    expect(all.cols).toBe(28);
-    expect(all.numClasses).toBe(10);
-    expect(all.labels.length).toBe(all.count);
-    expect(all.images.length).toBe(all.count * 784);
+    expectDigitSet(all);
   });
 
   it('has no duplicate images, so hash-disjointness of a split means index-disjointness', () => {
@@ -42,23 +39,12 @@ describe('builtinMnistSplit', () => {
     expect(split.name).toBe('mnist-builtin');
     expect(split.train.count).toBe(8000);
     expect(split.test.count).toBe(2000);
-    for (const set of [split.train, split.test]) {
-      expect(set.rows).toBe(28);
-      expect(set.cols).toBe(28);
-      expect(set.numClasses).toBe(10);
-      expect(set.labels.length).toBe(set.count);
-      expect(set.images.length).toBe(set.count * 784);
-    }
+    for (const set of [split.train, split.test]) expectDigitSet(set);
   });
 
   it('has pixels in [0, 1] and not all zero', () => {
     for (const set of [split.train, split.test]) {
-      let min = Infinity;
-      let max = -Infinity;
-      for (const v of set.images) {
-        if (v < min) min = v;
-        if (v > max) max = v;
-      }
+      const { min, max } = pixelRange(set.images);
       expect(min).toBeGreaterThanOrEqual(0);
       expect(max).toBeLessThanOrEqual(1);
       expect(max).toBeGreaterThan(0.5);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { IdxFormatError, encodeIdx, loadIdxDir, readIdxImages, readIdxLabels, readIdxPair } from '../datasets/idx.js';
 import { labelHistogram } from '../datasets/types.js';
+import { expectDigitSet, pixelRange } from './helpers/image-sets.js';
 
 let root: string;
 let n = 0;
@@ -220,18 +221,9 @@ describe('Fashion-MNIST from Debian dataset-fashion-mnist', () => {
         [split.test, 10000, 1000],
       ] as const) {
         expect(set.count).toBe(count);
-        expect(set.rows).toBe(28);
-        expect(set.cols).toBe(28);
-        expect(set.numClasses).toBe(10);
-        expect(set.labels.length).toBe(count);
-        expect(set.images.length).toBe(count * 28 * 28);
+        expectDigitSet(set, count);
         expect(labelHistogram(set.labels, 10)).toEqual(new Array(10).fill(perClass));
-        let min = Infinity;
-        let max = -Infinity;
-        for (const v of set.images) {
-          if (v < min) min = v;
-          if (v > max) max = v;
-        }
+        const { min, max } = pixelRange(set.images);
         expect(min).toBe(0);
         expect(max).toBe(1);
       }

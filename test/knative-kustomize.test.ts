@@ -7,11 +7,10 @@
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as yaml from 'js-yaml';
 import {
   ANNOTATIONS,
@@ -28,21 +27,14 @@ import {
 } from '../services/kube/manifests.js';
 import { COMPONENTS } from '../services/kube/layout.js';
 import { crossCheck, type Obj } from './helpers/manifest-checks.js';
+import { useTmpDirs } from './helpers/tmp-dirs.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const knativeDir = path.join(repoRoot, 'knative');
 const OUT_OF_DATE = 'knative/ is out of date: run `npx edgefl manifests --write knative/`';
 const run = promisify(execFile);
 
-const tmpDirs: string[] = [];
-async function tmpDir(): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'edgefl-kustomize-'));
-  tmpDirs.push(dir);
-  return dir;
-}
-afterAll(async () => {
-  await Promise.all(tmpDirs.map((d) => fs.rm(d, { recursive: true, force: true })));
-});
+const tmpDir = useTmpDirs('edgefl-kustomize-');
 
 const loadYaml = async (file: string) => yaml.loadAll(await fs.readFile(file, 'utf8')).filter(Boolean) as Obj[];
 const isKustomizeFile = (o: Obj) => o.kind === 'Kustomization' || o.kind === 'Component';

@@ -1,27 +1,19 @@
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 // The same YAML parser @kubernetes/client-node's loadAllYaml wraps; client-node itself cannot be
 // imported on Node 20 (undici 8), and its loadAllYaml would also re-type built-in kinds.
 import * as yaml from 'js-yaml';
 import { DEFAULT_IMAGE, KNATIVE_TUNING, imageName, listGeneratedFiles, renderManifests, validateObject } from '../services/kube/manifests.js';
 import { runManifestsCommand } from '../services/cli/kube-commands.js';
 import { crossCheck, type Obj } from './helpers/manifest-checks.js';
+import { useTmpDirs } from './helpers/tmp-dirs.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const knativeDir = path.join(repoRoot, 'knative');
 
-const tmpDirs: string[] = [];
-async function tmpDir(): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'edgefl-knative-'));
-  tmpDirs.push(dir);
-  return dir;
-}
-afterAll(async () => {
-  await Promise.all(tmpDirs.map((d) => fs.rm(d, { recursive: true, force: true })));
-});
+const tmpDir = useTmpDirs('edgefl-knative-');
 
 describe('renderManifests', () => {
   for (const nodes of [1, 3, 5]) {

@@ -1,6 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { initBackend } from '../services/core/backend.js';
 import { encodeWeights, sha256Hex } from '../services/core/codec.js';
 import { createLogger } from '../services/shared/log.js';
@@ -12,6 +10,7 @@ import { createTrainerApp } from '../services/trainer/app.js';
 import { loadBuiltinDigits } from '../datasets/builtin-mnist.js';
 import { subset } from '../datasets/types.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+import { serverGroup } from './helpers/serve.js';
 
 const NODE = 'node-dp';
 const SHARD = 128;
@@ -26,7 +25,7 @@ const BUDGET = (AFTER2 + AFTER3) / 2;
 
 let db: TestDatabase;
 let base: string;
-let server: Server;
+const servers = serverGroup();
 let v1: number;
 const logLines: string[] = [];
 
@@ -41,14 +40,11 @@ beforeAll(async () => {
   v1 = await store.publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() } });
   const log = createLogger({ service: 'privacy-test' }, 'info', (l) => logLines.push(l));
   const app = createTrainerApp({ pool: db.pool, nodeId: NODE, shard, model: buildModel(1), log });
-  base = await new Promise((resolve) => {
-    server = app.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
-  });
+  base = (await servers.listen(app)).url;
 });
 
 afterAll(async () => {
-  server?.closeAllConnections();
-  await new Promise((r) => server?.close(r));
+  await servers.closeAll();
   await db?.close();
   expect(logLines.filter((l) => l.includes('unhandled error'))).toEqual([]);
 });

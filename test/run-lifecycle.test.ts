@@ -6,7 +6,7 @@ import { encodeStoredWeights } from '../services/core/codec.js';
 import { referenceModelSpec, specSize } from '../services/core/model.js';
 import * as store from '../services/store/model-store.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
-import { FAST, createFederation, hangingTrainer, serve, shards, startTrainer, statusTrainer, testData, waitFor, waitRunDone, type Running } from './helpers/federation.js';
+import { FAST, createFederation, hangingTrainer, serve, shards, startTrainer, statusTrainer, targetsOf, testData, waitFor, waitRunDone, type Running } from './helpers/federation.js';
 
 /** Stop, abort, resume: a run's rounds never outlive it, and what a restart must not forget. */
 let db: TestDatabase;
@@ -33,11 +33,7 @@ beforeAll(async () => {
     const out = await fetch(trainer.url + req.url, { method: req.method, headers, body: Buffer.concat(chunks) });
     res.writeHead(out.status, { 'content-type': out.headers.get('content-type') ?? 'application/json' }).end(Buffer.from(await out.arrayBuffer()));
   });
-  targets = [
-    { nodeId: 'node-0', url: gated.url },
-    { nodeId: 'hang', url: hang.url },
-    { nodeId: 'err400', url: err400.url },
-  ];
+  targets = targetsOf({ 'node-0': gated, hang, err400 });
   federation = await createFederation(db.pool, data.test, () => targets);
 });
 

@@ -1,109 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { signInvokeToken, type InvokeClaims } from '../services/shared/auth.js';
-import { initBackend } from '../services/core/backend.js';
+import { describe, expect, it } from 'vitest';
 import { decodeWeights, encodeWeights, sha256Hex } from '../services/core/codec.js';
-import { createLogger } from '../services/shared/log.js';
-import { buildModel, getFlatWeights, referenceModelSpec } from '../services/core/model.js';
+import { referenceModelSpec } from '../services/core/model.js';
 import * as store from '../services/store/model-store.js';
-import { createTrainerApp } from '../services/trainer/app.js';
-import { loadBuiltinDigits } from '../datasets/builtin-mnist.js';
-import { subset, type ImageSet } from '../datasets/types.js';
-import { createTestDatabase, type TestDatabase } from './helpers/db.js';
-import { serverGroup } from './helpers/serve.js';
+import {
+  NODE, SHARD_SIZE, base, binaryHeaders, data, db, expectError, globalFlat, postBinary, postPlain, postStructured, updateRows, useTrainerFixture, v1,
+} from './helpers/trainer-fixture.js';
 
-const NODE = 'node-0';
-
-/** Rewrites a token's payload, keeping its (now wrong) signature: what a forger can do without the secret. */
-function tamper(token: string, change: (payload: Record<string, unknown>) => Record<string, unknown>): string {
-  const [v, payload, mac] = token.split('.');
-  const changed = change(JSON.parse(Buffer.from(payload!, 'base64url').toString('utf8')) as Record<string, unknown>);
-  return `${v}.${Buffer.from(JSON.stringify(changed)).toString('base64url')}.${mac}`;
-}
-const SECRET = 'trainer-test-secret';
-const SHARD_SIZE = 128;
-
-let db: TestDatabase;
-let shard: ImageSet;
-let globalFlat: Float32Array;
-let v1: number;
-let base: string; // open app
-let authBase: string; // app with invokeSecret
-const servers = serverGroup();
-const logLines: string[] = [];
-
-
-beforeAll(async () => {
-  await initBackend('wasm');
-  db = await createTestDatabase();
-  const all = loadBuiltinDigits();
-  // Every 37th digit: a shard with all ten classes in it.
-  shard = subset(all, Array.from({ length: SHARD_SIZE }, (_, i) => (i * 37) % all.count));
-  const initial = buildModel(1);
-  globalFlat = getFlatWeights(initial);
-  initial.dispose();
-  const bytes = encodeWeights(referenceModelSpec(), globalFlat);
-  v1 = await store.publishModel(db.pool, { bytes, checksum: sha256Hex(bytes), manifest: { tensors: referenceModelSpec() } });
-  const log = createLogger({ service: 'trainer-test' }, 'info', (l) => logLines.push(l));
-  base = (await servers.listen(createTrainerApp({ pool: db.pool, nodeId: NODE, shard, model: buildModel(1), log, maxBodyBytes: 8 * 1024 }))).url;
-  authBase = (await servers.listen(createTrainerApp({ pool: db.pool, nodeId: NODE, shard, model: buildModel(1), log, invokeSecret: SECRET }))).url;
-});
-
-afterAll(async () => {
-  await servers.closeAll();
-  await db?.close();
-  // No request in this file may have reached the generic 500 handler.
-  expect(logLines.filter((l) => l.includes('unhandled error'))).toEqual([]);
-});
-
-const data = (over: Record<string, unknown> = {}) => ({
-  runId: 'run-t',
-  round: 1,
-  modelVersion: v1,
-  epochs: 1,
-  batchSize: 32,
-  learningRate: 0.001,
-  deadline: new Date(Date.now() + 120_000).toISOString(),
-  ...over,
-});
-
-let eventSeq = 0;
-function binaryHeaders(type = 'dev.edgefl.round.train'): Record<string, string> {
-  return {
-    'content-type': 'application/json',
-    'ce-specversion': '1.0',
-    'ce-type': type,
-    'ce-source': '/edgefl/aggregator/test',
-    'ce-id': `evt-${++eventSeq}`,
-  };
-}
-
-const postBinary = (d: unknown, extra: Record<string, string> = {}, url = base) =>
-  fetch(`${url}/`, { method: 'POST', headers: { ...binaryHeaders(), ...extra }, body: JSON.stringify(d) });
-
-const postStructured = (d: unknown, type = 'dev.edgefl.round.train') =>
-  fetch(`${base}/`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/cloudevents+json' },
-    body: JSON.stringify({ specversion: '1.0', type, source: '/edgefl/aggregator/test', id: `evt-${++eventSeq}`, datacontenttype: 'application/json', data: d }),
-  });
-
-const postPlain = (d: unknown, extra: Record<string, string> = {}, url = base) =>
-  fetch(`${url}/`, { method: 'POST', headers: { 'content-type': 'application/json', ...extra }, body: JSON.stringify(d) });
-
-async function updateRows(runId: string, round: number) {
-  const r = await db.pool.query('SELECT id, checksum, sample_count, base_version, bytes FROM client_updates WHERE run_id = $1 AND round = $2 AND node_id = $3', [runId, round, NODE]);
-  return r.rows as { id: string; checksum: string; sample_count: number; base_version: string; bytes: Buffer }[];
-}
-
-async function expectError(res: Response, status: number, code?: string) {
-  expect(res.status).toBe(status);
-  expect(res.headers.get('content-type')).toMatch(/application\/json/);
-  const body = (await res.json()) as { error: { code: string; message: string } };
-  expect(typeof body.error.code).toBe('string');
-  expect(body.error.message.length).toBeGreaterThan(0);
-  if (code) expect(body.error.code).toBe(code);
-  return body.error;
-}
+// Invocation tokens: trainer-auth.test.ts.
+useTrainerFixture();
 
 /** The stored row must be this node's trained update of the global model. */
 async function expectStoredUpdate(runId: string, round: number, updateId: number, checksum: string) {
@@ -321,49 +225,5 @@ describe('trainer: malformed requests', () => {
   it('serves /, /healthz and /readyz, and 404s unknown routes in the error shape', async () => {
     expect(await (await fetch(`${base}/`)).json()).toMatchObject({ service: 'edgefl-trainer', node: NODE, samples: SHARD_SIZE, busy: null });
     await expectError(await fetch(`${base}/nope`), 404, 'route_not_found');
-  });
-});
-
-describe('trainer: invocation tokens', () => {
-  const claims = (over: Partial<InvokeClaims> = {}): InvokeClaims => ({ node: NODE, runId: 'run-auth', round: 1, baseVersion: v1, ...over });
-  const post = (token: string | undefined, round: number, over: Record<string, unknown> = {}) =>
-    postPlain(data({ runId: 'run-auth', round, ...over }), token === undefined ? {} : { authorization: `Bearer ${token}` }, authBase);
-
-  const refused: [string, () => string | undefined][] = [
-    ['missing', () => undefined],
-    ['not a token', () => 'hello'],
-    ['signed with another secret', () => signInvokeToken('not-the-secret-at-all', claims())],
-    ['expired', () => signInvokeToken(SECRET, claims(), 1000, Date.now() - 60_000)],
-    ['for another node', () => signInvokeToken(SECRET, claims({ node: 'node-1' }))],
-    ['for another run', () => signInvokeToken(SECRET, claims({ runId: 'run-other' }))],
-    ['for another round', () => signInvokeToken(SECRET, claims({ round: 2 }))],
-    ['for another base version', () => signInvokeToken(SECRET, claims({ baseVersion: v1 + 1 }))],
-    ['tampered expiry', () => tamper(signInvokeToken(SECRET, claims(), 1000, Date.now() - 60_000), (p) => ({ ...p, e: Date.now() + 3_600_000 }))],
-    ['tampered round', () => tamper(signInvokeToken(SECRET, claims({ round: 2 })), (p) => ({ ...p, k: 1 }))],
-    ['a v1 token of the old format', () => 'v1.node-0.99999999999999.abc'],
-    ['with a payload that is not base64url JSON', () => 'v2.%E0%A4%A.abc'],
-  ];
-  for (const [name, token] of refused) {
-    it(`refuses a token that is ${name} with 401`, async () => {
-      const res = await post(token(), 1);
-      await expectError(res, 401, 'unauthorized');
-      expect(res.headers.get('www-authenticate')).toBe('Bearer');
-    });
-  }
-
-  it('refuses a non-Bearer authorization scheme', async () => {
-    const res = await fetch(`${authBase}/`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Basic ${signInvokeToken(SECRET, claims())}` }, body: JSON.stringify(data({ runId: 'run-auth', round: 1 })) });
-    await expectError(res, 401, 'unauthorized');
-  });
-
-  it('stored nothing for the refused requests, then trains with a valid token', async () => {
-    expect(await db.pool.query('SELECT 1 FROM client_updates WHERE run_id = $1', ['run-auth'])).toHaveProperty('rowCount', 0);
-    const res = await post(signInvokeToken(SECRET, claims()), 1);
-    expect(res.status).toBe(201);
-    expect(((await res.json()) as Record<string, unknown>).nodeId).toBe(NODE);
-    expect(await db.pool.query('SELECT 1 FROM client_updates WHERE run_id = $1', ['run-auth'])).toHaveProperty('rowCount', 1);
-    // Health checks need no token.
-    expect((await fetch(`${authBase}/healthz`)).status).toBe(200);
-    expect((await fetch(`${authBase}/readyz`)).status).toBe(200);
   });
 });

@@ -1,4 +1,4 @@
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import '@tensorflow/tfjs-backend-wasm';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { backend_util, getKernel, type TensorInfo } from '@tensorflow/tfjs-core';
@@ -9,9 +9,12 @@ import { filterGradientGemm, inputGradientGemm } from '../services/core/wasm/im2
 import { filterGradient, geometryOf, inputGradient, type ConvGeometry } from '../services/core/wasm/conv-grad.js';
 import { Scratch } from '../services/core/wasm/ops.js';
 import { createRng, type Rng } from '../datasets/rng.js';
+import { expectClose, explicitPad, on, randInt, randomValues, randomWindow, runOn, size, useWasmKernels, type Pad, type Shape4 } from './helpers/kernel-check.js';
 
-type Shape4 = [number, number, number, number];
-type Pad = 'valid' | 'same' | number | backend_util.ExplicitPadding;
+// edgefl's wasm conv gradients against tfjs's cpu kernels and naive loops, and a whole training
+// step; MaxPoolGrad, BatchMatMul and Sum against cpu: wasm-kernels-ops.test.ts.
+useWasmKernels();
+
 type Format = 'NHWC' | 'NCHW';
 
 interface Case {
@@ -24,42 +27,6 @@ interface Case {
   dimRoundingMode?: Rounding;
 }
 
-beforeAll(async () => {
-  registerWasmTrainingKernels();
-  expect(await tf.setBackend('wasm')).toBe(true);
-  expect(await tf.setBackend('cpu')).toBe(true);
-});
-
-const randInt = (rng: Rng, lo: number, hi: number) => lo + Math.floor(rng() * (hi - lo + 1));
-const randomValues = (rng: Rng, n: number) => Float32Array.from({ length: n }, () => rng() * 2 - 1);
-const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
-
-async function on<T>(backend: 'cpu' | 'wasm', fn: () => T): Promise<T> {
-  await tf.setBackend(backend);
-  return fn();
-}
-
-/** Runs a kernel through the engine on one backend and returns its values. */
-async function runOn(backend: 'cpu' | 'wasm', kernel: string, inputs: Record<string, { values: Float32Array; shape: number[] }>, attrs: object): Promise<Float32Array> {
-  return on(backend, () => {
-    const tensors = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, tf.tensor(v.values, v.shape)]));
-    const out = tf.engine().runKernel(kernel, tensors, attrs as never) as tf.Tensor;
-    const values = out.dataSync() as Float32Array;
-    tf.dispose([out, ...Object.values(tensors)]);
-    return values;
-  });
-}
-
-/** Relative to the tensor's largest magnitude, so sums of many terms near zero do not fail spuriously. */
-function expectClose(actual: Float32Array, expected: Float32Array, label: string, rtol = 1e-4): void {
-  expect(actual.length, label).toBe(expected.length);
-  let scale = 1e-6;
-  for (const v of expected) scale = Math.max(scale, Math.abs(v));
-  let worst = 0;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!) / scale);
-  expect(worst, `${label}: max error ${worst} relative to ${scale}`).toBeLessThan(rtol);
-}
-
 function toFormat(shape: Shape4, format: Format): Shape4 {
   return format === 'NHWC' ? shape : [shape[0], shape[3], shape[1], shape[2]];
 }
@@ -67,38 +34,10 @@ function toFormat(shape: Shape4, format: Format): Shape4 {
 type Rounding = 'floor' | 'round' | 'ceil' | undefined;
 const ROUNDINGS: Rounding[] = [undefined, 'floor', 'round', 'ceil'];
 
-/**
- * A single number pads all sides, and tfjs then sizes the output from the filter height
- * and stride height alone; such cases therefore get square filters and equal strides.
- */
-function randomPad(rng: Rng, fh: number, fw: number): Pad {
-  switch (randInt(rng, 0, 3)) {
-    case 0:
-      return 'valid';
-    case 1:
-      return 'same';
-    case 2:
-      return randInt(rng, 0, Math.min(fh, fw));
-    default:
-      return explicitPad(rng, fh, fw);
-  }
-}
-
-function explicitPad(rng: Rng, fh: number, fw: number): backend_util.ExplicitPadding {
-  return [[0, 0], [randInt(rng, 0, fh), randInt(rng, 0, fh)], [randInt(rng, 0, fw), randInt(rng, 0, fw)], [0, 0]];
-}
-
 function randomCase(rng: Rng, i: number): Case {
   const h = randInt(rng, 3, 14);
   const w = randInt(rng, 3, 14);
-  let fh = randInt(rng, 1, Math.min(h, 5));
-  let fw = randInt(rng, 1, Math.min(w, 5));
-  let strides: [number, number] = [randInt(rng, 1, 3), randInt(rng, 1, 3)];
-  const pad = randomPad(rng, fh, fw);
-  if (typeof pad === 'number') {
-    fh = fw = Math.min(fh, fw);
-    strides = [strides[0], strides[0]];
-  }
+  const { fh, fw, strides, pad } = randomWindow(rng, h, w, 5);
   const dataFormat: Format = rng() < 0.2 ? 'NCHW' : 'NHWC';
   const inC = randInt(rng, 1, 6);
   const explicit = typeof pad === 'number' || typeof pad === 'object';
@@ -173,92 +112,6 @@ describe.each(allCases().map((c) => [`${c.label} ${JSON.stringify(c)}`, c] as co
     await forEachForm(async (form) => expectClose(await runOn('wasm', 'Conv2DBackpropInput', { dy, filter }, attrs), expected, `${c.label} ${form}`));
   }, 60_000);
 });
-
-describe('MaxPoolGrad vs cpu', () => {
-  const rng = createRng(4242);
-  const cases = Array.from({ length: 40 }, (_, i) => {
-    const h = randInt(rng, 2, 13);
-    const w = randInt(rng, 2, 13);
-    let fh = randInt(rng, 1, Math.min(h, 4));
-    let fw = randInt(rng, 1, Math.min(w, 4));
-    let strides: [number, number] = [randInt(rng, 1, 3), randInt(rng, 1, 3)];
-    const pad = randomPad(rng, fh, fw);
-    if (typeof pad === 'object') return undefined; // pooling takes no explicit padding
-    if (typeof pad === 'number') {
-      fh = fw = Math.min(fh, fw);
-      strides = [strides[0], strides[0]];
-    }
-    // Coarse values (and ReLU-like zeros) make ties, where the routing rule matters.
-    const coarse = i % 2 === 0;
-    return { shape: [randInt(rng, 1, 4), h, w, randInt(rng, 1, 9)] as Shape4, filterSize: [fh, fw] as [number, number], strides, pad, coarse };
-  }).filter((c) => c !== undefined);
-  cases.push({ shape: [32, 24, 24, 32], filterSize: [2, 2], strides: [2, 2], pad: 'valid', coarse: true });
-
-  it.each(cases.map((c) => [JSON.stringify(c), c] as const))('%s', async (_name, c) => {
-    const values = randomValues(rng, size(c.shape)).map((v) => (c.coarse ? Math.max(0, Math.round(v * 3)) : v));
-    const attrs = { filterSize: c.filterSize, strides: c.strides, pad: c.pad, dimRoundingMode: typeof c.pad === 'number' ? 'ceil' : undefined };
-    const output = await on('cpu', () => {
-      const x = tf.tensor4d(values, c.shape);
-      const y = tf.engine().runKernel('MaxPool', { x }, attrs as never) as tf.Tensor;
-      const out = { values: y.dataSync() as Float32Array, shape: y.shape };
-      tf.dispose([x, y]);
-      return out;
-    });
-    const inputs = { dy: { values: randomValues(rng, size(output.shape)), shape: output.shape }, input: { values, shape: c.shape }, output };
-    const expected = await runOn('cpu', 'MaxPoolGrad', inputs, attrs);
-    const actual = await runOn('wasm', 'MaxPoolGrad', inputs, attrs);
-    expectClose(actual, expected, 'MaxPoolGrad', 1e-6);
-  });
-});
-
-describe('BatchMatMul vs cpu', () => {
-  const rng = createRng(1717);
-  const cases = Array.from({ length: 30 }, () => {
-    const [m, k, n] = [randInt(rng, 1, 40), randInt(rng, 1, 40), randInt(rng, 1, 40)];
-    const batch = [[], [randInt(rng, 1, 3)], [2, randInt(rng, 1, 3)]][randInt(rng, 0, 2)]!;
-    const transposeA = rng() < 0.5;
-    const transposeB = rng() < 0.5;
-    const bBatch = batch.length && rng() < 0.3 ? batch.map(() => 1) : batch;
-    return { aShape: [...batch, ...(transposeA ? [k, m] : [m, k])], bShape: [...bBatch, ...(transposeB ? [n, k] : [k, n])], transposeA, transposeB };
-  });
-  cases.push({ aShape: [32, 1024], bShape: [32, 256], transposeA: true, transposeB: false });
-  cases.push({ aShape: [32, 256], bShape: [1024, 256], transposeA: false, transposeB: true });
-  cases.push({ aShape: [256, 32], bShape: [1024, 256], transposeA: true, transposeB: true });
-  cases.push({ aShape: [300, 20], bShape: [7, 20], transposeA: false, transposeB: true });
-
-  it.each(cases.map((c) => [JSON.stringify(c), c] as const))('%s', async (_name, c) => {
-    const inputs = { a: { values: randomValues(rng, size(c.aShape)), shape: c.aShape }, b: { values: randomValues(rng, size(c.bShape)), shape: c.bShape } };
-    const attrs = { transposeA: c.transposeA, transposeB: c.transposeB };
-    expectClose(await runOn('wasm', 'BatchMatMul', inputs, attrs), await runOn('cpu', 'BatchMatMul', inputs, attrs), 'BatchMatMul');
-  });
-});
-
-describe('Sum vs cpu', () => {
-  const rng = createRng(555);
-  const cases = Array.from({ length: 30 }, () => {
-    const rank = randInt(rng, 1, 4);
-    const shape = Array.from({ length: rank }, () => randInt(rng, 1, 9));
-    // Mostly leading blocks (the replaced path), some arbitrary axes (the stock path).
-    const axis = rng() < 0.7 ? Array.from({ length: randInt(rng, 1, rank) }, (_, i) => i) : [randInt(rng, 0, rank - 1)];
-    return { shape, axis, keepDims: rng() < 0.3 };
-  });
-  cases.push({ shape: [32, 24, 24, 32], axis: [0, 1, 2], keepDims: false });
-
-  it.each(cases.map((c) => [JSON.stringify(c), c] as const))('%s', async (_name, c) => {
-    const inputs = { x: { values: randomValues(rng, size(c.shape)), shape: c.shape } };
-    const attrs = { axis: c.axis, keepDims: c.keepDims };
-    const shapeOn = (backend: 'cpu' | 'wasm') =>
-      on(backend, () => {
-        const x = tf.tensor(inputs.x.values, c.shape);
-        const y = tf.engine().runKernel('Sum', { x }, attrs as never) as tf.Tensor;
-        tf.dispose([x, y]);
-        return y.shape;
-      });
-    expect(await shapeOn('wasm')).toEqual(await shapeOn('cpu'));
-    expectClose(await runOn('wasm', 'Sum', inputs, attrs), await runOn('cpu', 'Sum', inputs, attrs), 'Sum');
-  });
-});
-
 /** Textbook loops over the forward definition; the oracle for dilations, which tfjs's gradients reject. */
 function naiveGradients(g: ConvGeometry, x: Float32Array, w: Float32Array, dy: Float32Array): { dx: Float32Array; dw: Float32Array } {
   const dx = new Float32Array(g.batch * g.inH * g.inW * g.inC);
@@ -292,7 +145,7 @@ describe('dilated conv gradients (both forms) vs naive loops', () => {
     const fh = randInt(rng, 1, 3);
     const fw = randInt(rng, 1, 3);
     const inC = randInt(rng, 1, 4);
-    // Numeric pads would need square filters (see randomPad); explicit ones cover the same ground.
+    // Numeric pads would need square filters (see randomWindow); explicit ones cover the same ground.
     const pad = [explicitPad(rng, fh, fw), 'same' as const, 'valid' as const][randInt(rng, 0, 2)]!;
     const strides: [number, number] = [randInt(rng, 1, 3), randInt(rng, 1, 3)];
     const info = backend_util.computeConv2DInfo([randInt(rng, 1, 3), h, w, inC], [fh, fw, inC, randInt(rng, 1, 5)], strides, dilations, pad);

@@ -1,15 +1,10 @@
 import { ENV } from '../shared/config.js';
 import { HELP_FLAG, UsageError, flagHelp, int, parseFlags, text, toggle, type Flags } from './flags.js';
-import { aggregatorUrl, request as fetchAggregator } from './remote-commands.js';
+import { ADMIN_FLAGS, aggregatorUrl, request as fetchAggregator } from './remote-commands.js';
 
 export const MODELS_USAGE = `usage: edgefl models list|promoted|promote V [--nodes node-1,...]|rollback [--nodes ...]|prune [--dry-run] --aggregator URL [--token T]`;
 
-const COMMON = {
-  aggregator: text('the aggregator (default $EDGEFL_AGGREGATOR_URL)', { arg: 'URL' }),
-  token: text(`admin token (default $${ENV.adminToken})`, { arg: 'TOKEN' }),
-  json: toggle('print JSON instead of text'),
-  ...HELP_FLAG,
-};
+const COMMON = { ...ADMIN_FLAGS, json: toggle('print JSON instead of text'), ...HELP_FLAG };
 const SCOPE = {
   ...COMMON,
   nodes: text('comma-separated edge nodes: a canary (default: the whole fleet)', { arg: 'LIST' }),
@@ -74,19 +69,26 @@ async function request(c: Call, method: string, route: string, body?: unknown): 
 const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(2)}%` : '-');
 const nodesFlag = (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
 
-async function list(argv: string[]): Promise<number> {
-  const c = call(COMMON, argv, 'list --aggregator URL: every version and its status');
+/** A read-only command: GET `route` and print what came back, as JSON with --json. */
+async function show(argv: string[], what: string, route: string, print: (out: Record<string, any>) => void): Promise<number> {
+  const c = call(COMMON, argv, what);
   if (!c) return 0;
-  const out = await request(c, 'GET', '/models');
+  const out = await request(c, 'GET', route);
   if (!out) return 1;
-  if (c.json) return void console.log(JSON.stringify(out, null, 2)), 0;
-  console.log('version  status     run                          round  accuracy  size');
-  for (const m of out.models as Record<string, any>[]) {
-    const acc = m.metrics?.validationAccuracy ?? m.metrics?.accuracy;
-    const size = m.prunedAt ? '(pruned)' : `${(m.sizeBytes / 2 ** 20).toFixed(2)} MiB`;
-    console.log(`${String(m.version).padStart(7)}  ${String(m.status).padEnd(9)}  ${String(m.runId ?? '-').padEnd(27)}  ${String(m.round ?? '-').padStart(5)}  ${pct(acc).padStart(8)}  ${size}`);
-  }
+  if (c.json) console.log(JSON.stringify(out, null, 2));
+  else print(out);
   return 0;
+}
+
+async function list(argv: string[]): Promise<number> {
+  return show(argv, 'list --aggregator URL: every version and its status', '/models', (out) => {
+    console.log('version  status     run                          round  accuracy  size');
+    for (const m of out.models as Record<string, any>[]) {
+      const acc = m.metrics?.validationAccuracy ?? m.metrics?.accuracy;
+      const size = m.prunedAt ? '(pruned)' : `${(m.sizeBytes / 2 ** 20).toFixed(2)} MiB`;
+      console.log(`${String(m.version).padStart(7)}  ${String(m.status).padEnd(9)}  ${String(m.runId ?? '-').padEnd(27)}  ${String(m.round ?? '-').padStart(5)}  ${pct(acc).padStart(8)}  ${size}`);
+    }
+  });
 }
 
 export function describePromotion(p: Record<string, any>): string {
@@ -103,16 +105,12 @@ function servedText(s: Record<string, any> | null | undefined): string {
 }
 
 async function promoted(argv: string[]): Promise<number> {
-  const c = call(COMMON, argv, 'promoted --aggregator URL: what is promoted, what each node serves, the history');
-  if (!c) return 0;
-  const out = await request(c, 'GET', '/models/promoted');
-  if (!out) return 1;
-  if (c.json) return void console.log(JSON.stringify(out, null, 2)), 0;
-  console.log(out.fleet ? `promoted to the fleet: ${describePromotion(out.fleet)}` : 'nothing promoted yet: serving functions are not ready');
-  for (const n of out.nodes as Record<string, any>[]) console.log(`  ${n.nodeId}: ${n.version === null ? 'nothing' : `v${n.version}`}${n.canary ? ' (canary)' : ''}${servedText(n.served)}`);
-  console.log('history (newest first):');
-  for (const p of out.history as Record<string, any>[]) console.log(`  ${describePromotion(p)}`);
-  return 0;
+  return show(argv, 'promoted --aggregator URL: what is promoted, what each node serves, the history', '/models/promoted', (out) => {
+    console.log(out.fleet ? `promoted to the fleet: ${describePromotion(out.fleet)}` : 'nothing promoted yet: serving functions are not ready');
+    for (const n of out.nodes as Record<string, any>[]) console.log(`  ${n.nodeId}: ${n.version === null ? 'nothing' : `v${n.version}`}${n.canary ? ' (canary)' : ''}${servedText(n.served)}`);
+    console.log('history (newest first):');
+    for (const p of out.history as Record<string, any>[]) console.log(`  ${describePromotion(p)}`);
+  });
 }
 
 async function promoteCommand(argv: string[]): Promise<number> {

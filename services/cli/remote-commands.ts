@@ -6,6 +6,9 @@ import { CommandError, HELP_FLAG, UsageError, flagHelp, fromNumberSchema, oneOf,
 const RUN_FIELDS = RunConfigSchema.shape;
 
 const AGGREGATOR_FLAG = { aggregator: text('the aggregator (default $EDGEFL_AGGREGATOR_URL)', { arg: 'URL' }) };
+const TOKEN_FLAG = { token: text(`admin token (default $${ENV.adminToken})`, { arg: 'TOKEN' }) };
+/** What every command that calls a running aggregator's admin API takes (edgefl train, edgefl models ...). */
+export const ADMIN_FLAGS = { ...AGGREGATOR_FLAG, ...TOKEN_FLAG };
 
 /** Only the flags given are sent: the aggregator fills in the rest of the run's configuration. */
 const TRAIN_FLAGS = {
@@ -18,7 +21,7 @@ const TRAIN_FLAGS = {
   'min-quorum': fromNumberSchema(RUN_FIELDS.minQuorum, 'updates a round needs', { optional: true }),
   fraction: fromNumberSchema(RUN_FIELDS.fraction, 'share of the nodes asked each round', { optional: true }),
   'round-timeout': fromNumberSchema(RUN_FIELDS.roundTimeoutS, 'seconds a round waits for updates', { arg: 'S', optional: true }),
-  token: text(`admin token (default $${ENV.adminToken})`, { arg: 'TOKEN' }),
+  ...TOKEN_FLAG,
   wait: toggle('follow the run until it ends'),
   ...HELP_FLAG,
 };

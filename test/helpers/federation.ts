@@ -49,6 +49,9 @@ function readBody(req: http.IncomingMessage): Promise<string> {
 }
 
 /** Never answers (its sockets stay open until the test closes it). */
+/** The federation's view of running trainers: one target per node id, in the order given. */
+export const targetsOf = (trainers: Record<string, Running>): TrainerTarget[] => Object.entries(trainers).map(([nodeId, r]) => ({ nodeId, url: r.url }));
+
 export const hangingTrainer = () => serve(() => {});
 export const statusTrainer = (status: number) =>
   serve(async (req, res) => {

@@ -76,6 +76,9 @@ export const TARGETS = {
   servingRss: (mib: number | null | undefined, requests: number) =>
     makeTarget(`serving RSS after ${requests.toLocaleString('en-US')} requests${requests < 10_000 ? ' (target is after 10,000)' : ''}`, '<=', 100, 'MiB', mib),
   trainerRss: (mib: number | null | undefined) => makeTarget('trainer RSS during an epoch (peak)', '<=', 250, 'MiB', mib),
+  /** 1.7 on 2 cores, i.e. 85 % of linear scaling. */
+  trainThreadsSpeedup: (r: number | null | undefined, threads: number) => makeTarget(`training samples/s ${threads} threads ÷ 1 thread`, '>=', Math.round(0.85 * threads * 100) / 100, '', r),
+  trainVsTorch: (r: number | null | undefined, threads: number) => makeTarget(`training samples/s ÷ PyTorch at ${threads} thread(s)`, '>=', 1, '', r),
 };
 
 // ---- markdown helpers -------------------------------------------------------------

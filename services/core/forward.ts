@@ -54,6 +54,8 @@ export function weightSpecs(spec: ModelSpec): WeightSpec[] {
 
 /** The flat weight vector (codec order) as one tensor per WeightSpec. */
 export function weightTensors(specs: readonly WeightSpec[], flat: Float32Array): tf.Tensor[] {
+  const expected = specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+  if (flat.length !== expected) throw new Error(`weight vector has ${flat.length} values, the spec needs ${expected}`);
   let at = 0;
   return specs.map((s) => {
     const size = s.shape.reduce((a, b) => a * b, 1);
@@ -141,4 +143,31 @@ export function predictWithSpec(spec: ModelSpec, weights: readonly tf.Tensor[], 
     probs.dispose();
   }
   return out;
+}
+
+/** A spec with its weights, ready to predict: what a serving function holds instead of a tfjs-layers model. */
+export class SpecModel {
+  readonly weightSpecs: readonly WeightSpec[];
+  private weights: tf.Tensor[];
+
+  constructor(readonly spec: ModelSpec, flat: Float32Array) {
+    this.weightSpecs = weightSpecs(spec);
+    this.weights = weightTensors(this.weightSpecs, flat);
+  }
+
+  /** Replaces the weights in place (a standby model taking a new version). */
+  setWeights(flat: Float32Array): void {
+    const next = weightTensors(this.weightSpecs, flat);
+    tf.dispose(this.weights);
+    this.weights = next;
+  }
+
+  /** count × classes probabilities, row-major. */
+  predict(pixels: Float32Array, count: number, chunk?: number): Float32Array {
+    return predictWithSpec(this.spec, this.weights, pixels, count, chunk);
+  }
+
+  dispose(): void {
+    tf.dispose(this.weights);
+  }
 }

@@ -1,5 +1,5 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { NUM_CLASSES, PIXELS, predictProbabilities } from '../core/model.js';
+import { NUM_CLASSES, PIXELS } from '../core/model.js';
 import { ModelNotReady } from './errors.js';
 import type { LoadedModel } from './model-holder.js';
 
@@ -110,7 +110,7 @@ export class PredictBatcher {
     const chunk = this.opts.chunk ?? 64;
     const n = Math.min(chunk, job.count - job.done);
     try {
-      const probs = predictProbabilities(job.model.model, job.pixels.subarray(job.done * PIXELS, (job.done + n) * PIXELS), n, chunk);
+      const probs = job.model.model.predict(job.pixels.subarray(job.done * PIXELS, (job.done + n) * PIXELS), n, chunk);
       job.probs.set(probs, job.done * NUM_CLASSES);
     } catch (e) {
       for (const p of job.members) p.reject(e);

@@ -2,14 +2,15 @@ import type pg from 'pg';
 import { decodeStoredWeights } from '../core/codec.js';
 import type { Logger } from '../shared/log.js';
 import type { Metrics } from '../shared/metrics.js';
-import { buildModel, predictProbabilities, referenceModelSpec, setFlatWeights, PIXELS } from '../core/model.js';
-import type { tfl } from '../core/tf.js';
+import { SpecModel, weightSpecs } from '../core/forward.js';
+import { REFERENCE_CNN, inputSize, type ModelSpec } from '../core/model-spec.js';
 import { getModel, type ModelVersion } from '../store/model-store.js';
 import { promotionHistory, reportServing } from '../store/promotion.js';
 
 export interface LoadedModel {
   version: number;
-  model: tfl.LayersModel;
+  /** The spec's forward pass on tfjs-core ops: serving never loads tfjs-layers. */
+  model: SpecModel;
   checksum: string;
   metrics: Record<string, unknown>;
   createdAt: string;
@@ -35,7 +36,7 @@ export interface LoadTimings {
 export class ModelHolder {
   current: LoadedModel | undefined;
   lastTimings: LoadTimings | undefined;
-  private standby: tfl.LayersModel | undefined;
+  private standby: SpecModel | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   /** Versions that failed their integrity check: never retried (the bytes of a version never change). */
   private readonly refused = new Set<number>();
@@ -46,6 +47,7 @@ export class ModelHolder {
     private readonly log: Logger,
     private readonly metrics?: Metrics,
     readonly nodeId?: string,
+    readonly spec: ModelSpec = REFERENCE_CNN,
   ) {}
 
   /**
@@ -102,16 +104,16 @@ export class ModelHolder {
     const t0 = performance.now();
     let flat: Float32Array;
     try {
-      flat = decodeStoredWeights(row.bytes, row.checksum, referenceModelSpec()).flat;
+      flat = decodeStoredWeights(row.bytes, row.checksum, weightSpecs(this.spec)).flat;
     } catch (e) {
       this.refused.add(row.version);
       this.log.error('refusing model version: integrity check failed; keeping the previous one', { version: row.version, err: (e as Error).message, kept: this.current?.version ?? null });
       return false;
     }
     const t1 = performance.now();
-    const target = this.standby ?? buildModel(1);
-    setFlatWeights(target, flat);
-    predictProbabilities(target, new Float32Array(PIXELS), 1); // warm-up: first predict compiles kernels
+    const target = this.standby ?? new SpecModel(this.spec, flat);
+    if (target === this.standby) target.setWeights(flat);
+    target.predict(new Float32Array(inputSize(this.spec)), 1); // warm-up: first predict compiles kernels
     const previous = this.current;
     this.current = { version: row.version, model: target, checksum: row.checksum, metrics: row.metrics, createdAt: row.createdAt, loadedAt: new Date().toISOString(), canary };
     this.standby = previous?.model;

@@ -23,6 +23,17 @@ declare namespace tfl {
   type Sequential = Layers.Sequential;
 }
 
+/**
+ * tfjs-core's CommonJS build registers no gradient functions; tfjs-layers' bundle does. So the
+ * first gradient lookup that misses loads it (only while recording a tape, i.e. training or
+ * tf.grads: inference never looks one up).
+ */
+const gradients = (globalThis as { _tfGlobals?: Map<string, unknown> })._tfGlobals?.get('gradRegistry') as Map<string, unknown> | undefined;
+if (gradients) {
+  const get = gradients.get.bind(gradients);
+  gradients.get = (name: string) => get(name) ?? (layers ? undefined : (loadLayers(), get(name)));
+}
+
 /** Whether anything in this process has used tfjs-layers yet (serving must not). */
 export const layersLoaded = (): boolean => layers !== undefined;
 

@@ -64,11 +64,17 @@ interface Replica {
 let replica: Replica | undefined;
 let generation = 0;
 
-async function reset(m: ResetMessage): Promise<void> {
-  if (tf.getBackend() !== 'wasm') {
+let backendReady: Promise<void> | undefined;
+/** Once per thread. Not tf.getBackend(): it starts the wasm backend's async set-up and answers 'wasm' before that is done. */
+const initWasm = (): Promise<void> =>
+  (backendReady ??= (async () => {
     registerWasmTrainingKernels();
     if (!(await tf.setBackend('wasm'))) throw new Error('wasm backend did not initialise in the training thread');
-  }
+    await tf.ready();
+  })());
+
+async function reset(m: ResetMessage): Promise<void> {
+  await initWasm();
   if (replica) {
     tf.dispose([...replica.vars, ...replica.anchors]);
     replica.optimizer.dispose();

@@ -51,6 +51,17 @@ describe('data-parallel training', () => {
     expect(maxAbsDiff(getFlatWeights(other), single)).toBeGreaterThan(1e-3);
   });
 
+  it('two trainings at once in one process (in-process trainers) each get their own result', async () => {
+    const opts: TrainOptions = { ...base, epochs: 1 };
+    const run = (seed: number) => {
+      const model = buildModel(seed);
+      return trainParallel(model, shard, opts, parallelPlan(model, { threads: 2 })!, shuffleInPlace).then(() => getFlatWeights(model));
+    };
+    const [a, b] = await Promise.all([run(1), run(2)]);
+    expect(maxAbsDiff(a, await run(1))).toBe(0);
+    expect(maxAbsDiff(b, await run(2))).toBe(0);
+  });
+
   it('stops between steps when asked', async () => {
     const model = buildModel(1);
     let calls = 0;

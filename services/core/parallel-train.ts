@@ -154,7 +154,22 @@ export function parallelPlan(model: tfl.LayersModel, opts: TrainOptions): { thre
  * single-threaded loop, the batch gradient summed across threads. Leaves the trained weights
  * in `model`.
  */
-export async function trainParallel(
+export function trainParallel(
+  model: tfl.LayersModel,
+  data: ImageSet,
+  opts: TrainOptions,
+  plan: { threads: number; script: string; spec: ModelSpec },
+  shuffle: (a: Uint32Array, rng: () => number) => void,
+): Promise<TrainResult> {
+  // One training at a time per pool: the threads hold one replica each (several in-process trainers share them).
+  const run = turn.then(() => trainOnPool(model, data, opts, plan, shuffle));
+  turn = run.catch(() => undefined);
+  return run;
+}
+
+let turn: Promise<unknown> = Promise.resolve();
+
+async function trainOnPool(
   model: tfl.LayersModel,
   data: ImageSet,
   opts: TrainOptions,

@@ -154,15 +154,9 @@ export function parallelPlan(model: tfl.LayersModel, opts: TrainOptions): { thre
  * single-threaded loop, the batch gradient summed across threads. Leaves the trained weights
  * in `model`.
  */
-export function trainParallel(
-  model: tfl.LayersModel,
-  data: ImageSet,
-  opts: TrainOptions,
-  plan: { threads: number; script: string; spec: ModelSpec },
-  shuffle: (a: Uint32Array, rng: () => number) => void,
-): Promise<TrainResult> {
+export function trainParallel(...args: Parameters<typeof trainOnPool>): Promise<TrainResult> {
   // One training at a time per pool: the threads hold one replica each (several in-process trainers share them).
-  const run = turn.then(() => trainOnPool(model, data, opts, plan, shuffle));
+  const run = turn.then(() => trainOnPool(...args));
   turn = run.catch(() => undefined);
   return run;
 }

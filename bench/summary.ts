@@ -44,7 +44,7 @@ export const summary = benchmark({
       const batchMs = median(batchTimes);
       const batchIps = (p.batch * 1000) / batchMs;
       const efficiency = ratio(batchIps, cb?.images_per_s);
-      const warmHeadline = Object.fromEntries(Object.entries(warm).map(([k, w]) => [k, { p50_ms: w.p50_ms, p90_ms: w.p90_ms, p99_ms: w.p99_ms, rps: w.rps }]));
+      const warmHeadline = Object.fromEntries(Object.entries(warm).map(([k, w]) => [k, { p50_ms: w.p50_ms, p90_ms: w.p90_ms, p99_ms: w.p99_ms, rps: w.rps, rps_vs_inprocess: ratio(w.rps, c1?.calls_per_s) }]));
       const headline = {
         cold_start_ms: { min: coldSummary.total_ms.min, median: coldSummary.total_ms.median, p90: coldSummary.total_ms.p90 },
         warm: warmHeadline,
@@ -54,7 +54,7 @@ export const summary = benchmark({
         trainer_rss_mib: trainer.peak_rss_mib,
       };
       const targets = [TARGETS.coldStartMedian(coldSummary.total_ms.median)];
-      if (warm.c10) targets.push(TARGETS.warmC10P50(warm.c10.p50_ms), TARGETS.warmC10P99(warm.c10.p99_ms));
+      if (warm.c10) targets.push(TARGETS.warmC10P50(warm.c10.p50_ms), TARGETS.warmC10P99(warm.c10.p99_ms), TARGETS.warmC10TailRatio(warm.c10.p99_ms, warm.c10.p50_ms), TARGETS.warmC10RpsVsInProcess(warmHeadline.c10?.rps_vs_inprocess));
       if (p.batch === 100) targets.push(TARGETS.batch100Efficiency(efficiency));
       targets.push(TARGETS.servingRss(serving.after_rss_mib, serving.requests), TARGETS.trainerRss(trainer.peak_rss_mib));
       return {

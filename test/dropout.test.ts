@@ -41,11 +41,12 @@ describe('dropout masks', () => {
   });
 
   it('training draws a fresh seed per step, reproducibly, so the round changes the result', async () => {
+    // One thread: this reads the seed the tfjs-layers loop sets on its Dropout layer (the threads draw the same masks themselves; test/parallel-train.test.ts).
     const train = async (round: number) => {
       const model = buildModel(1);
       const seeds: number[] = [];
       const drop = model.getLayer('drop2') as unknown as { seed: number };
-      await trainLocal(model, shard, { epochs: 1, batchSize: 16, learningRate: 0.01, seed: 5, dropout: { runSeed: 5, node: 'node-0', round }, onProgress: () => void seeds.push(drop.seed) });
+      await trainLocal(model, shard, { threads: 1, epochs: 1, batchSize: 16, learningRate: 0.01, seed: 5, dropout: { runSeed: 5, node: 'node-0', round }, onProgress: () => void seeds.push(drop.seed) });
       return { seeds, weights: getFlatWeights(model) };
     };
     const a = await train(1);

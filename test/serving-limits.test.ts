@@ -3,7 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { PNG } from 'pngjs';
 import { initBackend } from '../services/core/backend.js';
-import { buildModel, PIXELS } from '../services/core/model.js';
+import { buildModel, getFlatWeights, PIXELS } from '../services/core/model.js';
+import { SpecModel } from '../services/core/forward.js';
+import { REFERENCE_CNN } from '../services/core/model-spec.js';
 import { createLogger } from '../services/shared/log.js';
 import { WorkBudget } from '../services/serving/admission.js';
 import { createServingApp } from '../services/serving/app.js';
@@ -22,7 +24,7 @@ const log = createLogger({ service: 'limits-test' }, 'error', () => {});
 
 beforeAll(async () => {
   await initBackend('wasm');
-  loaded = { version: 3, model: buildModel(1), checksum: 'c', metrics: {}, createdAt: '', loadedAt: '' };
+  loaded = { version: 3, model: new SpecModel(REFERENCE_CNN, getFlatWeights(buildModel(1))), checksum: 'c', metrics: {}, createdAt: '', loadedAt: '' };
 });
 
 afterAll(async () => {

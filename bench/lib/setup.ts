@@ -8,13 +8,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { initBackend, type BackendInfo } from '../../services/core/backend.js';
 import { encodeWeights, sha256Hex } from '../../services/core/codec.js';
-import { buildModel, getFlatWeights, modelSpec, predictProbabilities, setFlatWeights, PIXELS } from '../../services/core/model.js';
+import { buildModel, getFlatWeights, modelSpec, PIXELS } from '../../services/core/model.js';
 import { openDatabase, type Database } from '../../services/store/database.js';
 import { publishModel } from '../../services/store/model-store.js';
 import { promote } from '../../services/store/promotion.js';
 import { loadBuiltinDigits } from '../../datasets/builtin-mnist.js';
 import { registerCleanup, stopAll } from '../../services/harness/process.js';
 import { median, round } from './stats.js';
+import { SpecModel } from '../../services/core/forward.js';
+import { REFERENCE_CNN } from '../../services/core/model-spec.js';
 
 export interface BenchEnv {
   db: Database;
@@ -147,18 +149,18 @@ export interface CeilingRow {
  * request can at best reach. Each size is timed for about `budgetMs` (at least 3 calls).
  */
 export function measureCeiling(flat: Float32Array, sizes: readonly number[], budgetMs = 1000): CeilingRow[] {
-  const model = buildModel(7);
-  setFlatWeights(model, flat);
+  // The predict path serving runs (the spec's forward pass on core ops), so served ÷ in-process measures HTTP and batching only.
+  const model = new SpecModel(REFERENCE_CNN, flat);
   try {
-    predictProbabilities(model, digitPixels(1), 1); // compile kernels once
+    model.predict(digitPixels(1), 1); // compile kernels once
     return sizes.map((batch) => {
       const px = digitPixels(batch);
-      predictProbabilities(model, px, batch); // warm-up for this shape
+      model.predict(px, batch); // warm-up for this shape
       const times: number[] = [];
       const until = performance.now() + budgetMs;
       while (times.length < 3 || (performance.now() < until && times.length < 2000)) {
         const t = performance.now();
-        predictProbabilities(model, px, batch);
+        model.predict(px, batch);
         times.push(performance.now() - t);
       }
       const ms = median(times);

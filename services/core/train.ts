@@ -3,6 +3,8 @@ import { classesOf, dropoutStepSeed, inputShapeOf, inputSizeOf, seedDropout } fr
 import { createRng } from '../../datasets/rng.js';
 import type { ImageSet } from '../../datasets/types.js';
 import { TrainingProgress } from './train-progress.js';
+import { parallelPlan, trainParallel } from './parallel-train.js';
+import type { ModelSpec } from './model-spec.js';
 
 export type OptimizerName = 'adam' | 'sgd';
 
@@ -21,6 +23,10 @@ export interface TrainOptions {
   onEpoch?: (epoch: number, loss: number, accuracy: number, samplesPerSecond: number) => void;
   /** Samples done in the current epoch, for progress bars. */
   onProgress?: (epoch: number, done: number, total: number) => void;
+  /** Data-parallel threads (parallel-train.ts); default EDGEFL_TRAIN_THREADS, else every CPU the function is given. */
+  threads?: number;
+  /** The spec `model` was built from (default the reference CNN); the threads rebuild its forward pass. */
+  spec?: ModelSpec;
 }
 
 export interface TrainResult {
@@ -45,6 +51,8 @@ function makeOptimizer(name: OptimizerName, lr: number): tf.Optimizer {
  */
 export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: TrainOptions): Promise<TrainResult> {
   if (data.count === 0) throw new Error('cannot train on an empty shard');
+  const plan = parallelPlan(model, opts);
+  if (plan) return trainParallel(model, data, opts, plan, shuffleInPlace);
   const rng = createRng(opts.seed ?? 1);
   const dropout = opts.dropout ?? { runSeed: opts.seed ?? 1, node: '', round: 0 };
   const optimizer = makeOptimizer(opts.optimizer ?? 'adam', opts.learningRate);
@@ -123,7 +131,7 @@ function trainStep(
   return { loss, correct };
 }
 
-function shuffleInPlace(a: Uint32Array, rng: () => number): void {
+export function shuffleInPlace(a: Uint32Array, rng: () => number): void {
   for (let i = a.length - 1; i > 0; i--) {
     const j = Math.floor(rng() * (i + 1));
     const t = a[i]!;

@@ -1,5 +1,5 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { classesOf, inputShapeOf, inputSizeOf, predictProbabilities } from '../core/model.js';
+import { inputSize } from '../core/model-spec.js';
 import { InvalidInput, ModelNotReady } from './errors.js';
 import type { LoadedModel } from './model-holder.js';
 
@@ -93,10 +93,10 @@ export class PredictBatcher {
       for (const p of members) p.reject(new ModelNotReady());
       return;
     }
-    const [PIXELS, NUM_CLASSES] = [inputSizeOf(model.model), classesOf(model.model)];
+    const [PIXELS, NUM_CLASSES] = [inputSize(model.model.spec), model.model.spec.classes];
     // A swap to a model of another input shape while these waited: their images were checked against the old one.
     const stale = members.filter((p) => p.pixels.length !== p.count * PIXELS);
-    for (const p of stale) p.reject(new InvalidInput('model_changed', `the served model changed to one taking ${inputShapeOf(model.model).join('x')} inputs while this request waited; resend it in that shape`));
+    for (const p of stale) p.reject(new InvalidInput('model_changed', `the served model changed to one taking ${model.model.spec.inputShape.join('x')} inputs while this request waited; resend it in that shape`));
     if (stale.length) {
       members = members.filter((p) => !stale.includes(p));
       count = members.reduce((n, p) => n + p.count, 0);
@@ -118,9 +118,9 @@ export class PredictBatcher {
   private step(job: Job): boolean {
     const chunk = this.opts.chunk ?? 64;
     const n = Math.min(chunk, job.count - job.done);
-    const [PIXELS, NUM_CLASSES] = [inputSizeOf(job.model.model), classesOf(job.model.model)];
+    const [PIXELS, NUM_CLASSES] = [inputSize(job.model.model.spec), job.model.model.spec.classes];
     try {
-      const probs = predictProbabilities(job.model.model, job.pixels.subarray(job.done * PIXELS, (job.done + n) * PIXELS), n, chunk);
+      const probs = job.model.model.predict(job.pixels.subarray(job.done * PIXELS, (job.done + n) * PIXELS), n, chunk);
       job.probs.set(probs, job.done * NUM_CLASSES);
     } catch (e) {
       for (const p of job.members) p.reject(e);

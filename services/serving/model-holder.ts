@@ -2,16 +2,16 @@ import type pg from 'pg';
 import { decodeStoredWeights } from '../core/codec.js';
 import type { Logger } from '../shared/log.js';
 import type { Metrics } from '../shared/metrics.js';
-import { buildModel, predictProbabilities, setFlatWeights, tensorSpecsOf } from '../core/model.js';
+import { SpecModel, weightSpecs } from '../core/forward.js';
 import { inputSize, specKey, type ModelSpec } from '../core/model-spec.js';
 import { versionModelSpec } from '../store/run-model.js';
-import type { tfl } from '../core/tf.js';
 import { getModel, type ModelVersion } from '../store/model-store.js';
 import { promotionHistory, reportServing } from '../store/promotion.js';
 
 export interface LoadedModel {
   version: number;
-  model: tfl.LayersModel;
+  /** The spec's forward pass on tfjs-core ops: serving never loads tfjs-layers. */
+  model: SpecModel;
   checksum: string;
   metrics: Record<string, unknown>;
   createdAt: string;
@@ -39,8 +39,7 @@ export interface LoadTimings {
 export class ModelHolder {
   current: LoadedModel | undefined;
   lastTimings: LoadTimings | undefined;
-  private standby: tfl.LayersModel | undefined;
-  private standbySpec: ModelSpec | undefined;
+  private standby: SpecModel | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   /** Versions that failed their integrity check: never retried (the bytes of a version never change). */
   private readonly refused = new Set<number>();
@@ -108,23 +107,22 @@ export class ModelHolder {
     const t0 = performance.now();
     let flat: Float32Array;
     try {
-      flat = decodeStoredWeights(row.bytes, row.checksum, tensorSpecsOf(spec)).flat;
+      flat = decodeStoredWeights(row.bytes, row.checksum, weightSpecs(spec)).flat;
     } catch (e) {
       this.refused.add(row.version);
       this.log.error('refusing model version: integrity check failed; keeping the previous one', { version: row.version, err: (e as Error).message, kept: this.current?.version ?? null });
       return false;
     }
     const t1 = performance.now();
-    // The standby is reused only for the same model; another spec needs its own layers.
-    const sameModel = this.standbySpec !== undefined && specKey(this.standbySpec) === specKey(spec);
+    // The standby is reused only for the same model; another spec has other weight shapes.
+    const sameModel = this.standby !== undefined && specKey(this.standby.spec) === specKey(spec);
     if (this.standby && !sameModel) this.standby.dispose();
-    const target = sameModel && this.standby ? this.standby : buildModel(1, spec);
-    setFlatWeights(target, flat);
-    predictProbabilities(target, new Float32Array(inputSize(spec)), 1); // warm-up: first predict compiles kernels
+    const target = sameModel ? this.standby! : new SpecModel(spec, flat);
+    if (sameModel) target.setWeights(flat);
+    target.predict(new Float32Array(inputSize(spec)), 1); // warm-up: first predict compiles kernels
     const previous = this.current;
     this.current = { version: row.version, model: target, checksum: row.checksum, metrics: row.metrics, createdAt: row.createdAt, loadedAt: new Date().toISOString(), canary, spec };
     this.standby = previous?.model;
-    this.standbySpec = previous?.spec;
     const t2 = performance.now();
     this.lastTimings = { fetchMs, decodeMs: t1 - t0, installMs: t2 - t1 };
     this.metrics?.modelVersion.set(row.version);

@@ -1,0 +1,219 @@
+/**
+ * Data-parallel training on every core the function is given: each batch is split by rows
+ * across worker threads (parallel-worker.ts), each with its own wasm backend and a replica of
+ * the weights and optimiser; the threads sum their gradients through shared memory and apply
+ * the same update, so the result is the single-threaded one up to float error (the batch
+ * gradient is summed in a different order). The main thread only deals out rows, so the event
+ * loop stays free for health checks while a round trains.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { createRng } from '../../datasets/rng.js';
+import type { ImageSet } from '../../datasets/types.js';
+import { weightSpecs } from './forward.js';
+import { dropoutStepSeed, getFlatWeights, modelSpec, setFlatWeights } from './model.js';
+import { REFERENCE_CNN, inputSize, type ModelSpec } from './model-spec.js';
+import type { tfl } from './tf.js';
+import { TrainingProgress } from './train-progress.js';
+import type { TrainOptions, TrainResult } from './train.js';
+import type { WorkerReply, WorkerRequest } from './parallel-worker.js';
+
+/** CPUs in a cgroup v2 quota ("200000 100000" → 2), or undefined without one (Knative's CPU limit lands here). */
+export function cgroupCpus(cpuMax: string | undefined): number | undefined {
+  const [quota, period] = (cpuMax ?? '').trim().split(/\s+/);
+  if (!quota || quota === 'max' || !period) return undefined;
+  const cpus = Number(quota) / Number(period);
+  return Number.isFinite(cpus) && cpus > 0 ? Math.max(1, Math.floor(cpus)) : undefined;
+}
+
+function readCpuMax(): string | undefined {
+  try {
+    return readFileSync('/sys/fs/cgroup/cpu.max', 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Training threads: EDGEFL_TRAIN_THREADS, else every CPU the function is given (the cgroup quota, at most the cores). */
+export function trainThreads(env: NodeJS.ProcessEnv = process.env, cpuMax: string | undefined = readCpuMax(), cores = os.availableParallelism()): number {
+  const forced = Number(env.EDGEFL_TRAIN_THREADS);
+  if (Number.isInteger(forced) && forced >= 1) return Math.min(forced, 64);
+  return Math.max(1, Math.min(cores, cgroupCpus(cpuMax) ?? cores));
+}
+
+/** The compiled worker: next to this file when running from dist, else dist's copy (tests run the TypeScript). */
+export function workerScript(): string | undefined {
+  const here = fileURLToPath(import.meta.url);
+  const sibling = path.join(path.dirname(here), 'parallel-worker.js');
+  if (here.endsWith('.js')) return existsSync(sibling) ? sibling : undefined;
+  const built = path.resolve(path.dirname(here), '../../dist/services/core/parallel-worker.js');
+  return existsSync(built) ? built : undefined;
+}
+
+/** A fixed set of training threads; kept between rounds so a round does not pay for their start-up. */
+class TrainingPool {
+  private readonly workers: Worker[];
+  broken = false;
+
+  constructor(readonly threads: number, script: string) {
+    this.workers = Array.from({ length: threads }, () => {
+      const w = new Worker(script);
+      w.unref(); // an idle pool never keeps the process alive
+      w.on('error', () => (this.broken = true));
+      w.on('exit', () => (this.broken = true));
+      return w;
+    });
+  }
+
+  /** Sends one request to every thread and waits for all replies; any error breaks the pool. */
+  async all(messages: WorkerRequest[], transfer: (m: WorkerRequest) => ArrayBuffer[] = () => []): Promise<WorkerReply[]> {
+    try {
+      return await Promise.all(this.workers.map((w, i) => ask(w, messages[i]!, transfer(messages[i]!))));
+    } catch (e) {
+      await this.close();
+      throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.broken = true;
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
+function ask(w: Worker, message: WorkerRequest, transfer: ArrayBuffer[]): Promise<WorkerReply> {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      w.off('message', onMessage);
+      w.off('error', onError);
+      w.off('exit', onExit);
+    };
+    const onMessage = (r: WorkerReply) => {
+      cleanup();
+      if (r.type === 'error') reject(new Error(`training thread failed: ${r.message}`));
+      else resolve(r);
+    };
+    const onError = (e: Error) => (cleanup(), reject(e));
+    const onExit = (code: number) => (cleanup(), reject(new Error(`training thread exited (${code})`)));
+    w.on('message', onMessage);
+    w.on('error', onError);
+    w.on('exit', onExit);
+    w.postMessage(message, transfer);
+  });
+}
+
+let pool: TrainingPool | undefined;
+
+function poolOf(threads: number, script: string): TrainingPool {
+  if (pool && !pool.broken && pool.threads === threads) return pool;
+  void pool?.close();
+  pool = new TrainingPool(threads, script);
+  return pool;
+}
+
+/** Stops the training threads (tests and benchmarks; a serverless function just exits). */
+export async function closeTrainingPool(): Promise<void> {
+  await pool?.close();
+  pool = undefined;
+}
+
+/** Rows [start, end) of an n-row batch for each of `threads` threads, as even as possible, leading threads larger. */
+export function splitRows(n: number, threads: number): Array<[number, number]> {
+  const base = Math.floor(n / threads);
+  const extra = n % threads;
+  let at = 0;
+  return Array.from({ length: threads }, (_, t) => {
+    const size = base + (t < extra ? 1 : 0);
+    const range: [number, number] = [at, at + size];
+    at += size;
+    return range;
+  });
+}
+
+/** Whether `model` is the spec's model (same weight names and shapes), which the threads rebuild from the spec. */
+export function modelMatchesSpec(model: tfl.LayersModel, spec: ModelSpec): boolean {
+  const a = modelSpec(model);
+  const b = weightSpecs(spec);
+  return a.length === b.length && a.every((t, i) => t.name === b[i]!.name && t.shape.join() === b[i]!.shape.join());
+}
+
+/** Whether trainLocal should hand this call to the threads. */
+export function parallelPlan(model: tfl.LayersModel, opts: TrainOptions): { threads: number; script: string; spec: ModelSpec } | undefined {
+  const threads = opts.threads ?? trainThreads();
+  const spec = opts.spec ?? REFERENCE_CNN;
+  const script = threads > 1 ? workerScript() : undefined;
+  if (!script || !modelMatchesSpec(model, spec)) return undefined;
+  return { threads, script, spec };
+}
+
+/**
+ * trainLocal on `threads` threads: the same shuffles, batches and dropout masks as the
+ * single-threaded loop, the batch gradient summed across threads. Leaves the trained weights
+ * in `model`.
+ */
+export function trainParallel(...args: Parameters<typeof trainOnPool>): Promise<TrainResult> {
+  // One training at a time per pool: the threads hold one replica each (several in-process trainers share them).
+  const run = turn.then(() => trainOnPool(...args));
+  turn = run.catch(() => undefined);
+  return run;
+}
+
+let turn: Promise<unknown> = Promise.resolve();
+
+async function trainOnPool(
+  model: tfl.LayersModel,
+  data: ImageSet,
+  opts: TrainOptions,
+  plan: { threads: number; script: string; spec: ModelSpec },
+  shuffle: (a: Uint32Array, rng: () => number) => void,
+): Promise<TrainResult> {
+  if (data.count === 0) throw new Error('cannot train on an empty shard');
+  const { threads, spec } = plan;
+  const p = poolOf(threads, plan.script);
+  const size = inputSize(spec);
+  const flat = getFlatWeights(model);
+  const grads = new SharedArrayBuffer(2 * threads * flat.length * 4);
+  const barrier = new SharedArrayBuffer(4);
+  const common = { spec, flat, optimizer: opts.optimizer ?? 'adam', learningRate: opts.learningRate, proximalMu: opts.proximalMu ?? 0, grads, barrier, threads } as const;
+  await p.all(Array.from({ length: threads }, (_, index) => ({ type: 'reset', ...common, index })));
+
+  const rng = createRng(opts.seed ?? 1);
+  const dropout = opts.dropout ?? { runSeed: opts.seed ?? 1, node: '', round: 0 };
+  const order = Uint32Array.from({ length: data.count }, (_, i) => i);
+  const progress = new TrainingProgress(data.count, opts);
+  let stopped = false;
+  for (let epoch = 0; epoch < opts.epochs && !stopped; epoch++) {
+    shuffle(order, rng);
+    progress.startEpoch(epoch);
+    for (let start = 0; start < data.count; start += opts.batchSize) {
+      if (opts.shouldStop?.()) {
+        stopped = true;
+        break;
+      }
+      const n = Math.min(opts.batchSize, data.count - start);
+      const dropoutSeed = dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, progress.steps);
+      const messages: WorkerRequest[] = splitRows(n, threads).map(([from, to]) => {
+        const pixels = new Float32Array((to - from) * size);
+        const labels = new Int32Array(to - from);
+        for (let i = from; i < to; i++) {
+          const src = order[start + i]!;
+          pixels.set(data.images.subarray(src * size, (src + 1) * size), (i - from) * size);
+          labels[i - from] = data.labels[src]!;
+        }
+        return { type: 'step', pixels, labels, offset: from, total: n, dropoutSeed };
+      });
+      const replies = await p.all(messages, (m) => (m.type === 'step' ? [m.pixels.buffer as ArrayBuffer, m.labels.buffer as ArrayBuffer] : []));
+      let lossSum = 0;
+      let correct = 0;
+      for (const r of replies) if (r.type === 'stepped') (lossSum += r.lossSum), (correct += r.correct);
+      await progress.step(n, lossSum, correct);
+    }
+    progress.endEpoch();
+  }
+  const [first] = await p.all(Array.from({ length: threads }, () => ({ type: 'weights' }) as const));
+  if (first?.type === 'weights') setFlatWeights(model, first.flat);
+  return progress.result(stopped);
+}

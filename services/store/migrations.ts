@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { SECAGG_MIGRATION_SQL } from './secagg.js';
 
 /**
  * Versioned schema. Append new entries; never edit an applied one. Applied under a
@@ -136,6 +137,7 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       );
     `,
   },
+  { version: 7, name: 'secure aggregation: round keys, sealed shares, masked inputs, unmask answers', sql: SECAGG_MIGRATION_SQL },
 ];
 
 const LOCK_KEY = 0x6564_6766; // "edgf"

@@ -14,6 +14,7 @@ import { privacyMetrics, trainWithPrivacy } from './private-round.js';
 import type { ImageSet } from '../../datasets/types.js';
 import { findUpdate, getModel, getRound, insertUpdate, type UpdateMeta } from '../store/model-store.js';
 import { MAX_BATCH_SIZE, parseTrainRequest, type TrainRequest } from './train-request.js';
+import { sendStageReply, runSecaggStage, storeMaskedInput } from './secagg-round.js';
 
 export interface TrainerDeps {
   pool: pg.Pool;
@@ -27,6 +28,8 @@ export interface TrainerDeps {
   /** The largest batchSize this trainer's memory allows (default MAX_BATCH_SIZE). */
   maxBatchSize?: number;
   metrics?: Metrics;
+  /** The node's long-term secret (services/shared/node-secret.ts); without it the node refuses secure-aggregation rounds. */
+  nodeSecret?: Buffer;
 }
 
 /** Seconds the caller should wait when this instance is busy: about one training's length. */
@@ -50,6 +53,7 @@ export function createTrainerApp(deps: TrainerDeps) {
   let lastDurationS = DEFAULT_RETRY_AFTER_S;
   const cached: { version?: number; flat?: Float32Array } = {};
   const source = `/edgefl/trainer/${deps.nodeId}`;
+  const secagg = { pool: deps.pool, nodeId: deps.nodeId, invokeSecret: deps.invokeSecret, nodeSecret: deps.nodeSecret, sampleCount: deps.shard.count };
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', (_req, res) => void res.json({ status: 'ready', node: deps.nodeId, busy: Boolean(busy), samples: deps.shard.count }));
@@ -80,6 +84,8 @@ export function createTrainerApp(deps: TrainerDeps) {
         return reply(res, event.mode, existing, false);
       }
       await refuseClosedRound(deps.pool, request);
+      const staged = request.secagg ? await runSecaggStage(secagg, { ...request, secagg: request.secagg }, log) : undefined;
+      if (staged) return sendStageReply(res, source, request, staged, event.mode);
       if (busy) {
         const retry = Math.max(1, Math.ceil(lastDurationS - (Date.now() - busy.since) / 1000));
         throw new HttpError(429, 'busy', `node ${deps.nodeId} is training run ${busy.runId} round ${busy.round}`, { 'Retry-After': String(retry) });
@@ -140,6 +146,8 @@ export function createTrainerApp(deps: TrainerDeps) {
       samplesPerSecond: Math.round(result.samplesPerSecond),
       ...privacyMetrics(result),
     };
+    // Secure aggregation: only the masked form of the update is stored.
+    if (request.secagg) return storeMaskedInput(secagg, { ...request, secagg: request.secagg }, global, getFlatWeights(deps.model), metricsOut, result.durationMs);
     const { update, created } = await insertUpdate(deps.pool, {
       runId: request.runId,
       round: request.round,

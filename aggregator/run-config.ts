@@ -3,6 +3,7 @@ import { asObject } from '../services/http/validate.js';
 import { badRequest } from '../services/http/errors.js';
 import { STRATEGIES, createStrategy, type StrategyName } from './strategies.js';
 import { dpConfigSchema, dpStrategyIssue } from '../services/core/privacy/config.js';
+import { SECAGG_RUN_FIELDS, secaggIssue } from './secagg/config.js';
 
 /**
  * Everything that defines a training run, as one schema: its defaults are the only ones
@@ -43,6 +44,8 @@ export const RunConfigSchema = z
     minImprovement: z.number().min(0).max(1).default(0),
     /** Differential privacy (services/core/privacy/config.ts): record-level DP-SGD on the nodes or client-level DP-FedAvg. */
     dp: dpConfigSchema.nullable().default(null),
+    /** Secure aggregation (aggregator/secagg/config.ts): threshold and quantization of strategy secagg-fedavg. */
+    ...SECAGG_RUN_FIELDS,
   })
   .strict();
 
@@ -63,6 +66,8 @@ export function parseRunConfig(body: unknown, defaults: Partial<RunConfig> = {})
   const config = parsed.data;
   const dpIssue = dpStrategyIssue(config.strategy, config.dp);
   if (dpIssue) throw badRequest('invalid_field', dpIssue);
+  const secureIssue = secaggIssue(config);
+  if (secureIssue) throw badRequest('invalid_field', secureIssue);
   const strategy = createStrategy(config.strategy, config);
   if (config.strategy === 'trimmed-mean' && !Number.isFinite(strategy.minUpdates)) {
     throw badRequest('invalid_field', `'trimFraction' must be > 0 for trimmed-mean: it has to cut at least one value per side to be robust`);

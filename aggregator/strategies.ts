@@ -11,9 +11,11 @@
  */
 import type { TrainerTarget } from './invoke.js';
 import type { RunConfig } from './run-config.js';
-import { chooseNodes } from './round/plan.js';
+import { chooseNodes, type RoundPlan } from './round/plan.js';
+import type { NodeRoundResult, RoundContext } from './round/types.js';
 import { coordinateWise, median, trimmedMean, weightedMean } from './round/aggregate.js';
 import { dpFedAvg } from './dp-fedavg-strategy.js';
+import { secaggFedAvg } from './secagg-strategy.js';
 
 export { clipToNorm, l2Distance, median, trimmedMean, weightedMean, type RoundAggregator } from './round/aggregate.js';
 
@@ -61,12 +63,30 @@ export interface Strategy {
   saveState?(): Buffer | undefined;
   /** Restores what saveState returned, when a run resumes in a new process. */
   loadState?(state: Buffer): void;
+  /**
+   * Replaces the driver's fit, screen and aggregate steps for a strategy that must run its
+   * own protocol with the nodes (secure aggregation); undefined when the run was aborted.
+   */
+  runRound?(round: OwnRound): Promise<OwnRoundResult | undefined>;
 }
+
+/** What the driver hands a strategy that runs the round itself. */
+export interface OwnRound {
+  ctx: RoundContext;
+  runId: string;
+  plan: RoundPlan;
+  global: Float32Array;
+  config: RunConfig;
+  strategy: Strategy;
+  signal: AbortSignal;
+}
+
+export type OwnRoundResult = { nodes: NodeRoundResult[]; next: Float32Array; aggregationMs: number } | { nodes: NodeRoundResult[]; failure: string; accepted: number };
 
 /** The run settings a strategy reads. */
 export type StrategyConfig = Pick<
   RunConfig,
-  'fraction' | 'seed' | 'epochs' | 'batchSize' | 'learningRate' | 'optimizer' | 'proximalMu' | 'serverMomentum' | 'serverLearningRate' | 'trimFraction' | 'dp'
+  'fraction' | 'seed' | 'epochs' | 'batchSize' | 'learningRate' | 'optimizer' | 'proximalMu' | 'serverMomentum' | 'serverLearningRate' | 'trimFraction' | 'dp' | 'secagg'
 >;
 export type StrategyFactory = (config: StrategyConfig) => Strategy;
 
@@ -164,6 +184,7 @@ const REGISTRY = {
   median: medianStrategy,
   'trimmed-mean': trimmedMeanStrategy,
   'dp-fedavg': dpFedAvg,
+  'secagg-fedavg': secaggFedAvg,
 } satisfies Record<string, StrategyFactory>;
 
 export type StrategyName = keyof typeof REGISTRY;

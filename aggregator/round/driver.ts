@@ -1,7 +1,7 @@
 import { referenceModelSpec } from '../../services/core/model.js';
 import * as store from '../../services/store/model-store.js';
 import type { RunConfig } from '../run-config.js';
-import type { ScreenedUpdate, Strategy } from '../strategies.js';
+import type { OwnRound, OwnRoundResult, ScreenedUpdate, Strategy } from '../strategies.js';
 import { fitRound, loadGlobal, openPlannedRound } from './fit.js';
 import { planRound, type RoundPlan } from './plan.js';
 import { publishRound, recordFailedRound } from './record.js';
@@ -28,21 +28,11 @@ export async function runRound(ctx: RoundContext, run: store.RunRow, strategy: S
   const plan = planRound({ round, strategy, trainers: await withinBudget(ctx.pool, await ctx.trainers(), config, run.id), config, latestVersion: run.latestVersion!, existing, now: started });
   const global = await loadGlobal(ctx, plan.baseVersion);
   await openPlannedRound(ctx, run.id, plan, strategy.name, { epochs: config.epochs, batchSize: config.batchSize, learningRate: config.learningRate });
-  const outcomes = await fitRound(ctx, run.id, plan, signal);
-  if (signal.aborted) return undefined;
-
-  const selected = plan.instructions.map((i) => i.target.nodeId);
-  const updates = updatesInTime(await store.listUpdates(ctx.pool, run.id, round), { ...plan, selected });
-  const nodes = nodeResults(selected, updates, outcomes);
-  const aggStart = Date.now();
-  let next: Float32Array;
-  try {
-    next = await strategy.aggregateFit(global, screened(ctx, updates, nodes, global, config, plan, strategy));
-  } catch (e) {
-    if (!(e instanceof RoundShortfall)) throw e;
-    return recordFailedRound(ctx, run.id, plan, nodes, e.message, e.accepted, started);
-  }
-  const aggregationMs = Date.now() - aggStart;
+  // A strategy that runs its own protocol with the nodes (secure aggregation) replaces fit, screen and aggregate.
+  const fitted = await (strategy.runRound ?? fitAndAggregate)({ ctx, runId: run.id, plan, global, config, strategy, signal });
+  if (!fitted) return undefined;
+  if ('failure' in fitted) return recordFailedRound(ctx, run.id, plan, fitted.nodes, fitted.failure, fitted.accepted, started);
+  const { next, nodes, aggregationMs } = fitted;
   const evalStart = Date.now();
   const evaluation = ctx.evaluate(next);
   const test = ctx.test(next);
@@ -52,6 +42,23 @@ export async function runRound(ctx: RoundContext, run: store.RunRow, strategy: S
   // Decide: the run's policy, on the validation figure, against what is promoted now.
   const promotion = await ctx.promotion.decide({ round, policy: config.promote, minImprovement: config.minImprovement, validationAccuracy: evaluation.accuracy, testAccuracy: test.accuracy });
   return publishRound(ctx, run, plan, next, evaluation, nodes, { started, aggregationMs, evaluationMs }, strategy.saveState?.(), { test, ...promotion });
+}
+
+/** The plain round: invoke the trainers, then screen and fold their stored updates as they stream. */
+async function fitAndAggregate({ ctx, runId, plan, global, config, strategy, signal }: OwnRound): Promise<OwnRoundResult | undefined> {
+  const outcomes = await fitRound(ctx, runId, plan, signal);
+  if (signal.aborted) return undefined;
+  const selected = plan.instructions.map((i) => i.target.nodeId);
+  const updates = updatesInTime(await store.listUpdates(ctx.pool, runId, plan.round), { ...plan, selected });
+  const nodes = nodeResults(selected, updates, outcomes);
+  const aggStart = Date.now();
+  try {
+    const next = await strategy.aggregateFit(global, screened(ctx, updates, nodes, global, config, plan, strategy));
+    return { next, nodes, aggregationMs: Date.now() - aggStart };
+  } catch (e) {
+    if (!(e instanceof RoundShortfall)) throw e;
+    return { nodes, failure: e.message, accepted: e.accepted };
+  }
 }
 
 /** Screens the round's stored updates one at a time, yielding those that count; ends with RoundShortfall when too few did. */

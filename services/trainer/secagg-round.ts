@@ -10,7 +10,7 @@ import { HttpError } from '../http/errors.js';
 import { EVENT_TYPES, encodeEvent, makeEvent, type EventMode } from '../http/cloudevents.js';
 import { messageTag, type RoundId } from '../core/secagg/keys.js';
 import { wordsToBytes } from '../core/secagg/masking.js';
-import { advertise, deriveRoundKeys, encodeInput, maskedInput, openPeerShares, roster, shareKeys, type Advertised } from '../core/secagg/protocol.js';
+import { advertise, advertisedPayload, deriveRoundKeys, encodeInput, maskedInput, openPeerShares, roster, shareKeys, type Advertised } from '../core/secagg/protocol.js';
 import { encodeShare } from '../core/secagg/shamir.js';
 import * as db from '../store/secagg.js';
 import type { Logger } from '../shared/log.js';
@@ -40,8 +40,6 @@ function secrets(deps: SecaggDeps): { invokeSecret: string; nodeSecret: Buffer }
   return { invokeSecret: deps.invokeSecret, nodeSecret: deps.nodeSecret };
 }
 
-const keyPayload = (a: Advertised) => Buffer.concat([a.cPublic, a.sPublic, Buffer.from(a.selfSeedCommitment)]);
-
 /** The advertised keys of `ids`, each checked against its tag; a missing or forged one is refused. */
 export async function verifiedKeys(pool: pg.Pool, invokeSecret: string, round: RoundId, ids: readonly string[]): Promise<Advertised[]> {
   const rows = new Map((await db.listKeys(pool, round, ids)).map((r) => [r.nodeId, r]));
@@ -49,7 +47,7 @@ export async function verifiedKeys(pool: pg.Pool, invokeSecret: string, round: R
     const r = rows.get(id);
     if (!r) throw refuse('secagg_missing_keys', `node ${id} advertised no keys for round ${round.round}`);
     const a: Advertised = { nodeId: id, cPublic: r.cPublic, sPublic: r.sPublic, selfSeedCommitment: r.seedCommitment };
-    if (messageTag(invokeSecret, 'keys', round, id, keyPayload(a)) !== r.tag) throw refuse('secagg_forged_keys', `the keys stored for node ${id} fail authentication: they were not written by that node`);
+    if (messageTag(invokeSecret, 'keys', round, id, advertisedPayload(a)) !== r.tag) throw refuse('secagg_forged_keys', `the keys stored for node ${id} fail authentication: they were not written by that node`);
     return a;
   });
 }
@@ -65,7 +63,7 @@ export async function runSecaggStage(deps: SecaggDeps, request: TrainRequest & {
   const keys = deriveRoundKeys(nodeSecret, round, deps.nodeId);
   if (s.stage === 'advertise') {
     const a = advertise(keys, deps.nodeId);
-    const id = await db.insertKeys(deps.pool, round, { ...a, seedCommitment: a.selfSeedCommitment, tag: messageTag(invokeSecret, 'keys', round, deps.nodeId, keyPayload(a)) });
+    const id = await db.insertKeys(deps.pool, round, { ...a, seedCommitment: a.selfSeedCommitment, tag: messageTag(invokeSecret, 'keys', round, deps.nodeId, advertisedPayload(a)) });
     log.info('secagg keys advertised', { stage: s.stage });
     return { stage: s.stage, id, created: true };
   }

@@ -26,6 +26,9 @@ export function advertise(keys: RoundKeys, nodeId: string): Advertised {
   return { nodeId, cPublic: keys.cPublic, sPublic: keys.sPublic, selfSeedCommitment: seedCommitment(keys.selfSeed) };
 }
 
+/** The bytes a node's key advertisement is authenticated over. */
+export const advertisedPayload = (a: Advertised) => Buffer.concat([a.cPublic, a.sPublic, Buffer.from(a.selfSeedCommitment)]);
+
 /** Sorted, duplicate-free node ids: the index of a node in U1 is its Shamir x − 1 everywhere. */
 export const roster = (ids: Iterable<string>) => [...new Set(ids)].sort();
 

@@ -102,13 +102,15 @@ describe('masks and quantization', () => {
 });
 
 describe('round keys', () => {
-  const round = { runId: 'r1', round: 3 };
+  const round = { runId: 'r1', round: 3, attempt: 1 };
   it('are the same when re-derived and differ across rounds and nodes', () => {
     const secret = randomBytes(32);
     const k = deriveRoundKeys(secret, round, 'node-0');
     expect(deriveRoundKeys(secret, round, 'node-0')).toEqual(k);
     expect(deriveRoundKeys(secret, { ...round, round: 4 }, 'node-0').sPublic.equals(k.sPublic)).toBe(false);
     expect(deriveRoundKeys(secret, round, 'node-1').selfSeed.equals(k.selfSeed)).toBe(false);
+    // A retried round (next attempt) never reuses keys whose shares a failed attempt may have revealed.
+    expect(deriveRoundKeys(secret, { ...round, attempt: 2 }, 'node-0').sSecret.equals(k.sSecret)).toBe(false);
   });
 
   it('both ends of a pair agree the mask seed and share key; a tampered ciphertext is refused', () => {
@@ -128,7 +130,7 @@ describe('round keys', () => {
 
 /** The whole protocol among `n` in-memory nodes with threshold t; `drop` vanish after sharing, before masking. */
 function simulate(n: number, t: number, drop: string[], forge?: (revealed: Map<string, Share[]>) => void) {
-  const round = { runId: 'sim', round: 1 };
+  const round = { runId: 'sim', round: 1, attempt: 1 };
   const q = { clipRange: 1, bits: 22 };
   const ids = roster(Array.from({ length: n }, (_, i) => `node-${i}`));
   const keys = new Map(ids.map((id) => [id, deriveRoundKeys(randomBytes(32), round, id)]));

@@ -12,7 +12,7 @@ import * as store from '../services/store/model-store.js';
 import * as secaggStore from '../services/store/secagg.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { FAST, shards, testData, waitRunDone, type Running } from './helpers/federation.js';
-import { capturingLog, logLines, relay, secureTrainer, stageInterceptor, type StageHook } from './helpers/secagg.js';
+import { capturingLog, logLines, relay, send, secureTrainer, stageInterceptor, type StageHook } from './helpers/secagg.js';
 
 const SECRET = randomBytes(32).toString('base64');
 const IDS = ['node-a', 'node-b', 'node-c'];
@@ -74,7 +74,7 @@ describe('secure aggregation on a live federation', () => {
   });
 
   it('nothing stored or logged equals or reveals one node\'s update', async () => {
-    const at = { runId: secure.run.id, round: 1 };
+    const at = { runId: secure.run.id, round: 1, attempt: 1 };
     const base = await modelOf(plain.round.baseVersion);
     const masked = await secaggStore.listMasked(db.pool, at);
     expect(masked.map((m) => m.nodeId)).toEqual(IDS);
@@ -96,5 +96,95 @@ describe('secure aggregation on a live federation', () => {
       expect(logLines.filter((l) => printed.every((p) => l.includes(p)))).toEqual([]);
     }
     expect(logLines.some((l) => l.includes('secure aggregation unmasked the sum'))).toBe(true);
+  });
+});
+
+const drop = (stage: string, how: 'vanish' | 'refuse'): StageHook => async (s, _d, forward, res) => {
+  if (s !== stage) return relay(forward, res);
+  if (how === 'vanish') res.socket?.destroy();
+  else res.writeHead(422, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'test_refusal', message: `refused ${stage}` } }));
+};
+
+describe('dropouts', () => {
+  it('a node that vanishes after sending its masked input: the round completes, its update still in the sum', async () => {
+    hooks.set('node-c', drop('unmask', 'vanish'));
+    try {
+      const { run, round } = await runOnce({ strategy: 'secagg-fedavg' });
+      expect(round.status).toBe('completed');
+      expect(round.metrics.participants).toEqual(IDS);
+      const answers = await secaggStore.listUnmask(db.pool, { runId: run.id, round: 1, attempt: 1 });
+      expect(answers.map((a) => a.nodeId)).toEqual(['node-a', 'node-b']);
+      // Same seed, same three updates: the same model as the plain run, within the quantization error.
+      const plainRun = (await store.listRuns(db.pool)).find((r) => (r.config as { strategy: string }).strategy === 'fedavg')!;
+      expect(maxAbsDiff(await modelOf(plainRun.latestVersion!), await modelOf(run.latestVersion!))).toBeLessThanOrEqual(quantizationErrorBound(SETTINGS, 3) / 0.03 + 1e-6);
+    } finally {
+      hooks.clear();
+    }
+  });
+
+  it('a node that fails before masking: the survivors\' masks with it are removed and their sum recovered', async () => {
+    hooks.set('node-c', drop('mask', 'refuse'));
+    try {
+      const { run, round } = await runOnce({ strategy: 'secagg-fedavg' });
+      expect(round.status).toBe('completed');
+      expect(round.metrics.participants).toEqual(['node-a', 'node-b']);
+      const c = (round.metrics.nodes as { nodeId: string; status: string; reason?: string }[]).find((n) => n.nodeId === 'node-c')!;
+      expect(c).toMatchObject({ status: 'failed', reason: expect.stringMatching(/masked input: .*refused mask/) });
+      // The mean of node-a's and node-b's plain updates (equal shards: equal weights).
+      const plainRun = (await store.listRuns(db.pool)).find((r) => (r.config as { strategy: string }).strategy === 'fedavg')!;
+      const ups = await store.listUpdates(db.pool, plainRun.id, 1);
+      const w = await Promise.all(ups.filter((u) => u.nodeId !== 'node-c').map(async (u) => decodeStoredWeights((await store.getUpdateBytes(db.pool, u.id))!, u.checksum, referenceModelSpec()).flat));
+      const mean = Float32Array.from(w[0]!, (v, i) => (v + w[1]![i]!) / 2);
+      expect(maxAbsDiff(mean, await modelOf(run.latestVersion!))).toBeLessThanOrEqual(quantizationErrorBound(SETTINGS, 2) / 0.02 + 1e-6);
+    } finally {
+      hooks.clear();
+    }
+  });
+
+  it('with fewer survivors than the threshold the round fails and no node reveals a share', async () => {
+    hooks.set('node-b', drop('mask', 'refuse'));
+    hooks.set('node-c', drop('mask', 'refuse'));
+    try {
+      const { run, round } = await runOnce({ strategy: 'secagg-fedavg', maxRoundAttempts: 1 });
+      expect(round.status).toBe('failed');
+      expect(round.metrics.reason).toMatch(/only 1 masked inputs of 3 nodes; the threshold is 2/);
+      expect(await secaggStore.listUnmask(db.pool, { runId: run.id, round: 1, attempt: 1 })).toEqual([]);
+    } finally {
+      hooks.clear();
+    }
+  });
+});
+
+describe('forgery', () => {
+  it('a share altered in the database fails the round with a clear error, unmasking nothing', async () => {
+    hooks.set('node-a', async (stage, d, forward, res) => {
+      if (stage === 'mask') await db.pool.query(`UPDATE secagg_shares SET sealed = set_byte(sealed, 20, get_byte(sealed, 20) # 1) WHERE run_id = $1 AND from_node = 'node-b' AND to_node = 'node-a'`, [d.runId]);
+      return relay(forward, res);
+    });
+    try {
+      const { run, round } = await runOnce({ strategy: 'secagg-fedavg', maxRoundAttempts: 1 });
+      expect(round.status).toBe('failed');
+      expect(round.metrics.reason).toMatch(/secure aggregation: a node refused to unmask: .*the share node-b sealed for node-a fails authentication: it was altered or forged/);
+      expect(run.latestVersion).toBe(round.baseVersion);
+    } finally {
+      hooks.clear();
+    }
+  });
+
+  it('a masked input altered in the database fails the round before anything is unmasked', async () => {
+    hooks.set('node-b', async (stage, d, forward, res) => {
+      const answer = await forward();
+      // Altered after the node stored it, before the aggregator reads it.
+      if (stage === 'mask') await db.pool.query(`UPDATE secagg_masked SET masked = set_byte(masked, 0, get_byte(masked, 0) # 1) WHERE run_id = $1 AND node_id = 'node-b'`, [d.runId]);
+      send(answer, res);
+    });
+    try {
+      const { run, round } = await runOnce({ strategy: 'secagg-fedavg', maxRoundAttempts: 1 });
+      expect(round.status).toBe('failed');
+      expect(round.metrics.reason).toMatch(/the masked input stored for node-b fails authentication: it was altered or forged; nothing was unmasked/);
+      expect(await secaggStore.listUnmask(db.pool, { runId: run.id, round: 1, attempt: 1 })).toEqual([]);
+    } finally {
+      hooks.clear();
+    }
   });
 });

@@ -9,6 +9,7 @@ import { bytesToWords } from '../../services/core/secagg/masking.js';
 import { advertisedPayload, decodeSum, roster, unmaskSum, UnmaskError, type Advertised } from '../../services/core/secagg/protocol.js';
 import { decodeShare, type Share } from '../../services/core/secagg/shamir.js';
 import * as db from '../../services/store/secagg.js';
+import * as store from '../../services/store/model-store.js';
 import type { InvokeOutcome } from '../invoke.js';
 import type { FitInstruction, OwnRound, OwnRoundResult } from '../strategies.js';
 import type { NodeRoundResult } from '../round/types.js';
@@ -26,13 +27,13 @@ class RoundFailure extends Error {}
 
 export async function runSecureRound(r: OwnRound, settings: SecaggConfig, dpClip: number | null, release: Release): Promise<OwnRoundResult | undefined> {
   const { ctx, runId, plan, global } = r;
-  const at: RoundId = { runId, round: plan.round };
+  const at: RoundId = { runId, round: plan.round, attempt: (await store.getRound(ctx.pool, runId, plan.round))?.attempt ?? 1 };
   const secret = ctx.invoke.secret;
   const byNode = new Map(plan.instructions.map((i) => [i.target.nodeId, i]));
   const chosen = roster(byNode.keys());
   const t = roundThreshold(settings, chosen.length);
   const nodes = new Map<string, NodeRoundResult>(chosen.map((nodeId) => [nodeId, { nodeId, status: 'failed', reason: 'did not take part' }]));
-  const params = (stage: SecaggRequest['stage'], extra: Partial<SecaggRequest> = {}) => ({ stage, threshold: t, clipRange: settings.clipRange, bits: settings.bits, maxWeight: settings.maxWeight, dpClip, ...extra });
+  const params = (stage: SecaggRequest['stage'], extra: Partial<SecaggRequest> = {}) => ({ stage, attempt: at.attempt, threshold: t, clipRange: settings.clipRange, bits: settings.bits, maxWeight: settings.maxWeight, dpClip, ...extra });
   const targets = (ids: readonly string[]) => ids.map((id) => byNode.get(id)!.target);
   const noteFailures = (stage: string, outcomes: Map<string, InvokeOutcome>) => {
     for (const [id, o] of outcomes) if (!o.ok) Object.assign(nodes.get(id)!, { status: o.reason === 'deadline' ? 'late' : 'failed', reason: `${stage}: ${o.detail}`, attempts: o.attempts });

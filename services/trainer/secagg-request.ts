@@ -12,6 +12,8 @@ const nodeIds = z.array(z.string().min(1).max(128)).max(10_000);
 export const secaggRequestSchema = z
   .object({
     stage: z.enum(SECAGG_STAGES),
+    /** The round's attempt (rounds.attempt): a retried round runs the protocol afresh. */
+    attempt: z.number().int().min(1).max(1000),
     /** t: shares needed to rebuild a secret; at least 2, so no single answer unmasks anything. */
     threshold: z.number().int().min(2).max(10_000),
     /** share: U1 (who advertised); mask and unmask: U2 (who shared). */

@@ -13,6 +13,7 @@ import { wordsToBytes } from '../core/secagg/masking.js';
 import { advertise, advertisedPayload, deriveRoundKeys, encodeInput, maskedInput, openPeerShares, roster, shareKeys, type Advertised } from '../core/secagg/protocol.js';
 import { encodeShare } from '../core/secagg/shamir.js';
 import * as db from '../store/secagg.js';
+import { getRound } from '../store/model-store.js';
 import type { Logger } from '../shared/log.js';
 import type { TrainRequest } from './train-request.js';
 import type { SecaggRequest } from './secagg-request.js';
@@ -52,13 +53,20 @@ export async function verifiedKeys(pool: pg.Pool, invokeSecret: string, round: R
   });
 }
 
+/** The round attempt a stage is for; a stage of an attempt the round has moved past is refused (its keys are not reused). */
+async function currentAttempt(pool: pg.Pool, request: TrainRequest & { secagg: SecaggRequest }): Promise<RoundId> {
+  const row = await getRound(pool, request.runId, request.round);
+  if (row && row.attempt !== request.secagg.attempt) throw new HttpError(409, 'secagg_stale_attempt', `round ${request.round} is at attempt ${row.attempt}, not ${request.secagg.attempt}`);
+  return { runId: request.runId, round: request.round, attempt: request.secagg.attempt };
+}
+
 /**
  * The stages that do not train (advertise, share, unmask), and a mask stage already done
  * (its stored input is the answer). Undefined: train, then storeMaskedInput.
  */
 export async function runSecaggStage(deps: SecaggDeps, request: TrainRequest & { secagg: SecaggRequest }, log: Logger): Promise<StageResult | undefined> {
   const s = request.secagg;
-  const round: RoundId = { runId: request.runId, round: request.round };
+  const round = await currentAttempt(deps.pool, request);
   const { invokeSecret, nodeSecret } = secrets(deps);
   const keys = deriveRoundKeys(nodeSecret, round, deps.nodeId);
   if (s.stage === 'advertise') {
@@ -140,7 +148,7 @@ export async function storeMaskedInput(
   durationMs: number,
 ) {
   const s = request.secagg;
-  const round: RoundId = { runId: request.runId, round: request.round };
+  const round = await currentAttempt(deps.pool, request);
   const { invokeSecret, nodeSecret } = secrets(deps);
   const delta = Float64Array.from(trained, (w, i) => w - global[i]!);
   if (s.dpClip !== null) clipL2(delta, s.dpClip);

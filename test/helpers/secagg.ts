@@ -46,7 +46,13 @@ export async function stageInterceptor(target: () => string, hook: StageHook): P
 }
 
 /** Forwards and relays the trainer's answer. */
-export async function relay(forward: () => Promise<{ status: number; headers: Headers; body: string }>, res: http.ServerResponse): Promise<void> {
-  const r = await forward();
+export async function relay(forward: () => Promise<Forwarded>, res: http.ServerResponse): Promise<void> {
+  send(await forward(), res);
+}
+
+type Forwarded = { status: number; headers: Headers; body: string };
+
+/** Sends a forwarded answer on. */
+export function send(r: Forwarded, res: http.ServerResponse): void {
   res.writeHead(r.status, Object.fromEntries([...r.headers.entries()].filter(([k]) => k.startsWith('ce-') || k === 'content-type'))).end(r.body);
 }

@@ -10,9 +10,11 @@
  */
 import { createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman, hkdfSync, createCipheriv, createDecipheriv } from 'node:crypto';
 
+/** One attempt of one round: a retried round derives fresh keys, so nothing revealed in a failed attempt helps unmask the next. */
 export interface RoundId {
   runId: string;
   round: number;
+  attempt: number;
 }
 
 export interface RoundKeys {
@@ -29,7 +31,7 @@ const SPKI_X25519 = Buffer.from('302a300506032b656e032100', 'hex');
 const SALT = Buffer.from('edgefl-secagg-v1');
 
 const hkdf = (ikm: Uint8Array, info: string, length = 32) => Buffer.from(hkdfSync('sha256', ikm, SALT, info, length));
-const roundInfo = (r: RoundId) => `${r.runId}\n${r.round}`;
+const roundInfo = (r: RoundId) => `${r.runId}\n${r.round}\n${r.attempt}`;
 
 /** The X25519 public key of a 32-byte secret. */
 export function x25519Public(secret: Uint8Array): Buffer {

@@ -91,6 +91,10 @@ describe('masks and quantization', () => {
     expect(worst).toBeLessThanOrEqual(quantizationErrorBound(q, k) + 1e-12);
     expect(worst).toBeGreaterThan(0);
     expect(dequantizeSum(quantize([5, -5], q), 1, q)).toEqual(Float64Array.from([1, -1]));
+    // Zero is a level: unchanged weights sum without error however many nodes send them.
+    const zeros = new Uint32Array(3);
+    for (let k2 = 0; k2 < 1000; k2++) addInto(zeros, quantize([0, 0, 0], q));
+    expect(dequantizeSum(zeros, 1000, q)).toEqual(Float64Array.from([0, 0, 0]));
     expect(maxSummands(q)).toBe(1024);
     expect(() => dequantizeSum(sum, 1025, q)).toThrow(/overflow/);
   });

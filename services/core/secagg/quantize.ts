@@ -1,10 +1,10 @@
 /**
  * Fixed-point encoding of an update for summation in Z_2^32 (Flower SecAgg+'s scheme):
- * each value is clipped to [−c, c] and mapped onto the integers 0..L−1, L = 2^bits. A sum
+ * each value is clipped to [−c, c] and mapped onto the integers 0..2^bits − 2. A sum
  * of k such integers stays below 2^32 while k ≤ 2^(32−bits), so the modular sum of the
  * masked inputs IS the integer sum once the masks cancel; decoding subtracts k·c.
  *
- * Rounding to the nearest level errs by at most c/(L−1) per value and node.
+ * Rounding to the nearest level errs by at most c/(2^bits − 2) per value and node.
  */
 export interface QuantizeParams {
   /** c: values are clipped to [−c, c]. */
@@ -15,7 +15,12 @@ export interface QuantizeParams {
 
 export const MODULUS_BITS = 32;
 
-const levels = (p: QuantizeParams) => 2 ** p.bits - 1;
+/**
+ * The top level, even (2^bits − 2) so that 0 lands exactly on the middle level: an unchanged
+ * weight (many are, in a round) then carries no rounding error, instead of the worst one
+ * added with the same sign by every node.
+ */
+const levels = (p: QuantizeParams) => 2 ** p.bits - 2;
 
 /** The largest number of quantized values that sum without wrapping around 2^32. */
 export function maxSummands(p: QuantizeParams): number {

@@ -42,11 +42,18 @@ export async function runSecureRound(r: OwnRound, settings: SecaggConfig, dpClip
   if (!secret) return fail('the aggregator has no invocation secret to authenticate the nodes (--insecure)');
   if (chosen.length < t) return fail(`${chosen.length} nodes chosen, fewer than the threshold ${t}`);
 
+  const timings: Record<string, number> = {};
+  let mark = Date.now();
+  const lap = (stage: string) => {
+    timings[`${stage}_ms`] = Date.now() - mark;
+    mark = Date.now();
+  };
   try {
     // 0: advertise keys. U1: the nodes whose keys are stored and authentic.
     const advertised = await invokeStage(r, { stage: 'advertise', targets: targets(chosen), payload: () => ({ secagg: params('advertise') }), stored: async (id) => (await db.listKeys(ctx.pool, at, [id]))[0]?.id, enough: t, graceMs: STAGE_GRACE_MS });
     if (r.signal.aborted) return undefined;
     noteFailures('advertise', advertised);
+    lap('advertise');
     const u1 = authenticKeys(await db.listKeys(ctx.pool, at, chosen), secret, at);
     require(u1.length, t, 'advertised keys');
 
@@ -55,6 +62,7 @@ export async function runSecureRound(r: OwnRound, settings: SecaggConfig, dpClip
     const shared = await invokeStage(r, { stage: 'share', targets: targets(u1Ids), payload: () => ({ secagg: params('share', { roster: u1Ids }) }), stored: async (id) => ((await db.shareRecipients(ctx.pool, at)).get(id)?.length === u1Ids.length ? 1 : undefined), enough: t, graceMs: STAGE_GRACE_MS });
     if (r.signal.aborted) return undefined;
     noteFailures('share keys', shared);
+    lap('share');
     const recipients = await db.shareRecipients(ctx.pool, at);
     const u2 = u1.filter((a) => recipients.get(a.nodeId)?.join() === u1Ids.join());
     const u2Ids = u2.map((a) => a.nodeId);
@@ -64,6 +72,7 @@ export async function runSecureRound(r: OwnRound, settings: SecaggConfig, dpClip
     const trained = await invokeStage(r, { stage: 'mask', targets: targets(u2Ids), payload: (id) => ({ ...(byNode.get(id) as FitInstruction).config, secagg: params('mask', { roster: u2Ids }) }), stored: async (id) => (await db.listMasked(ctx.pool, at, [id]))[0]?.id });
     if (r.signal.aborted) return undefined;
     noteFailures('masked input', trained);
+    lap('mask');
     const masked = (await db.listMasked(ctx.pool, at, u2Ids)).filter((m) => m.baseVersion === plan.baseVersion && Date.parse(m.createdAt) <= plan.deadline.getTime() + 1000);
     for (const m of masked) {
       if (messageTag(secret, 'masked', at, m.nodeId, m.masked) !== m.tag) throw new RoundFailure(`the masked input stored for ${m.nodeId} fails authentication: it was altered or forged; nothing was unmasked`);
@@ -79,13 +88,14 @@ export async function runSecureRound(r: OwnRound, settings: SecaggConfig, dpClip
     if (forged && !forged.ok) throw new RoundFailure(`a node refused to unmask: ${forged.detail}`);
     const answers = (await db.listUnmask(ctx.pool, at, u3Ids)).filter((a) => a.survivors.join() === u3Ids.join());
     require(answers.length, t, 'unmask answers');
+    lap('unmask');
     const aggStart = Date.now();
     const revealed = new Map<string, Share[]>();
     for (const a of answers) for (const [owner, share] of Object.entries(a.shares)) revealed.set(owner, [...(revealed.get(owner) ?? []), decodeShare(Buffer.from(share, 'base64'))]);
     const sum = unmaskSum({ round: at, threshold: t, u2, masked: new Map(masked.map((m) => [m.nodeId, bytesToWords(m.masked)])), revealed });
     const decoded = decodeSum(sum, u3Ids.length, settings.maxWeight, settings);
     const next = release(global, { weightedDeltaSum: decoded.weightedDeltaSum, weightSum: decoded.weightSum, contributors: u3Ids.length }, chosen.length);
-    ctx.log.info('secure aggregation unmasked the sum', { run_id: runId, round: plan.round, threshold: t, advertised: u1.length, shared: u2.length, masked: u3Ids.length, answered: answers.length });
+    ctx.log.info('secure aggregation unmasked the sum', { run_id: runId, round: plan.round, threshold: t, advertised: u1.length, shared: u2.length, masked: u3Ids.length, answered: answers.length, ...timings, aggregation_ms: Date.now() - aggStart });
     return { next, nodes: [...nodes.values()], aggregationMs: Date.now() - aggStart };
   } catch (e) {
     if (e instanceof RoundFailure || e instanceof UnmaskError) return fail(e.message, 0);

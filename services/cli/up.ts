@@ -14,6 +14,8 @@ import { promotedFor, type Promotion } from '../store/promotion.js';
 import { edgeflCli, spawnService, type ServiceChild } from '../harness/process.js';
 import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
 import { detectMemoryLimit, servingNodeOptions } from '../serving/limits.js';
+import { localNodeSecretEnv } from '../shared/node-secret.js';
+import { nodeName } from '../trainer/main.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
 
@@ -127,7 +129,7 @@ export async function up(argv: string[]): Promise<number> {
   let agg: Awaited<ReturnType<typeof startAggregator>> | undefined;
   try {
     for (let i = 0; i < nodes; i++) {
-      for (const role of ['trainer', 'serve'] as const) children.push(startEdgeProcess(role, i, shared, logDir));
+      for (const role of ['trainer', 'serve'] as const) children.push(startEdgeProcess(role, i, role === 'trainer' ? { ...shared, ...localNodeSecretEnv(cfg.dataDir, nodeName(i)) } : shared, logDir));
     }
     await Promise.all(children.map(untilReady));
     for (const { child } of children) void child.exited.then((code) => shuttingDown || say(`edgefl: ${child.name} exited (${code ?? child.proc.signalCode}); see ${child.logFile}`));

@@ -4,9 +4,10 @@
  * trainer only, never to the aggregator.
  *
  *  - In a cluster: EDGEFL_NODE_SECRET, from the node's own Kubernetes Secret.
- *  - Locally (embedded database, one machine): derived with HKDF from a master secret in
- *    <dataDir>/node-master.key, created by the first trainer `edgefl up` starts. secrets.json
- *    is left as it was, so older data directories keep working.
+ *  - Locally: derived with HKDF from a master secret in <dataDir>/node-master.key (mode
+ *    0600), created on first use; `edgefl up` hands each trainer its own derived secret, a
+ *    trainer started alone on the embedded database derives it itself. secrets.json is left
+ *    as it was, so older data directories keep working.
  */
 import { hkdfSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -25,6 +26,11 @@ export function resolveNodeSecret(cfg: { dataDir: string; databaseUrl?: string }
   }
   if (cfg.databaseUrl) return undefined;
   return deriveNodeSecret(localNodeMaster(cfg.dataDir), nodeId);
+}
+
+/** `edgefl up`: the environment that gives the trainer of `nodeId` its own secret, from the data directory's master. */
+export function localNodeSecretEnv(dataDir: string, nodeId: string): Record<string, string> {
+  return { [NODE_SECRET_ENV]: deriveNodeSecret(localNodeMaster(dataDir), nodeId).toString('base64') };
 }
 
 /** Per-node secrets from one local master: distinct per node, stable across restarts. */

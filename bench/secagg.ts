@@ -156,7 +156,8 @@ export const secagg = benchmark({
   async run(p, ctx: BenchContext): Promise<BenchOutput> {
     const backend = await initBackend(undefined, ctx.log);
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'edgefl-bench-secagg-'));
-    const db = await openDatabase({ dataDir, log: ctx.log, stopEmbeddedOnClose: true });
+    // Ten in-process trainers and the aggregator share this one pool.
+    const db = await openDatabase({ dataDir, log: ctx.log, stopEmbeddedOnClose: true, poolSize: 40 });
     try {
       const three = await compare(db.pool, 3, p.rounds, p, ctx.log);
       const ten = await compare(db.pool, 10, p.rounds_10, p, ctx.log);

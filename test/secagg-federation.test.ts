@@ -107,9 +107,18 @@ const drop = (stage: string, how: 'vanish' | 'refuse'): StageHook => async (s, _
 
 describe('dropouts', () => {
   it('a node that vanishes after sending its masked input: the round completes, its update still in the sum', async () => {
-    hooks.set('node-c', drop('unmask', 'vanish'));
+    // node-c stores its masked input and dies before replying: from then on nothing reaches it.
+    let dead = false;
+    hooks.set('node-c', async (stage, _d, forward, res) => {
+      if (dead) return void res.socket?.destroy();
+      if (stage !== 'mask') return relay(forward, res);
+      await forward();
+      dead = true;
+      res.socket?.destroy();
+    });
     try {
-      const { run, round } = await runOnce({ strategy: 'secagg-fedavg' });
+      // Were a lost reply waited for until the deadline (240 s), the run would not end within runOnce's wait (180 s).
+      const { run, round } = await runOnce({ strategy: 'secagg-fedavg', roundTimeoutS: 240 });
       expect(round.status).toBe('completed');
       expect(round.metrics.participants).toEqual(IDS);
       const answers = await secaggStore.listUnmask(db.pool, { runId: run.id, round: 1, attempt: 1 });

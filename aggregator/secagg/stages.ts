@@ -8,6 +8,8 @@ import { invokeTrainer, type InvokeOutcome, type TrainerTarget } from '../invoke
 import type { OwnRound } from '../strategies.js';
 import type { SecaggStage } from '../../services/trainer/secagg-request.js';
 
+const STORED_POLL_MS = 1000;
+
 export interface StageCall {
   stage: SecaggStage;
   targets: readonly TrainerTarget[];
@@ -27,6 +29,14 @@ export async function invokeStage(r: OwnRound, call: StageCall): Promise<Map<str
   r.signal.addEventListener('abort', onAbort, { once: true });
   const outcomes = new Map<string, InvokeOutcome>();
   let timer: NodeJS.Timeout | undefined;
+  // A node whose row is stored has done the stage even if its reply was lost (it died right
+  // after): once every node has answered or stored, nobody is left to wait for.
+  const storedBy = new Set<string>();
+  const poll = setInterval(() => {
+    void Promise.all(call.targets.filter((t) => !outcomes.has(t.nodeId) && !storedBy.has(t.nodeId)).map(async (t) => ((await call.stored(t.nodeId).catch(() => undefined)) !== undefined ? storedBy.add(t.nodeId) : undefined))).then(() => {
+      if (call.targets.every((t) => outcomes.get(t.nodeId)?.ok || storedBy.has(t.nodeId))) stop.abort();
+    });
+  }, STORED_POLL_MS);
   try {
     await Promise.all(
       call.targets.map(async (target) => {
@@ -49,10 +59,15 @@ export async function invokeStage(r: OwnRound, call: StageCall): Promise<Map<str
       }),
     );
   } finally {
+    clearInterval(poll);
     clearTimeout(timer);
     r.signal.removeEventListener('abort', onAbort);
   }
   for (const [nodeId, o] of outcomes) {
+    if (!o.ok && (storedBy.has(nodeId) || (await call.stored(nodeId)) !== undefined)) {
+      outcomes.set(nodeId, { ok: true, updateId: 0, metrics: {}, attempts: o.attempts, ms: o.ms });
+      continue;
+    }
     if (o.ok) continue;
     ctx.log.warn('node did not complete a secure-aggregation stage', { run_id: runId, round: plan.round, node: nodeId, stage: call.stage, reason: o.reason, detail: o.detail });
     ctx.metrics?.roundFailures.inc({ node: nodeId, reason: o.reason });

@@ -41,6 +41,8 @@ export function wordsToBytes(w: Uint32Array): Buffer {
 
 export function bytesToWords(b: Uint8Array): Uint32Array {
   if (b.length % 4 !== 0) throw new Error('a masked vector is a whole number of 32-bit words');
-  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  return Uint32Array.from({ length: b.length / 4 }, (_, i) => buf.readUInt32LE(i * 4));
+  const out = new Uint32Array(b.length / 4);
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  for (let i = 0; i < out.length; i++) out[i] = view.getUint32(i * 4, true);
+  return out;
 }

@@ -84,8 +84,9 @@ export async function runSecureRound(r: OwnRound, settings: SecaggConfig, dpClip
     // 3: unmask. Any t survivors' answers rebuild every secret needed.
     const unmasked = await invokeStage(r, { stage: 'unmask', targets: targets(u3Ids), payload: () => ({ secagg: params('unmask', { roster: u2Ids, survivors: u3Ids }) }), stored: async (id) => (await db.listUnmask(ctx.pool, at, [id]))[0]?.id, enough: t, graceMs: STAGE_GRACE_MS });
     if (r.signal.aborted) return undefined;
-    const forged = [...unmasked.values()].find((o) => !o.ok && o.reason === 'rejected' && /secagg_forged|fails authentication|secagg_not_dropped/.test(o.detail));
-    if (forged && !forged.ok) throw new RoundFailure(`a node refused to unmask: ${forged.detail}`);
+    // A survivor that refuses (rather than vanishes) saw a forged share or an inconsistent request: never go on around it.
+    const refused = [...unmasked.values()].find((o) => !o.ok && o.reason === 'rejected');
+    if (refused && !refused.ok) throw new RoundFailure(`a node refused to unmask: ${refused.detail}`);
     const answers = (await db.listUnmask(ctx.pool, at, u3Ids)).filter((a) => a.survivors.join() === u3Ids.join());
     require(answers.length, t, 'unmask answers');
     lap('unmask');

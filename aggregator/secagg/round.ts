@@ -69,7 +69,7 @@ export async function runSecureRound(r: OwnRound, settings: SecaggConfig, dpClip
     require(u2.length, t, 'nodes that shared their keys');
 
     // 2: masked input: the training itself. U3: authentic masked inputs stored by the deadline.
-    const trained = await invokeStage(r, { stage: 'mask', targets: targets(u2Ids), payload: (id) => ({ ...(byNode.get(id) as FitInstruction).config, secagg: params('mask', { roster: u2Ids }) }), stored: async (id) => (await db.listMasked(ctx.pool, at, [id]))[0]?.id });
+    const trained = await invokeStage(r, { stage: 'mask', targets: targets(u2Ids), payload: (id) => ({ ...(byNode.get(id) as FitInstruction).config, secagg: params('mask', { roster: u2Ids }) }), stored: async (id) => (await db.maskedIds(ctx.pool, at, [id])).get(id) });
     if (r.signal.aborted) return undefined;
     noteFailures('masked input', trained);
     lap('mask');

@@ -143,6 +143,12 @@ export async function insertMasked(db: Queryable, at: RoundRef, m: Omit<MaskedRo
   return { row: (await listMasked(db, at, [m.nodeId]))[0]!, created: false };
 }
 
+/** Which of `nodes` stored a masked input (ids only: the vectors are megabytes). */
+export async function maskedIds(db: Queryable, at: RoundRef, nodes?: readonly string[]): Promise<Map<string, number>> {
+  const res = await db.query(`SELECT node_id, id FROM secagg_masked WHERE run_id = $1 AND round = $2 AND attempt = $3 AND ($4::text[] IS NULL OR node_id = ANY($4))`, [at.runId, at.round, at.attempt, nodes ?? null]);
+  return new Map(res.rows.map((r) => [r.node_id as string, Number(r.id)]));
+}
+
 export async function listMasked(db: Queryable, at: RoundRef, nodes?: readonly string[]): Promise<MaskedRow[]> {
   const res = await db.query(`SELECT * FROM secagg_masked WHERE run_id = $1 AND round = $2 AND attempt = $3 AND ($4::text[] IS NULL OR node_id = ANY($4)) ORDER BY node_id`, [at.runId, at.round, at.attempt, nodes ?? null]);
   return res.rows.map(toMasked);

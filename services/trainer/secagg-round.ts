@@ -84,8 +84,8 @@ export async function runSecaggStage(deps: SecaggDeps, request: TrainRequest & {
     return { stage: s.stage, id, created: true };
   }
   if (s.stage === 'mask') {
-    const [done] = await db.listMasked(deps.pool, round, [deps.nodeId]);
-    return done ? { stage: s.stage, id: done.id, created: false } : undefined;
+    const done = (await db.maskedIds(deps.pool, round, [deps.nodeId])).get(deps.nodeId);
+    return done === undefined ? undefined : { stage: s.stage, id: done, created: false };
   }
   return unmask(deps, request, round, keys, invokeSecret, log);
 }
@@ -103,7 +103,7 @@ async function unmask(deps: SecaggDeps, request: TrainRequest & { secagg: Secagg
     return { stage: 'unmask', id: previous.id, created: false };
   }
   // A node said to have dropped must really have no masked input here: otherwise revealing its mask key would expose that input.
-  const masked = new Set((await db.listMasked(deps.pool, round, s.roster)).map((m) => m.nodeId));
+  const masked = await db.maskedIds(deps.pool, round, s.roster);
   const claimedDropped = s.roster.filter((id) => !survivors.includes(id));
   const notDropped = claimedDropped.find((id) => masked.has(id));
   if (notDropped) throw new HttpError(409, 'secagg_not_dropped', `node ${notDropped} stored a masked input; refusing to reveal its mask key`);

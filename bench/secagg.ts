@@ -86,11 +86,9 @@ async function startNodes(pool: pg.Pool, n: number, shard: number, seed: number)
 
 async function oneRun(pool: pg.Pool, federation: Federation, strategy: string, rounds: number, epochs: number, seed: number, nodes: string[]): Promise<RunFigures> {
   const run = await federation.startRun(parseRunConfig({ strategy, rounds, epochs, seed, batchSize: 32, learningRate: 0.001, targetAccuracy: 1, patience: 1000, roundTimeoutS: 600 }));
-  let done = await store.getRun(pool, run.id);
-  while (done?.status === 'running') {
-    await new Promise((r) => setTimeout(r, 200));
-    done = await store.getRun(pool, run.id);
-  }
+  // A poll that times out on a loaded machine is retried, not fatal.
+  const status = () => store.getRun(pool, run.id).then((r) => r?.status, () => 'running');
+  while ((await status()) === 'running') await new Promise((r) => setTimeout(r, 500));
   const rows = await store.listRounds(pool, run.id);
   if (rows.some((r) => r.status !== 'completed')) throw new Error(`${strategy}: a round failed: ${rows.map((r) => r.metrics.reason).join('; ')}`);
   const first = (await store.getModel(pool, rows[0]!.globalVersion!))!;

@@ -5,6 +5,7 @@ import { STRATEGIES, createStrategy, type StrategyName } from './strategies.js';
 import { dpConfigSchema, dpStrategyIssue } from '../services/core/privacy/config.js';
 import { ASYNC_RUN_FIELDS } from './async/config.js';
 import { modelRunFields } from './run-model-config.js';
+import { SECAGG_RUN_FIELDS, secaggIssue } from './secagg/config.js';
 
 /**
  * Everything that defines a training run, as one schema: its defaults are the only ones
@@ -49,6 +50,8 @@ export const RunConfigSchema = z
     ...ASYNC_RUN_FIELDS,
     /** The model to train (aggregator/run-model-config.ts); null: the deployment's. */
     ...modelRunFields,
+    /** Secure aggregation (aggregator/secagg/config.ts): threshold and quantization of strategy secagg-fedavg. */
+    ...SECAGG_RUN_FIELDS,
   })
   .strict();
 
@@ -69,6 +72,8 @@ export function parseRunConfig(body: unknown, defaults: Partial<RunConfig> = {})
   const config = parsed.data;
   const dpIssue = dpStrategyIssue(config.strategy, config.dp);
   if (dpIssue) throw badRequest('invalid_field', dpIssue);
+  const secureIssue = secaggIssue(config);
+  if (secureIssue) throw badRequest('invalid_field', secureIssue);
   const strategy = createStrategy(config.strategy, config);
   if (config.strategy === 'trimmed-mean' && !Number.isFinite(strategy.minUpdates)) {
     throw badRequest('invalid_field', `'trimFraction' must be > 0 for trimmed-mean: it has to cut at least one value per side to be robust`);

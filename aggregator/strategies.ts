@@ -11,11 +11,13 @@
  */
 import type { TrainerTarget } from './invoke.js';
 import type { RunConfig } from './run-config.js';
-import { chooseNodes } from './round/plan.js';
+import { chooseNodes, type RoundPlan } from './round/plan.js';
+import type { NodeRoundResult, RoundContext } from './round/types.js';
 import { coordinateWise, median, trimmedMean, weightedMean } from './round/aggregate.js';
 import { dpFedAvg } from './dp-fedavg-strategy.js';
 import { fedbuff, type AsyncAggregation } from './async/fedbuff-strategy.js';
 import { fedlesscan, type RoundHistoryRow } from './fedlesscan-strategy.js';
+import { secaggFedAvg } from './secagg-strategy.js';
 
 export { clipToNorm, l2Distance, median, trimmedMean, weightedMean, type RoundAggregator } from './round/aggregate.js';
 
@@ -67,12 +69,30 @@ export interface Strategy {
   readonly async?: AsyncAggregation;
   /** The run's rounds so far, given before each round is planned (FedLesScan learns from them who straggles). */
   observeRounds?(rounds: readonly RoundHistoryRow[]): void;
+  /**
+   * Replaces the driver's fit, screen and aggregate steps for a strategy that must run its
+   * own protocol with the nodes (secure aggregation); undefined when the run was aborted.
+   */
+  runRound?(round: OwnRound): Promise<OwnRoundResult | undefined>;
 }
+
+/** What the driver hands a strategy that runs the round itself. */
+export interface OwnRound {
+  ctx: RoundContext;
+  runId: string;
+  plan: RoundPlan;
+  global: Float32Array;
+  config: RunConfig;
+  strategy: Strategy;
+  signal: AbortSignal;
+}
+
+export type OwnRoundResult = { nodes: NodeRoundResult[]; next: Float32Array; aggregationMs: number } | { nodes: NodeRoundResult[]; failure: string; accepted: number };
 
 /** The run settings a strategy reads. */
 export type StrategyConfig = Pick<
   RunConfig,
-  'fraction' | 'seed' | 'epochs' | 'batchSize' | 'learningRate' | 'optimizer' | 'proximalMu' | 'serverMomentum' | 'serverLearningRate' | 'trimFraction' | 'dp'
+  'fraction' | 'seed' | 'epochs' | 'batchSize' | 'learningRate' | 'optimizer' | 'proximalMu' | 'serverMomentum' | 'serverLearningRate' | 'trimFraction' | 'dp' | 'secagg'
   | 'bufferSize' | 'concurrency' | 'maxStaleness' | 'stalenessExponent'
 >;
 export type StrategyFactory = (config: StrategyConfig) => Strategy;
@@ -173,6 +193,7 @@ const REGISTRY = {
   'dp-fedavg': dpFedAvg,
   fedbuff,
   fedlesscan,
+  'secagg-fedavg': secaggFedAvg,
 } satisfies Record<string, StrategyFactory>;
 
 export type StrategyName = keyof typeof REGISTRY;

@@ -13,6 +13,7 @@
  *   hostile-serving  largest legal + hostile requests + normal predictions for 60 s: OOM, 5xx, readiness p99, peak RSS
  *   chaos      faults injected into a live federation: kill -9, PostgreSQL restart, SIGTERM
  *   privacy    held-out accuracy against ε (DP-SGD on each node), DP-SGD samples/s against non-private
+ *   secagg     secure aggregation vs plain FedAvg: round time at 3/10 nodes, bytes per node, accuracy, error
  *
  * Every benchmark also measures model.predict in this process (the ceiling) and writes
  * result.json, report.md and SVG charts to --out (default bench-results/<name>-<timestamp>/).
@@ -52,6 +53,7 @@ export const BENCHMARKS: Record<string, Loader> = {
   'hostile-serving': async () => (await import('./hostile-serving.js')).hostileServing,
   chaos: async () => (await import('./chaos.js')).chaos,
   privacy: async () => (await import('./privacy.js')).privacy,
+  secagg: async () => (await import('./secagg.js')).secagg,
 };
 
 export interface ParsedBenchArgs<P = Record<string, unknown>> {
@@ -140,8 +142,8 @@ export async function main(argv: string[]): Promise<number> {
   if (parsed.json) console.log(JSON.stringify(result));
   else {
     console.log(report);
-    // fl: the last printed line is its key numbers as one JSON object.
-    if (name === 'fl' && headline) console.log(JSON.stringify(headline));
+    // fl, secagg: the last printed line is its key numbers as one JSON object.
+    if ((name === 'fl' || name === 'secagg') && headline) console.log(JSON.stringify(headline));
   }
   return 0;
 }

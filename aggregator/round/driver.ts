@@ -1,6 +1,6 @@
 import * as store from '../../services/store/model-store.js';
 import type { RunConfig } from '../run-config.js';
-import type { ScreenedUpdate, Strategy } from '../strategies.js';
+import type { OwnRound, OwnRoundResult, ScreenedUpdate, Strategy } from '../strategies.js';
 import { fitRound, loadGlobal, openPlannedRound } from './fit.js';
 import { planRound, type RoundPlan } from './plan.js';
 import { judgeAndPublish, recordFailedRound } from './record.js';
@@ -27,21 +27,28 @@ export async function runRound(ctx: RoundContext, run: store.RunRow, strategy: S
   const plan = planRound({ round, strategy, trainers: await withinBudget(ctx.pool, await ctx.trainers(), config, run.id), config, latestVersion: run.latestVersion!, existing, now: started });
   const global = await loadGlobal(ctx, plan.baseVersion);
   await openPlannedRound(ctx, run.id, plan, strategy.name, { epochs: config.epochs, batchSize: config.batchSize, learningRate: config.learningRate });
-  const outcomes = await fitRound(ctx, run.id, plan, signal);
-  if (signal.aborted) return undefined;
+  // A strategy that runs its own protocol with the nodes (secure aggregation) replaces fit, screen and aggregate.
+  const fitted = await (strategy.runRound ?? fitAndAggregate)({ ctx, runId: run.id, plan, global, config, strategy, signal });
+  if (!fitted) return undefined;
+  if ('failure' in fitted) return recordFailedRound(ctx, run.id, plan, fitted.nodes, fitted.failure, fitted.accepted, started);
+  return judgeAndPublish(ctx, run, plan, fitted.next, fitted.nodes, { started, aggregationMs: fitted.aggregationMs }, strategy.saveState?.(), signal);
+}
 
+/** The plain round: invoke the trainers, then screen and fold their stored updates as they stream. */
+async function fitAndAggregate({ ctx, runId, plan, global, config, strategy, signal }: OwnRound): Promise<OwnRoundResult | undefined> {
+  const outcomes = await fitRound(ctx, runId, plan, signal);
+  if (signal.aborted) return undefined;
   const selected = plan.instructions.map((i) => i.target.nodeId);
-  const updates = updatesInTime(await store.listUpdates(ctx.pool, run.id, round), { ...plan, selected });
+  const updates = updatesInTime(await store.listUpdates(ctx.pool, runId, plan.round), { ...plan, selected });
   const nodes = nodeResults(selected, updates, outcomes);
   const aggStart = Date.now();
-  let next: Float32Array;
   try {
-    next = await strategy.aggregateFit(global, screened(ctx, updates, nodes, global, config, plan, strategy));
+    const next = await strategy.aggregateFit(global, screened(ctx, updates, nodes, global, config, plan, strategy));
+    return { next, nodes, aggregationMs: Date.now() - aggStart };
   } catch (e) {
     if (!(e instanceof RoundShortfall)) throw e;
-    return recordFailedRound(ctx, run.id, plan, nodes, e.message, e.accepted, started);
+    return { nodes, failure: e.message, accepted: e.accepted };
   }
-  return judgeAndPublish(ctx, run, plan, next, nodes, { started, aggregationMs: Date.now() - aggStart }, strategy.saveState?.(), signal);
 }
 
 /** Screens the round's stored updates one at a time, yielding those that count; ends with RoundShortfall when too few did. */

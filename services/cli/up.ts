@@ -17,6 +17,8 @@ import { detectMemoryLimit, servingNodeOptions } from '../serving/limits.js';
 import { INBOX_FLAGS, startInboxes, type Inboxes } from '../inbox/cli.js';
 import { BYOM_UP_FLAGS, byomEnv, nodeDataEnv, tryOneHint } from './byom-flags.js';
 import { loadDeploymentModel } from '../core/node-data.js';
+import { localNodeSecretEnv } from '../shared/node-secret.js';
+import { nodeName } from '../trainer/main.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
 
@@ -136,7 +138,7 @@ export async function up(argv: string[]): Promise<number> {
   let agg: Awaited<ReturnType<typeof startAggregator>> | undefined;
   try {
     for (let i = 0; i < nodes; i++) {
-      for (const role of ['trainer', 'serve'] as const) children.push(startEdgeProcess(role, i, shared, logDir));
+      for (const role of ['trainer', 'serve'] as const) children.push(startEdgeProcess(role, i, role === 'trainer' ? { ...shared, ...localNodeSecretEnv(cfg.dataDir, nodeName(i)) } : shared, logDir));
     }
     await Promise.all(children.map(untilReady));
     for (const { child } of children) void child.exited.then((code) => shuttingDown || say(`edgefl: ${child.name} exited (${code ?? child.proc.signalCode}); see ${child.logFile}`));

@@ -20,9 +20,17 @@ export function localSecrets(dataDir: string): LocalSecrets & { file: string } {
   const file = path.join(dataDir, LOCAL_SECRETS_FILE);
   const existing = readSecrets(file);
   if (existing) return { ...existing, file };
-  mkdirSync(dataDir, { recursive: true });
+  createOnce(file, JSON.stringify({ invokeSecret: randomSecret(), adminToken: randomSecret(24) }, null, 2) + '\n');
+  const created = readSecrets(file);
+  if (!created) throw new ConfigError(`${file} does not hold invokeSecret and adminToken; delete it to generate new ones`);
+  return { ...created, file };
+}
+
+/** Writes `text` to `file` (mode 0600) unless it exists: a finished temporary file is linked into place, so concurrent creators never see a half-written file and the first one wins. */
+export function createOnce(file: string, text: string): void {
+  mkdirSync(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ invokeSecret: randomSecret(), adminToken: randomSecret(24) }, null, 2) + '\n', { mode: 0o600 });
+  writeFileSync(tmp, text, { mode: 0o600 });
   try {
     linkSync(tmp, file);
   } catch (e) {
@@ -30,9 +38,6 @@ export function localSecrets(dataDir: string): LocalSecrets & { file: string } {
   } finally {
     rmSync(tmp, { force: true });
   }
-  const created = readSecrets(file);
-  if (!created) throw new ConfigError(`${file} does not hold invokeSecret and adminToken; delete it to generate new ones`);
-  return { ...created, file };
 }
 
 function readSecrets(file: string): LocalSecrets | undefined {

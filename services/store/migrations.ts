@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { inTransaction } from './transaction.js';
 import { ASYNC_UPDATES_SQL } from './async-updates.js';
+import { SECAGG_MIGRATION_SQL } from './secagg.js';
 
 /**
  * Versioned schema. Append new entries; never edit an applied one. Applied under a
@@ -160,15 +161,16 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       CREATE INDEX predictions_node_recent ON predictions (node_id, created_at DESC);
     `,
   },
-  {
-    version: 9,
-    name: 'asynchronous aggregation (fedbuff): every invocation, its base version, staleness and fate',
-    sql: ASYNC_UPDATES_SQL,
-  },
+  { version: 7, name: 'secure aggregation: round keys, sealed shares, masked inputs, unmask answers', sql: SECAGG_MIGRATION_SQL },
   {
     version: 8,
     name: "each run's model (a user's Layers model or the reference CNN), which trainers and serving build from",
     sql: `CREATE TABLE run_models (run_id text PRIMARY KEY, spec jsonb NOT NULL, source text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());`,
+  },
+  {
+    version: 9,
+    name: 'asynchronous aggregation (fedbuff): every invocation, its base version, staleness and fate',
+    sql: ASYNC_UPDATES_SQL,
   },
 ];
 

@@ -16,6 +16,7 @@ import { privacyMetrics, trainWithPrivacy } from './private-round.js';
 import type { ImageSet } from '../../datasets/types.js';
 import { findUpdate, getModel, getRound, insertUpdate, type UpdateMeta } from '../store/model-store.js';
 import { MAX_BATCH_SIZE, parseTrainRequest, type TrainRequest } from './train-request.js';
+import { sendStageReply, runSecaggStage, storeMaskedInput } from './secagg-round.js';
 
 export interface TrainerDeps {
   pool: pg.Pool;
@@ -31,6 +32,8 @@ export interface TrainerDeps {
   metrics?: Metrics;
   /** This node's own data shaped for a model (services/trainer/run-model.ts); unset: `shard` as it is. */
   dataFor?: (spec: ModelSpec) => NodeData;
+  /** The node's long-term secret (services/shared/node-secret.ts); without it the node refuses secure-aggregation rounds. */
+  nodeSecret?: Buffer;
 }
 
 /** Seconds the caller should wait when this instance is busy: about one training's length. */
@@ -55,6 +58,7 @@ export function createTrainerApp(deps: TrainerDeps) {
   const cached: { version?: number; flat?: Float32Array } = {};
   const source = `/edgefl/trainer/${deps.nodeId}`;
   const runModels = new TrainerModels(deps);
+  const secagg = { pool: deps.pool, nodeId: deps.nodeId, invokeSecret: deps.invokeSecret, nodeSecret: deps.nodeSecret, sampleCount: deps.shard.count };
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', (_req, res) => void res.json({ status: 'ready', node: deps.nodeId, busy: Boolean(busy), samples: deps.shard.count }));
@@ -85,6 +89,8 @@ export function createTrainerApp(deps: TrainerDeps) {
         return reply(res, event.mode, existing, false);
       }
       await refuseClosedRound(deps.pool, request);
+      const staged = request.secagg ? await runSecaggStage(secagg, { ...request, secagg: request.secagg }, log) : undefined;
+      if (staged) return sendStageReply(res, source, request, staged, event.mode);
       if (busy) {
         const retry = Math.max(1, Math.ceil(lastDurationS - (Date.now() - busy.since) / 1000));
         throw new HttpError(429, 'busy', `node ${deps.nodeId} is training run ${busy.runId} round ${busy.round}`, { 'Retry-After': String(retry) });
@@ -147,6 +153,8 @@ export function createTrainerApp(deps: TrainerDeps) {
       ...privacyMetrics(result),
       ...(data.skipped ? { skippedFiles: data.skipped } : {}),
     };
+    // Secure aggregation: only the masked form of the update is stored.
+    if (request.secagg) return storeMaskedInput({ ...secagg, sampleCount: data.set.count }, { ...request, secagg: request.secagg }, global, getFlatWeights(model), metricsOut, result.durationMs);
     const { update, created } = await insertUpdate(deps.pool, {
       runId: request.runId,
       round: request.round,

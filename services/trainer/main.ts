@@ -3,6 +3,7 @@ import type { Config } from '../shared/config.js';
 import { createLogger, type Logger } from '../shared/log.js';
 import { memoryLimit } from '../shared/memory.js';
 import { describeAuth, resolveAuth } from '../shared/secrets.js';
+import { resolveNodeSecret } from '../shared/node-secret.js';
 import { buildModel } from '../core/model.js';
 import { listen } from '../http/runtime.js';
 import { loadDeploymentModel, loadNodeShard, nodeDataFor } from '../core/node-data.js';
@@ -47,7 +48,7 @@ export async function startTrainer(cfg: Config) {
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
   await upsertNode(db.pool, { id: nodeId, shardSize: shard.count, labelHistogram: histogram, info: { backend: backend.name, partition: cfg.partition.kind, alpha: cfg.partition.alpha } });
   log.info('node data ready', { samples: shard.count, histogram, backend: backend.name, memory_limit_mib: memory.mib, memory_limit_from: memory.source, max_batch_size: maxBatchSize });
-  const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize, dataFor: nodeDataFor(cfg) });
+  const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize, dataFor: nodeDataFor(cfg), nodeSecret: resolveNodeSecret(cfg, nodeId) });
   // A round in flight at SIGTERM finishes and stores its update: up to the revision timeout Knative grants.
   const server = await listen(app, { port: cfg.port, host: cfg.host }, log, () => db.close(), true, KNATIVE_TUNING.trainerTimeoutSeconds * 1000);
   return { server, db, app };

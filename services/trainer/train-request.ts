@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { badRequest } from '../http/errors.js';
 import { dpConfigSchema } from '../core/privacy/config.js';
+import { secaggRequestSchema } from './secagg-request.js';
 
 export const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -50,6 +51,8 @@ function trainRequestSchema(maxBatchSize: number, now: number) {
     seed: opt(int(0, 2 ** 31).default(1)),
     /** Record-level DP-SGD on this node, when the run asks for it (mode 'local'). */
     dp: opt(dpConfigSchema.optional()),
+    /** Secure aggregation: the protocol stage and its parameters (services/trainer/secagg-round.ts). */
+    secagg: opt(secaggRequestSchema.optional()),
   });
 }
 

@@ -72,6 +72,7 @@ export function dpProblems(dp: DpConfig, run: RunShape): string[] {
 /** The strategy and the DP mode must agree: client-level noise is the dp-fedavg strategy's job, and only its. */
 export function dpStrategyIssue(strategy: string, dp: DpConfig | null): string | undefined {
   if (strategy === 'dp-fedavg' && dp?.mode !== 'central') return "'strategy' dp-fedavg needs 'dp' with mode 'central'";
-  if (dp?.mode === 'central' && strategy !== 'dp-fedavg') return "'dp.mode' central needs 'strategy' dp-fedavg";
+  // secagg-fedavg: the nodes clip before masking and the aggregator noises the unmasked sum.
+  if (dp?.mode === 'central' && strategy !== 'dp-fedavg' && strategy !== 'secagg-fedavg') return "'dp.mode' central needs 'strategy' dp-fedavg or secagg-fedavg";
   return undefined;
 }

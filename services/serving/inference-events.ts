@@ -2,7 +2,7 @@ import express, { type Request, type Response } from 'express';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type pg from 'pg';
 import { z } from 'zod';
-import { NUM_CLASSES, PIXELS } from '../core/model.js';
+import { inputSize, type ModelSpec } from '../core/model-spec.js';
 import { encodeEvent, makeEvent, readEvent, type EventMode, type IncomingEvent } from '../http/cloudevents.js';
 import { HttpError } from '../http/errors.js';
 import { bearerToken, constantTimeEqual } from '../shared/auth.js';
@@ -58,12 +58,15 @@ export interface InferenceCompleted {
  */
 export async function handleInferenceEvent(deps: InferenceEventDeps, event: Pick<IncomingEvent, 'id' | 'source' | 'data'>): Promise<InferenceCompleted> {
   const started = performance.now();
-  const request = parseInferenceRequest(event.data, event, { maxItems: deps.maxBatch, objectRoot: deps.objectRoot });
+  // Inputs follow the served model: its H×W×C for images and tensors, its classes for results.
+  const spec = deps.predictor.spec;
+  const [PIXELS, NUM_CLASSES] = [inputSize(spec), spec.classes];
+  const request = parseInferenceRequest(event.data, event, { maxItems: deps.maxBatch, objectRoot: deps.objectRoot, pixelsPerImage: PIXELS });
   const stored = await storedItems(deps.pool, request.requestId, request.offset, request.offset + request.count);
   if (stored.length === request.count) return completed(deps.nodeId, request, stored, true);
   deps.predictor.resolve({ name: deps.predictor.name }); // no model yet: 503 before any image is read
   const items = await request.items();
-  const pixels = await toPixels(deps, items, request);
+  const pixels = await toPixels(deps, items, request, spec);
   const ok = items.flatMap((it, i) => (pixels[i] ? [i] : []));
   const batch = new Float32Array(ok.length * PIXELS);
   ok.forEach((i, row) => batch.set(pixels[i]!, row * PIXELS));
@@ -86,7 +89,7 @@ export async function handleInferenceEvent(deps: InferenceEventDeps, event: Pick
  * Model inputs of the items, decoded one at a time under a memory reservation (as upload.ts
  * does); an image that cannot be used gets its error in `items` and no pixels.
  */
-async function toPixels(deps: InferenceEventDeps, items: InputItem[], request: ParsedRequest): Promise<(Float32Array | undefined)[]> {
+async function toPixels(deps: InferenceEventDeps, items: InputItem[], request: ParsedRequest, spec: ModelSpec): Promise<(Float32Array | undefined)[]> {
   const { checkPixels, decodeImage, readImageHeader, toModelInput } = await import('./images.js');
   let allowed = deps.imagePixelBudget;
   const out: (Float32Array | undefined)[] = [];
@@ -100,7 +103,7 @@ async function toPixels(deps: InferenceEventDeps, items: InputItem[], request: P
       allowed -= checkPixels(header, allowed);
       const release = deps.budget.reserve(IMAGE_BYTES_PER_PIXEL * header.width * header.height);
       try {
-        out.push(toModelInput(await decodeImage(it.bytes, header), request.invert, 'mnist', { consume: true }));
+        out.push(toModelInput(await decodeImage(it.bytes, header), request.invert, spec.image?.preprocess ?? 'mnist', { consume: true, shape: spec.inputShape }));
       } finally {
         release();
       }

@@ -2,7 +2,6 @@ import { createHash, randomUUID } from 'node:crypto';
 import { realpath, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { PIXELS } from '../core/model.js';
 import { InvalidInput, TooLarge } from './errors.js';
 import type { InvertMode } from './images.js';
 
@@ -58,7 +57,7 @@ export interface ParsedRequest {
  * (unique per event, and kept by every redelivery) names it; a plain JSON body without one
  * gets a fresh id, so only callers that name their requests get deduplication.
  */
-export function parseInferenceRequest(data: unknown, event: { id?: string; source?: string }, opts: { maxItems: number; objectRoot?: string }): ParsedRequest {
+export function parseInferenceRequest(data: unknown, event: { id?: string; source?: string }, opts: { maxItems: number; objectRoot?: string; pixelsPerImage: number }): ParsedRequest {
   const s3 = s3Records.safeParse(data);
   if (s3.success) {
     const objects = s3.data.Records.map((r) => ({ key: `${r.s3.bucket.name}/${decodeS3Key(r.s3.object.key)}` }));
@@ -72,10 +71,10 @@ export function parseInferenceRequest(data: unknown, event: { id?: string; sourc
   const count = r.images?.length ?? r.objects?.length ?? r.tensor!.count;
   if (count > opts.maxItems) throw new TooLarge('batch_too_large', `${count} images in one event; the limit is ${opts.maxItems}: send the batch in chunks (offset)`);
   const id = r.request_id ?? (event.id ? `ce-${sha256(`${event.source ?? ''}\0${event.id}`).slice(0, 32)}` : `req-${randomUUID()}`);
-  return { requestId: id, offset: r.offset, count, invert: r.invert, items: () => readItems(r, count, opts.objectRoot) };
+  return { requestId: id, offset: r.offset, count, invert: r.invert, items: () => readItems(r, count, opts.objectRoot, opts.pixelsPerImage) };
 }
 
-async function readItems(r: InferenceRequest, count: number, objectRoot: string | undefined): Promise<InputItem[]> {
+async function readItems(r: InferenceRequest, count: number, objectRoot: string | undefined, PIXELS: number): Promise<InputItem[]> {
   if (r.images) return r.images.map((img, i) => ({ source: img.name ?? (count === 1 ? (r.source ?? null) : null) ?? `image-${r.offset + i}`, bytes: Buffer.from(img.data, 'base64') }));
   if (r.tensor) {
     const bytes = Buffer.from(r.tensor.data, 'base64');

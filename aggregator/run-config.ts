@@ -3,6 +3,7 @@ import { asObject } from '../services/http/validate.js';
 import { badRequest } from '../services/http/errors.js';
 import { STRATEGIES, createStrategy, type StrategyName } from './strategies.js';
 import { dpConfigSchema, dpStrategyIssue } from '../services/core/privacy/config.js';
+import { SAMPLING_FIELDS } from './round/availability.js';
 
 /**
  * Everything that defines a training run, as one schema: its defaults are the only ones
@@ -43,6 +44,8 @@ export const RunConfigSchema = z
     minImprovement: z.number().min(0).max(1).default(0),
     /** Differential privacy (services/core/privacy/config.ts): record-level DP-SGD on the nodes or client-level DP-FedAvg. */
     dp: dpConfigSchema.nullable().default(null),
+    /** Nodes that come and go, and a floor on each round's sample (aggregator/round/availability.ts). */
+    ...SAMPLING_FIELDS,
   })
   .strict();
 

@@ -14,12 +14,13 @@ import { promotedFor, type Promotion } from '../store/promotion.js';
 import { edgeflCli, spawnService, type ServiceChild } from '../harness/process.js';
 import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
 import { detectMemoryLimit, servingNodeOptions } from '../serving/limits.js';
+import { SCALE_FLAGS, mountActivatorRoute, scalePlanOf, scaleQuorum, scaleRunFields, startOnDemandTrainers, stopOnDemandTrainers } from './up-scale.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
 
 /** Every flag `edgefl up` reads; --help is generated from these. */
 export const UP_FLAGS = {
-  nodes: int('edge nodes', { min: 1, max: 32, default: 3 }),
+  nodes: int('edge nodes', { min: 1, max: 1000, default: 3 }),
   partition: oneOf(PARTITION_KINDS, `how the digits are split (default dirichlet, or $${ENV.partition})`, { arg: 'KIND' }),
   alpha: num(`Dirichlet concentration (default 0.5, or $${ENV.alpha})`, { above: 0, arg: 'A' }),
   seed: int(`partition and split seed (default 42, or $${ENV.seed})`, { min: 0 }),
@@ -38,6 +39,7 @@ export const UP_FLAGS = {
   'json-log': text('append one JSON line per round to FILE', { arg: 'FILE' }),
   'no-run': toggle('start everything but no training run'),
   'exit-when-done': toggle('stop everything when the run ends'),
+  ...SCALE_FLAGS,
   ...HELP_FLAG,
 };
 
@@ -97,6 +99,7 @@ export async function up(argv: string[]): Promise<number> {
   shared[ENV.adminToken] = cfg.adminToken ?? local.adminToken;
   resolveAuth({ ...cfg, invokeSecret: shared[ENV.invokeSecret], adminToken: shared[ENV.adminToken] }, 'aggregator');
   const runConfig = runConfigOf(v);
+  const scale = scalePlanOf(v);
 
   const logDir = path.join(cfg.dataDir, 'logs');
   mkdirSync(logDir, { recursive: true });
@@ -111,6 +114,7 @@ export async function up(argv: string[]): Promise<number> {
     shuttingDown = true;
     say('\nedgefl: stopping edge nodes, aggregator and PostgreSQL ...');
     await Promise.all(children.map((c) => c.child.stop()));
+    await stopOnDemandTrainers(activator, cfg.dataDir).catch(() => {});
     await agg?.federation.shutdown().catch(() => {});
     agg?.server.close();
     await db.close();
@@ -125,18 +129,20 @@ export async function up(argv: string[]): Promise<number> {
   }
 
   let agg: Awaited<ReturnType<typeof startAggregator>> | undefined;
+  let activator: Awaited<ReturnType<typeof startOnDemandTrainers>> | undefined;
   try {
     for (let i = 0; i < nodes; i++) {
-      for (const role of ['trainer', 'serve'] as const) children.push(startEdgeProcess(role, i, shared, logDir));
+      for (const role of ['trainer', 'serve'] as const) if (role === 'serve' ? i < scale.servingNodes : !scale.onDemand) children.push(startEdgeProcess(role, i, shared, logDir));
     }
+    if (scale.onDemand) activator = await startOnDemandTrainers(scale, shared, logDir, say);
     await Promise.all(children.map(untilReady));
     for (const { child } of children) void child.exited.then((code) => shuttingDown || say(`edgefl: ${child.name} exited (${code ?? child.proc.signalCode}); see ${child.logFile}`));
     say(`edgefl: ${nodes} edge nodes up (${children.length} processes)`);
-    const trainerUrls = children.filter((c) => c.role === 'trainer').map((c) => c.url);
+    const trainerUrls = activator ? Array.from({ length: nodes }, (_, i) => activator!.nodeUrl(i)) : children.filter((c) => c.role === 'trainer').map((c) => c.url);
     const servingUrls = children.filter((c) => c.role === 'serve').map((c) => c.url);
     const aggCfg = loadConfig({ ...process.env, ...shared, [ENV.port]: String(cfg.port), [ENV.trainerUrls]: trainerUrls.join(','), [ENV.servingUrls]: servingUrls.join(',') }, 'aggregator');
     const { mountDashboard } = await import('../../aggregator/dashboard.js');
-    agg = await startAggregator(aggCfg, { handleSignals: false, mount: mountDashboard, logFile: path.join(logDir, 'aggregator.log') });
+    agg = await startAggregator(aggCfg, { handleSignals: false, mount: (app) => (mountActivatorRoute(app, activator, scale.devices), mountDashboard(app)), logFile: path.join(logDir, 'aggregator.log') });
     const dashboard = `http://127.0.0.1:${(agg.server.address() as { port: number }).port}`;
     // Secrets stay out of the terminal (and so out of pasted logs): they go to a file only this user can read.
     const localFile = path.join(cfg.dataDir, 'local.json');
@@ -177,12 +183,12 @@ export async function up(argv: string[]): Promise<number> {
 }
 
 /** The run `up` starts, from its flags; RunConfig's cross-field rules apply on top. */
-function runConfigOf(v: { rounds: number; target: number; epochs: number; strategy?: string; nodes: number }) {
+function runConfigOf(v: { rounds: number; target: number; epochs: number; strategy?: string; nodes: number } & Parameters<typeof scaleRunFields>[0]) {
   try {
     return parseRunConfig(
-      { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6 },
+      { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6, ...scaleRunFields(v) },
       // A default, not a demand: a robust strategy raises it to what it needs (median: 3).
-      { minQuorum: Math.max(1, Math.ceil(v.nodes / 2)) },
+      { minQuorum: scaleQuorum(v) ?? Math.max(1, Math.ceil(v.nodes / 2)) },
     );
   } catch (e) {
     throw new UsageError((e as Error).message);

@@ -29,6 +29,11 @@ export function createMetrics(service: string) {
     roundFailures: new client.Counter({ name: 'edgefl_round_node_failures_total', help: 'Node invocations that failed or missed the deadline', labelNames: ['node', 'reason'], registers: [registry] }),
     aggregationSeconds: new client.Histogram({ name: 'edgefl_aggregation_duration_seconds', help: 'Time to aggregate updates', buckets, registers: [registry] }),
     globalAccuracy: new client.Gauge({ name: 'edgefl_global_accuracy', help: 'Held-out accuracy of the latest global model', registers: [registry] }),
+    // The local activator (services/harness/activator.ts): trainers started on demand.
+    coldStarts: new client.Counter({ name: 'edgefl_activator_cold_starts_total', help: 'Trainer processes started on demand, by outcome', labelNames: ['outcome'], registers: [registry] }),
+    coldStartSeconds: new client.Histogram({ name: 'edgefl_activator_cold_start_seconds', help: 'Spawn to ready of an on-demand trainer', buckets, registers: [registry] }),
+    activeTrainers: new client.Gauge({ name: 'edgefl_activator_active_trainers', help: 'Trainer processes running (starting, training or idle)', registers: [registry] }),
+    activatorInvocations: new client.Counter({ name: 'edgefl_activator_invocations_total', help: 'Requests the activator forwarded, by outcome', labelNames: ['outcome'], registers: [registry] }),
   };
   return m;
 }

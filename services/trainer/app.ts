@@ -14,6 +14,7 @@ import { privacyMetrics, trainWithPrivacy } from './private-round.js';
 import type { ImageSet } from '../../datasets/types.js';
 import { findUpdate, getModel, getRound, insertUpdate, type UpdateMeta } from '../store/model-store.js';
 import { MAX_BATCH_SIZE, parseTrainRequest, type TrainRequest } from './train-request.js';
+import { deviceDraw, emulateDevice, type Device } from './device-profile.js';
 
 export interface TrainerDeps {
   pool: pg.Pool;
@@ -27,6 +28,8 @@ export interface TrainerDeps {
   /** The largest batchSize this trainer's memory allows (default MAX_BATCH_SIZE). */
   maxBatchSize?: number;
   metrics?: Metrics;
+  /** An emulated slow or flaky device (services/trainer/device-profile.ts); undefined for a plain one. */
+  device?: Device;
 }
 
 /** Seconds the caller should wait when this instance is busy: about one training's length. */
@@ -50,6 +53,7 @@ export function createTrainerApp(deps: TrainerDeps) {
   let lastDurationS = DEFAULT_RETRY_AFTER_S;
   const cached: { version?: number; flat?: Float32Array } = {};
   const source = `/edgefl/trainer/${deps.nodeId}`;
+  let attempts = 0;
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', (_req, res) => void res.json({ status: 'ready', node: deps.nodeId, busy: Boolean(busy), samples: deps.shard.count }));
@@ -130,6 +134,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       // Nothing partial is stored: the aggregator has moved on without this node.
       throw gone('deadline_passed', `round ${request.round} passed its deadline during training; update discarded`);
     }
+    await emulateDevice(deps.device, result.durationMs, deviceDraw(deps.nodeId, request.seed, request.round, attempts++), request.deadline);
     const { bytes, checksum } = encodeStoredWeights(modelSpec(deps.model), getFlatWeights(deps.model));
     const metricsOut = {
       loss: result.loss,

@@ -13,6 +13,7 @@
  *   hostile-serving  largest legal + hostile requests + normal predictions for 60 s: OOM, 5xx, readiness p99, peak RSS
  *   chaos      faults injected into a live federation: kill -9, PostgreSQL restart, SIGTERM
  *   privacy    held-out accuracy against ε (DP-SGD on each node), DP-SGD samples/s against non-private
+ *   scale      100 on-demand edge nodes with stragglers: sync vs async to 97 %, cold starts per update, peak RSS
  *
  * Every benchmark also measures model.predict in this process (the ceiling) and writes
  * result.json, report.md and SVG charts to --out (default bench-results/<name>-<timestamp>/).
@@ -52,6 +53,7 @@ export const BENCHMARKS: Record<string, Loader> = {
   'hostile-serving': async () => (await import('./hostile-serving.js')).hostileServing,
   chaos: async () => (await import('./chaos.js')).chaos,
   privacy: async () => (await import('./privacy.js')).privacy,
+  scale: async () => (await import('./scale.js')).scale,
 };
 
 export interface ParsedBenchArgs<P = Record<string, unknown>> {
@@ -141,7 +143,7 @@ export async function main(argv: string[]): Promise<number> {
   else {
     console.log(report);
     // fl: the last printed line is its key numbers as one JSON object.
-    if (name === 'fl' && headline) console.log(JSON.stringify(headline));
+    if ((name === 'fl' || name === 'scale') && headline) console.log(JSON.stringify(headline));
   }
   return 0;
 }

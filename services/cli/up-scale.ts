@@ -30,6 +30,7 @@ export const SCALE_FLAGS = {
   fraction: fromNumberSchema(RUN_FIELDS.fraction.unwrap(), 'share of the available nodes sampled per round (default 1)', { optional: true }),
   availability: fromNumberSchema(RUN_FIELDS.availability.unwrap(), 'share of nodes reachable in a round, seeded (default 1)', { optional: true }),
   'min-nodes': fromNumberSchema(RUN_FIELDS.minNodes.unwrap(), 'fewest nodes a round samples (default 1)', { optional: true }),
+  patience: fromNumberSchema(RUN_FIELDS.patience.unwrap(), 'stop after this many rounds without improvement (default 6; sampled rounds are noisy)', { optional: true }),
 };
 
 interface ScaleValues {
@@ -41,6 +42,7 @@ interface ScaleValues {
   fraction?: number;
   availability?: number;
   'min-nodes'?: number;
+  patience?: number;
 }
 
 export interface ScalePlan {
@@ -77,6 +79,7 @@ export function scaleRunFields(v: ScaleValues): Partial<RunConfig> {
   if (v.fraction !== undefined) out.fraction = v.fraction;
   if (v.availability !== undefined) out.availability = v.availability;
   if (v['min-nodes'] !== undefined) out.minNodes = v['min-nodes'];
+  if (v.patience !== undefined) out.patience = v.patience;
   return out;
 }
 

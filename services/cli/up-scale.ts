@@ -101,7 +101,7 @@ export async function startOnDemandTrainers(plan: ScalePlan, env: Record<string,
       try {
         const url = `http://127.0.0.1:${await child.port()}`;
         await child.waitReady(url + '/readyz');
-        return { url, exited: child.exited, stop: () => child.stop() };
+        return { url, pid: child.pid, exited: child.exited, stop: () => child.stop() };
       } catch (e) {
         await child.stop();
         throw e;

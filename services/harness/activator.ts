@@ -12,6 +12,8 @@ export type NodeState = 'cold' | 'starting' | 'training' | 'idle' | 'failed';
 /** A ready trainer process (or, in tests, anything answering HTTP). */
 export interface Instance {
   url: string;
+  /** The process id, where there is a process (shown in GET /activator). */
+  pid?: number;
   /** Settles when the process ends, for whatever reason. */
   exited: Promise<unknown>;
   stop(): Promise<unknown>;
@@ -213,7 +215,7 @@ export class Activator {
       counts,
       coldStarts,
       invocations: this.slots.reduce((n, s) => n + s.invocations, 0),
-      nodes: this.slots.map((s) => ({ node: nodeIdOf(s.node), state: s.state, coldStarts: s.coldStarts, failures: s.failures, invocations: s.invocations })),
+      nodes: this.slots.map((s) => ({ node: nodeIdOf(s.node), state: s.state, pid: s.instance?.pid ?? null, coldStarts: s.coldStarts, failures: s.failures, invocations: s.invocations })),
       recentColdStarts: [...this.events],
     };
   }

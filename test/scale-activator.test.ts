@@ -152,6 +152,18 @@ describe('activator', () => {
     expect((await state()).nodes[0]).toMatchObject({ state: 'idle', coldStarts: 2 });
   });
 
+  it('a caller that gives up (its deadline) does not cost the node its process', async () => {
+    const { started, a, state } = await setup({ hold: true });
+    const ac = new AbortController();
+    const answer = fetch(a.nodeUrl(1), { method: 'POST', body: 'x', signal: ac.signal }).catch(() => 'aborted');
+    await vi.waitFor(() => expect(started[0]?.held).toHaveLength(1));
+    ac.abort();
+    expect(await answer).toBe('aborted');
+    await vi.waitFor(async () => expect((await state()).nodes[1].state).toBe('idle'));
+    expect((await state()).nodes[1].failures).toBe(0);
+    expect(started[0]!.server.listening).toBe(true);
+  });
+
   it('refuses unknown nodes (404) and oversized bodies (413) without starting anything', async () => {
     const { started, a, post } = await setup();
     for (const path of ['/node-4', '/node-x', '/nodes-1', '/']) {

@@ -113,7 +113,13 @@ function forward(target: string, req: http.IncomingMessage, body: Buffer, res: h
     });
     // The trainer died mid-request (killed, crashed): nothing it was doing was stored.
     upstream.on('error', reject);
-    req.on('close', () => !res.writableFinished && upstream.destroy());
+    // The caller gave up (its deadline): stop forwarding, but the trainer is fine (499, nginx's "client closed").
+    res.on('close', () => {
+      if (res.writableFinished) return;
+      upstream.removeAllListeners('error').on('error', () => {});
+      upstream.destroy();
+      resolve(499);
+    });
     upstream.end(body);
   });
 }

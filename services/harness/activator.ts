@@ -90,10 +90,15 @@ export class Activator {
     slot.invocations++;
     slot.inflight++; // before any await: a held request keeps its node from being reaped or evicted
     clearTimeout(slot.reapTimer);
+    let instance: Instance | undefined;
     try {
-      const instance = await this.ready(slot);
+      instance = await this.ready(slot);
       slot.state = 'training';
       return await fn(instance);
+    } catch (e) {
+      // The request broke mid-way (the process died, or answers nothing): that process is done for.
+      if (instance && slot.instance === instance) this.fail(slot);
+      throw e;
     } finally {
       slot.inflight--;
       if (slot.inflight === 0 && slot.instance) this.toIdle(slot);
@@ -166,7 +171,11 @@ export class Activator {
   private onExit(slot: Slot, instance: Instance): void {
     if (this.retiring.delete(instance) || slot.instance !== instance) return;
     slot.instance = undefined;
-    clearTimeout(slot.reapTimer);
+    this.fail(slot);
+  }
+
+  private fail(slot: Slot): void {
+    void this.retire(slot);
     slot.state = 'failed';
     slot.failures++;
     this.changed();

@@ -7,7 +7,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { startActivator, type ActivatorServer } from '../services/harness/activator-proxy.js';
+import { MAX_PENDING, startActivator, type ActivatorServer } from '../services/harness/activator-proxy.js';
 import type { Instance } from '../services/harness/activator.js';
 
 /** A controllable stand-in for a trainer: answers `node N got BODY` once `release` is called (or at once). */
@@ -164,6 +164,16 @@ describe('activator', () => {
     expect(started[0]!.server.listening).toBe(true);
   });
 
+  it(`holds at most ${MAX_PENDING} requests; more get 503 at once`, async () => {
+    const { started, a } = await setup({ maxActive: 1, hold: true });
+    const held = Array.from({ length: MAX_PENDING }, (_, i) => fetch(a.nodeUrl(i % 4), { method: 'POST', body: 'x' }));
+    await vi.waitFor(() => expect(started[0]?.held.length).toBeGreaterThan(0));
+    await vi.waitFor(async () => expect((await fetch(a.nodeUrl(0), { method: 'POST', body: 'x' })).status).toBe(503));
+    expect(started).toHaveLength(1);
+    await a.close();
+    await Promise.allSettled(held);
+  });
+
   it('refuses unknown nodes (404) and oversized bodies (413) without starting anything', async () => {
     const { started, a, post } = await setup();
     for (const path of ['/node-4', '/node-x', '/nodes-1', '/']) {
@@ -171,7 +181,7 @@ describe('activator', () => {
       expect(res.status).toBe(404);
       expect((await res.json()).error.code).toBe('unknown_node');
     }
-    const big = await post(1, 'x'.repeat(3 * 1024 * 1024));
+    const big = await post(1, 'x'.repeat(2 * 1024 * 1024));
     expect(big.status).toBe(413);
     expect(started).toHaveLength(0);
     expect(await (await fetch(`${a.url}/metrics`)).text()).toContain('edgefl_activator_active_trainers');

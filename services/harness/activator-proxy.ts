@@ -19,8 +19,10 @@ export interface ActivatorServer {
   close(): Promise<void>;
 }
 
-/** A train request is a small CloudEvent; anything much larger is refused before it is held. */
-const MAX_BODY_BYTES = 2 * 1024 * 1024;
+/** A train request is a small CloudEvent (trainers take at most 1 MiB); anything larger is refused before it is held. */
+const MAX_BODY_BYTES = 1024 * 1024;
+/** Requests in the activator at once (held, queued or forwarded): bounds its memory at MAX_PENDING × MAX_BODY_BYTES. */
+export const MAX_PENDING = 128;
 
 export async function startActivator(opts: ActivatorOptions & { port?: number; metrics?: Metrics }): Promise<ActivatorServer> {
   const metrics = opts.metrics ?? createMetrics('activator');
@@ -36,7 +38,13 @@ export async function startActivator(opts: ActivatorOptions & { port?: number; m
       opts.onActive?.(n);
     },
   });
-  const server = http.createServer((req, res) => void route(activator, metrics, req, res));
+  let pending = 0;
+  const server = http.createServer((req, res) => {
+    if (pending >= MAX_PENDING) return sendError(res, 503, 'activator_busy', `${MAX_PENDING} requests already waiting or running`, { 'retry-after': '1', connection: 'close' });
+    pending++;
+    res.once('close', () => pending--);
+    void route(activator, metrics, req, res);
+  });
   // Training can outlast Node's default five-minute request timeout; the caller's deadline bounds it.
   server.requestTimeout = 0;
   await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));

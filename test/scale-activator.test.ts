@@ -47,6 +47,7 @@ afterEach(async () => {
 });
 
 interface Setup {
+  refuseWake?: Parameters<typeof startActivator>[0]['refuseWake'];
   nodes?: number;
   maxActive?: number;
   idleMs?: number;
@@ -62,6 +63,7 @@ async function setup(o: Setup = {}) {
     nodes: o.nodes ?? 4,
     maxActive: o.maxActive ?? 2,
     idleMs: o.idleMs ?? 60_000,
+    refuseWake: o.refuseWake,
     async start(node) {
       const t = new FakeTrainer(node, o.hold ?? false);
       started.push(t);
@@ -172,6 +174,16 @@ describe('activator', () => {
     expect(started).toHaveLength(1);
     await a.close();
     await Promise.allSettled(held);
+  });
+
+  it('wakes no node for a request its check refuses (401)', async () => {
+    const { started, a, state } = await setup({ refuseWake: (node, req) => (req.headers.authorization === `Bearer ok-${node}` ? undefined : 'token missing') });
+    const refused = await fetch(a.nodeUrl(1), { method: 'POST', body: 'x', headers: { authorization: 'Bearer ok-node-2' } });
+    expect(refused.status).toBe(401);
+    expect((await refused.json()).error.message).toBe('not waking node-1: token missing');
+    expect(started).toHaveLength(0);
+    expect((await state()).coldStarts).toBe(0);
+    expect((await fetch(a.nodeUrl(1), { method: 'POST', body: 'x', headers: { authorization: 'Bearer ok-node-1' } })).status).toBe(200);
   });
 
   it('refuses unknown nodes (404) and oversized bodies (413) without starting anything', async () => {

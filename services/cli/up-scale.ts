@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { Express } from 'express';
 import { RunConfigSchema, type RunConfig } from '../../aggregator/run-config.js';
 import { ENV } from '../shared/config.js';
+import { bearerToken, verifyInvokeToken } from '../shared/auth.js';
 import { startActivator, type ActivatorServer } from '../harness/activator-proxy.js';
 import { edgeflCli, spawnService } from '../harness/process.js';
 import { assignDevices, deviceEnv, loadDeviceProfile, type Device } from '../trainer/device-profile.js';
@@ -95,6 +96,11 @@ export async function startOnDemandTrainers(plan: ScalePlan, env: Record<string,
     nodes: plan.nodes,
     maxActive: plan.maxActive,
     idleMs: plan.idleMs,
+    refuseWake: (nodeId, req) => {
+      const secret = env[ENV.invokeSecret];
+      const check = secret ? verifyInvokeToken(secret, bearerToken(req.headers.authorization), nodeId) : undefined;
+      return check && !check.ok ? `invocation token ${check.reason.replaceAll('_', ' ')}` : undefined;
+    },
     async start(node) {
       const name = `trainer-${node}`;
       const child = spawnService({ name, args: [edgeflCli(), 'trainer'], env: { ...env, ...deviceEnv(plan.devices[node] ?? { slowdown: 1, failProbability: 0 }), [ENV.nodeId]: String(node), [ENV.port]: '0' }, logFile: path.join(logDir, `${name}.log`) });

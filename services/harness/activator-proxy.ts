@@ -24,7 +24,18 @@ const MAX_BODY_BYTES = 1024 * 1024;
 /** Requests in the activator at once (held, queued or forwarded): bounds its memory at MAX_PENDING × MAX_BODY_BYTES. */
 export const MAX_PENDING = 128;
 
-export async function startActivator(opts: ActivatorOptions & { port?: number; metrics?: Metrics }): Promise<ActivatorServer> {
+export interface ProxyOptions {
+  port?: number;
+  metrics?: Metrics;
+  /**
+   * Checked before a cold node is woken: a reason to refuse (401), or undefined. With the invoke
+   * secret, only the aggregator's signed requests may start a process (nobody else can make the
+   * machine spawn trainers); the trainer still verifies the token in full.
+   */
+  refuseWake?: (nodeId: string, req: http.IncomingMessage) => string | undefined;
+}
+
+export async function startActivator(opts: ActivatorOptions & ProxyOptions): Promise<ActivatorServer> {
   const metrics = opts.metrics ?? createMetrics('activator');
   const activator = new Activator({
     ...opts,
@@ -43,7 +54,7 @@ export async function startActivator(opts: ActivatorOptions & { port?: number; m
     if (pending >= MAX_PENDING) return sendError(res, 503, 'activator_busy', `${MAX_PENDING} requests already waiting or running`, { 'retry-after': '1', connection: 'close' });
     pending++;
     res.once('close', () => pending--);
-    void route(activator, metrics, req, res);
+    void route(activator, metrics, req, res, opts.refuseWake);
   });
   // Training can outlast Node's default five-minute request timeout; the caller's deadline bounds it.
   server.requestTimeout = 0;
@@ -67,13 +78,15 @@ function sendError(res: http.ServerResponse, status: number, code: string, messa
   res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify({ error: { code, message } }));
 }
 
-async function route(activator: Activator, metrics: Metrics, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+async function route(activator: Activator, metrics: Metrics, req: http.IncomingMessage, res: http.ServerResponse, refuseWake?: ProxyOptions['refuseWake']): Promise<void> {
   const { pathname, search } = new URL(req.url ?? '/', 'http://activator');
   if (req.method === 'GET' && pathname === '/activator') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(activator.snapshot()));
   if (req.method === 'GET' && pathname === '/metrics') return void res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(await metrics.registry.metrics());
   const match = /^\/node-(\d{1,6})(\/.*)?$/.exec(pathname);
   const node = match ? Number(match[1]) : -1;
   if (!activator.has(node)) return sendError(res, 404, 'unknown_node', `no edge node at ${pathname.slice(0, 100)}`);
+  const refused = refuseWake?.(`node-${node}`, req);
+  if (refused) return sendError(res, 401, 'unauthorized', `not waking node-${node}: ${refused}`, { 'www-authenticate': 'Bearer' });
   let body: Buffer;
   try {
     body = await readBody(req, MAX_BODY_BYTES);

@@ -8,17 +8,18 @@ const STATES = ['cold', 'starting', 'training', 'idle', 'failed'];
 /** Above this many nodes the per-node cards give way to the grid. */
 const CARDS_UP_TO = 16;
 let timer;
+/** Trainers always on (or an aggregator without `edgefl up`'s activator): the cards say it all. */
+let alwaysOn = false;
 
 async function loadGrid() {
+  if (alwaysOn) return;
   const res = await fetch('/activator', { headers: { accept: 'application/json' } });
-  const section = $('#node-grid-card');
-  if (res.status === 404) {
-    section.hidden = true; // trainers always on: the cards say it all
+  const a = res.ok ? await res.json() : null;
+  if (!a?.onDemand) {
+    alwaysOn = true;
     return;
   }
-  if (!res.ok) throw new Error(`/activator: HTTP ${res.status}`);
-  const a = await res.json();
-  section.hidden = false;
+  $('#node-grid-card').hidden = false;
   renderGrid(a);
   // States change between rounds (starts, idle reaps): poll while the page is visible.
   clearTimeout(timer);

@@ -122,9 +122,10 @@ export async function startOnDemandTrainers(plan: ScalePlan, env: Record<string,
 /** The aggregator's GET /activator (same origin as the dashboard): every node's state and the cold starts. */
 export function mountActivatorRoute(app: Express, activator: ActivatorServer | undefined, devices: readonly Device[]): void {
   app.get('/activator', (_req, res) => {
-    if (!activator) return void res.status(404).json({ error: { code: 'no_activator', message: 'trainers run always-on here (edgefl up --max-active N starts them on demand)' } });
+    // 200, not 404: the dashboard asks on every page, and a browser logs each 404 as an error.
+    if (!activator) return void res.json({ onDemand: false, message: 'trainers run always-on here (edgefl up --max-active N starts them on demand)' });
     const snap = activator.activator.snapshot();
-    res.json({ ...snap, nodes: snap.nodes.map((n, i) => ({ ...n, slowdown: devices[i]?.slowdown ?? 1, failProbability: devices[i]?.failProbability ?? 0 })) });
+    res.json({ onDemand: true, ...snap, nodes: snap.nodes.map((n, i) => ({ ...n, slowdown: devices[i]?.slowdown ?? 1, failProbability: devices[i]?.failProbability ?? 0 })) });
   });
 }
 

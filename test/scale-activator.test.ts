@@ -126,6 +126,29 @@ describe('activator', () => {
     expect((await third).status).toBe(200);
   });
 
+  it('starts one process for concurrent requests to one cold node, and never more than maxActive for many', async () => {
+    const { started, gates, post, state } = await setup({ nodes: 8, maxActive: 3, gateStarts: true });
+    const same = [post(5), post(5), post(5)];
+    await vi.waitFor(() => expect(started).toHaveLength(1));
+    const others = [0, 1, 2, 3, 4, 6, 7].map((n) => post(n));
+    await vi.waitFor(() => expect(started).toHaveLength(3));
+    gates.splice(0).forEach((open) => open());
+    // Each finished start makes room for the next queued node; keep opening gates until all ran.
+    await vi.waitFor(
+      () => {
+        gates.splice(0).forEach((open) => open());
+        expect(started).toHaveLength(8);
+      },
+      { timeout: 10_000 },
+    );
+    gates.splice(0).forEach((open) => open());
+    for (const res of await Promise.all([...same, ...others])) expect(res.status).toBe(200);
+    const s = await state();
+    expect(s.peakActive).toBe(3);
+    expect(s.nodes[5]).toMatchObject({ coldStarts: 1, invocations: 3 });
+    expect(started.filter((t) => t.node === 5)).toHaveLength(1);
+  });
+
   it('stops a process after the idle window; the next request is a new cold start', async () => {
     const { started, post, state } = await setup({ idleMs: 50 });
     expect((await post(1)).status).toBe(200);

@@ -108,10 +108,13 @@ export class Activator {
   private async ready(slot: Slot): Promise<Instance> {
     if (this.closed) throw new Error('activator is shutting down');
     if (slot.instance) return slot.instance;
-    if (slot.starting) return slot.starting;
-    await this.admit(slot);
-    if (this.closed) throw new Error('activator is shutting down');
-    slot.starting = this.coldStart(slot).finally(() => (slot.starting = undefined));
+    // Set before any await: a second request for the same cold node waits on this one start.
+    slot.starting ??= this.admit(slot)
+      .then(() => {
+        if (this.closed) throw new Error('activator is shutting down');
+        return this.coldStart(slot);
+      })
+      .finally(() => (slot.starting = undefined));
     return slot.starting;
   }
 
@@ -130,7 +133,7 @@ export class Activator {
     }
     slot.state = 'starting';
     this.changed();
-    return true;
+    return true; // the caller starts it (never a second one: tryAdmit does not pump)
   }
 
   /** Admits queued starts while there is room; called whenever room may have appeared. */
@@ -156,6 +159,7 @@ export class Activator {
       slot.state = 'failed';
       slot.failures++;
       this.changed();
+      this.pump();
       throw e;
     }
   }
@@ -179,6 +183,7 @@ export class Activator {
     slot.state = 'failed';
     slot.failures++;
     this.changed();
+    this.pump();
   }
 
   private toIdle(slot: Slot): void {
@@ -188,6 +193,7 @@ export class Activator {
       if (slot.state !== 'idle' || slot.inflight > 0) return;
       void this.retire(slot);
       this.changed();
+      this.pump();
     }, this.opts.idleMs);
     slot.reapTimer.unref();
     this.pump();
@@ -207,7 +213,6 @@ export class Activator {
   private changed(): void {
     this.peakActive = Math.max(this.peakActive, this.active);
     this.opts.onActive?.(this.active);
-    this.pump();
   }
 
   /** What GET /activator answers: every node's state and the cold-start record. */

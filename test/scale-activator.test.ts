@@ -51,6 +51,7 @@ interface Setup {
   nodes?: number;
   maxActive?: number;
   idleMs?: number;
+  evictAfterMs?: number;
   hold?: boolean;
   /** Resolves a start only when the test says so. */
   gateStarts?: boolean;
@@ -63,6 +64,7 @@ async function setup(o: Setup = {}) {
     nodes: o.nodes ?? 4,
     maxActive: o.maxActive ?? 2,
     idleMs: o.idleMs ?? 60_000,
+    evictAfterMs: o.evictAfterMs ?? 0,
     refuseWake: o.refuseWake,
     async start(node) {
       const t = new FakeTrainer(node, o.hold ?? false);
@@ -147,6 +149,24 @@ describe('activator', () => {
     expect(s.peakActive).toBe(3);
     expect(s.nodes[5]).toMatchObject({ coldStarts: 1, invocations: 3 });
     expect(started.filter((t) => t.node === 5)).toHaveLength(1);
+  });
+
+  it('keeps a just-idle process for a quick retry rather than evicting it at once for a waiting node', async () => {
+    const { started, post, state } = await setup({ maxActive: 1, hold: true, evictAfterMs: 60_000 });
+    const first = post(0);
+    await vi.waitFor(() => expect(started[0]?.held).toHaveLength(1));
+    const waiting = post(1);
+    await vi.waitFor(async () => expect((await state()).queued).toBe(1));
+    started[0]!.held.shift()!();
+    expect((await first).status).toBe(200);
+    const retry = post(0);
+    await vi.waitFor(() => expect(started[0]!.held).toHaveLength(1));
+    expect(started).toHaveLength(1);
+    started[0]!.held.shift()!();
+    expect((await retry).status).toBe(200);
+    expect((await state()).nodes[0]).toMatchObject({ state: 'idle', coldStarts: 1 });
+    await activator!.close();
+    await waiting.catch(() => {});
   });
 
   it('stops a process after the idle window; the next request is a new cold start', async () => {

@@ -28,6 +28,11 @@ export interface ActivatorOptions {
   maxActive: number;
   /** An idle process is stopped after this long without a request (Knative default 30 s). */
   idleMs: number;
+  /**
+   * A process idle for less than this is not evicted for a waiting node (default 1 s): a caller
+   * retrying a refused or failed update (after 0.5 s) finds it warm instead of starting it again.
+   */
+  evictAfterMs?: number;
   /** Called on every cold start (ms from spawn to ready; ok false when the start failed). */
   onColdStart?: (e: ColdStartEvent) => void;
   /** Called whenever the number of running (starting, training or idle) processes changes. */
@@ -127,7 +132,8 @@ export class Activator {
   private tryAdmit(slot: Slot): boolean {
     if (this.active >= this.opts.maxActive) {
       // The least recently used idle process makes room (nothing waits on it).
-      const victim = this.slots.filter((s) => s.state === 'idle' && s.inflight === 0).sort((a, b) => a.lastUsed - b.lastUsed)[0];
+      const idleSince = performance.now() - (this.opts.evictAfterMs ?? 1000);
+      const victim = this.slots.filter((s) => s.state === 'idle' && s.inflight === 0 && s.lastUsed <= idleSince).sort((a, b) => a.lastUsed - b.lastUsed)[0];
       if (!victim) return false;
       void this.retire(victim);
     }
@@ -197,6 +203,8 @@ export class Activator {
     }, this.opts.idleMs);
     slot.reapTimer.unref();
     this.pump();
+    // Once it may be evicted, a waiting node may take its place.
+    if (this.queue.length) setTimeout(() => this.pump(), (this.opts.evictAfterMs ?? 1000) + 1).unref();
   }
 
   /** Stops slot's process on purpose: the node is cold again at once (its room is free). */

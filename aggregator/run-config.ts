@@ -6,6 +6,7 @@ import { dpConfigSchema, dpStrategyIssue } from '../services/core/privacy/config
 import { ASYNC_RUN_FIELDS } from './async/config.js';
 import { modelRunFields } from './run-model-config.js';
 import { SECAGG_RUN_FIELDS, secaggIssue } from './secagg/config.js';
+import { SAMPLING_FIELDS } from './round/availability.js';
 
 /**
  * Everything that defines a training run, as one schema: its defaults are the only ones
@@ -52,6 +53,8 @@ export const RunConfigSchema = z
     ...modelRunFields,
     /** Secure aggregation (aggregator/secagg/config.ts): threshold and quantization of strategy secagg-fedavg. */
     ...SECAGG_RUN_FIELDS,
+    /** Nodes that come and go, and a floor on each round's sample (aggregator/round/availability.ts). */
+    ...SAMPLING_FIELDS,
   })
   .strict();
 

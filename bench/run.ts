@@ -14,6 +14,7 @@
  *   chaos      faults injected into a live federation: kill -9, PostgreSQL restart, SIGTERM
  *   privacy    held-out accuracy against ε (DP-SGD on each node), DP-SGD samples/s against non-private
  *   secagg     secure aggregation vs plain FedAvg: round time at 3/10 nodes, bytes per node, accuracy, error
+ *   scale      100 on-demand edge nodes with stragglers: sync vs async to 97 %, cold starts per update, peak RSS
  *
  * Every benchmark also measures model.predict in this process (the ceiling) and writes
  * result.json, report.md and SVG charts to --out (default bench-results/<name>-<timestamp>/).
@@ -54,6 +55,7 @@ export const BENCHMARKS: Record<string, Loader> = {
   chaos: async () => (await import('./chaos.js')).chaos,
   privacy: async () => (await import('./privacy.js')).privacy,
   secagg: async () => (await import('./secagg.js')).secagg,
+  scale: async () => (await import('./scale.js')).scale,
 };
 
 export interface ParsedBenchArgs<P = Record<string, unknown>> {
@@ -142,8 +144,8 @@ export async function main(argv: string[]): Promise<number> {
   if (parsed.json) console.log(JSON.stringify(result));
   else {
     console.log(report);
-    // fl, secagg: the last printed line is its key numbers as one JSON object.
-    if ((name === 'fl' || name === 'secagg') && headline) console.log(JSON.stringify(headline));
+    // fl, secagg, scale: the last printed line is its key numbers as one JSON object.
+    if ((name === 'fl' || name === 'secagg' || name === 'scale') && headline) console.log(JSON.stringify(headline));
   }
   return 0;
 }

@@ -10,6 +10,7 @@ import { initTry, renderServingOptions } from './try-it.js';
 // Feature panels register themselves (see state.js registerPanel); one import each.
 import './predictions.js';
 import './async-panel.js';
+import './node-grid.js';
 
 // ---- loading ---------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 import { createRng } from '../../datasets/rng.js';
 import type { TrainerTarget } from '../invoke.js';
 import type { FitInstruction, Strategy } from '../strategies.js';
+import { availableNodes } from './availability.js';
 
-/** A seeded sample of ⌈fraction·n⌉ nodes (at least one), different each round, reproducible per run. */
-export function selectNodes<T>(nodes: readonly T[], fraction: number, seed: number, round: number): T[] {
-  const k = Math.max(1, Math.ceil(fraction * nodes.length));
+/** A seeded sample of ⌈fraction·n⌉ nodes (at least minCount, default one), different each round, reproducible per run. */
+export function selectNodes<T>(nodes: readonly T[], fraction: number, seed: number, round: number, minCount = 1): T[] {
+  const k = Math.max(minCount, 1, Math.ceil(fraction * nodes.length));
   if (k >= nodes.length) return [...nodes];
   const rng = createRng(seed * 1_000_003 + round);
   const idx = nodes.map((_, i) => i);
@@ -16,9 +17,9 @@ export function selectNodes<T>(nodes: readonly T[], fraction: number, seed: numb
 }
 
 /** The round's nodes: those a re-entered round already chose (`keep`), or a fresh seeded sample. */
-export function chooseNodes(candidates: readonly TrainerTarget[], config: { fraction: number; seed: number }, round: number, keep?: readonly string[]): TrainerTarget[] {
+export function chooseNodes(candidates: readonly TrainerTarget[], config: { fraction: number; seed: number; availability?: number; minNodes?: number }, round: number, keep?: readonly string[]): TrainerTarget[] {
   if (keep) return candidates.filter((t) => keep.includes(t.nodeId));
-  return selectNodes(candidates, config.fraction, config.seed, round);
+  return selectNodes(availableNodes(candidates, config.availability ?? 1, config.seed, round), config.fraction, config.seed, round, config.minNodes);
 }
 
 /** The round row as it stands, when the round was opened before (a resumed or retried round). */

@@ -62,7 +62,7 @@ export interface BenchResult {
 // ---- targets ---------------------------------------------------------------------
 
 type Cmp = '<=' | '>=';
-function makeTarget(name: string, cmp: Cmp, limit: number, unit: string, measured: number | null | undefined): Target {
+export function makeTarget(name: string, cmp: Cmp, limit: number, unit: string, measured: number | null | undefined): Target {
   const m = measured == null || !Number.isFinite(measured) ? null : measured;
   return { name, target: `${cmp === '<=' ? '≤' : '≥'} ${limit} ${unit}`.trim(), measured: m, unit, met: m === null ? null : cmp === '<=' ? m <= limit : m >= limit };
 }

@@ -19,12 +19,13 @@ import { BYOM_UP_FLAGS, byomEnv, nodeDataEnv, tryOneHint } from './byom-flags.js
 import { loadDeploymentModel } from '../core/node-data.js';
 import { localNodeSecretEnv } from '../shared/node-secret.js';
 import { nodeName } from '../trainer/main.js';
+import { SCALE_FLAGS, mountActivatorRoute, scalePlanOf, scaleQuorum, scaleRunFields, startOnDemandTrainers, stopOnDemandTrainers } from './up-scale.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
 
 /** Every flag `edgefl up` reads; --help is generated from these. */
 export const UP_FLAGS = {
-  nodes: int('edge nodes', { min: 1, max: 32, default: 3 }),
+  nodes: int('edge nodes', { min: 1, max: 1000, default: 3 }),
   partition: oneOf(PARTITION_KINDS, `how the digits are split (default dirichlet, or $${ENV.partition})`, { arg: 'KIND' }),
   alpha: num(`Dirichlet concentration (default 0.5, or $${ENV.alpha})`, { above: 0, arg: 'A' }),
   seed: int(`partition and split seed (default 42, or $${ENV.seed})`, { min: 0 }),
@@ -45,6 +46,7 @@ export const UP_FLAGS = {
   'exit-when-done': toggle('stop everything when the run ends'),
   ...INBOX_FLAGS,
   ...BYOM_UP_FLAGS,
+  ...SCALE_FLAGS,
   ...HELP_FLAG,
 };
 
@@ -106,6 +108,7 @@ export async function up(argv: string[]): Promise<number> {
   resolveAuth({ ...cfg, invokeSecret: shared[ENV.invokeSecret], adminToken: shared[ENV.adminToken] }, 'aggregator');
   const runConfig = runConfigOf(v);
   const spec = loadDeploymentModel(cfg)?.spec; // a bad model file stops here, before anything starts
+  const scale = scalePlanOf(v);
 
   const logDir = path.join(cfg.dataDir, 'logs');
   mkdirSync(logDir, { recursive: true });
@@ -122,6 +125,7 @@ export async function up(argv: string[]): Promise<number> {
     say('\nedgefl: stopping edge nodes, aggregator and PostgreSQL ...');
     await inboxes?.stop();
     await Promise.all(children.map((c) => c.child.stop()));
+    await stopOnDemandTrainers(activator, cfg.dataDir).catch(() => {});
     await agg?.federation.shutdown().catch(() => {});
     agg?.server.close();
     await db.close();
@@ -136,19 +140,23 @@ export async function up(argv: string[]): Promise<number> {
   }
 
   let agg: Awaited<ReturnType<typeof startAggregator>> | undefined;
+  let activator: Awaited<ReturnType<typeof startOnDemandTrainers>> | undefined;
+  // A trainer's own environment: what every process shares plus its long-term secret (secure aggregation).
+  const trainerEnv = (i: number) => ({ ...shared, ...localNodeSecretEnv(cfg.dataDir, nodeName(i)) });
   try {
     for (let i = 0; i < nodes; i++) {
-      for (const role of ['trainer', 'serve'] as const) children.push(startEdgeProcess(role, i, role === 'trainer' ? { ...shared, ...localNodeSecretEnv(cfg.dataDir, nodeName(i)) } : shared, logDir));
+      for (const role of ['trainer', 'serve'] as const) if (role === 'serve' ? i < scale.servingNodes : !scale.onDemand) children.push(startEdgeProcess(role, i, role === 'trainer' ? trainerEnv(i) : shared, logDir));
     }
+    if (scale.onDemand) activator = await startOnDemandTrainers(scale, (i) => ({ ...trainerEnv(i), ...nodeDataEnv(shared, i) }), logDir, say);
     await Promise.all(children.map(untilReady));
     for (const { child } of children) void child.exited.then((code) => shuttingDown || say(`edgefl: ${child.name} exited (${code ?? child.proc.signalCode}); see ${child.logFile}`));
     say(`edgefl: ${nodes} edge nodes up (${children.length} processes)`);
-    const trainerUrls = children.filter((c) => c.role === 'trainer').map((c) => c.url);
+    const trainerUrls = activator ? Array.from({ length: nodes }, (_, i) => activator!.nodeUrl(i)) : children.filter((c) => c.role === 'trainer').map((c) => c.url);
     const servingUrls = children.filter((c) => c.role === 'serve').map((c) => c.url);
     if (v.inbox) inboxes = startInboxes(v.inbox, servingUrls, say, { apiKey: cfg.apiKeys[0] });
     const aggCfg = loadConfig({ ...process.env, ...shared, [ENV.port]: String(cfg.port), [ENV.trainerUrls]: trainerUrls.join(','), [ENV.servingUrls]: servingUrls.join(',') }, 'aggregator');
     const { mountDashboard } = await import('../../aggregator/dashboard.js');
-    agg = await startAggregator(aggCfg, { handleSignals: false, mount: mountDashboard, logFile: path.join(logDir, 'aggregator.log') });
+    agg = await startAggregator(aggCfg, { handleSignals: false, mount: (app) => (mountActivatorRoute(app, activator, scale.devices), mountDashboard(app)), logFile: path.join(logDir, 'aggregator.log') });
     const dashboard = `http://127.0.0.1:${(agg.server.address() as { port: number }).port}`;
     // Secrets stay out of the terminal (and so out of pasted logs): they go to a file only this user can read.
     const localFile = path.join(cfg.dataDir, 'local.json');
@@ -189,12 +197,12 @@ export async function up(argv: string[]): Promise<number> {
 }
 
 /** The run `up` starts, from its flags; RunConfig's cross-field rules apply on top. */
-function runConfigOf(v: { rounds: number; target: number; epochs: number; strategy?: string; nodes: number }) {
+function runConfigOf(v: { rounds: number; target: number; epochs: number; strategy?: string; nodes: number } & Parameters<typeof scaleRunFields>[0]) {
   try {
     return parseRunConfig(
-      { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6 },
+      { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6, ...scaleRunFields(v) },
       // A default, not a demand: a robust strategy raises it to what it needs (median: 3).
-      { minQuorum: Math.max(1, Math.ceil(v.nodes / 2)) },
+      { minQuorum: scaleQuorum(v) ?? Math.max(1, Math.ceil(v.nodes / 2)) },
     );
   } catch (e) {
     throw new UsageError((e as Error).message);

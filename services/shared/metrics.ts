@@ -32,6 +32,11 @@ export function createMetrics(service: string) {
     asyncAggregations: new client.Counter({ name: 'edgefl_async_aggregations_total', help: 'Buffered asynchronous aggregations published (fedbuff)', registers: [registry] }),
     asyncStaleness: new client.Histogram({ name: 'edgefl_async_update_staleness', help: 'Aggregations an arriving asynchronous update is behind', buckets: [0, 1, 2, 3, 5, 8, 13, 21], registers: [registry] }),
     asyncDiscarded: new client.Counter({ name: 'edgefl_async_updates_discarded_total', help: 'Asynchronous updates not aggregated, by reason (stale, rejected)', labelNames: ['reason'], registers: [registry] }),
+    // The local activator (services/harness/activator.ts): trainers started on demand.
+    coldStarts: new client.Counter({ name: 'edgefl_activator_cold_starts_total', help: 'Trainer processes started on demand, by outcome', labelNames: ['outcome'], registers: [registry] }),
+    coldStartSeconds: new client.Histogram({ name: 'edgefl_activator_cold_start_seconds', help: 'Spawn to ready of an on-demand trainer', buckets, registers: [registry] }),
+    activeTrainers: new client.Gauge({ name: 'edgefl_activator_active_trainers', help: 'Trainer processes running (starting, training or idle)', registers: [registry] }),
+    activatorInvocations: new client.Counter({ name: 'edgefl_activator_invocations_total', help: 'Requests the activator forwarded, by outcome', labelNames: ['outcome'], registers: [registry] }),
   };
   return m;
 }

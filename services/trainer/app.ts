@@ -17,6 +17,7 @@ import type { ImageSet } from '../../datasets/types.js';
 import { findUpdate, getModel, getRound, insertUpdate, type UpdateMeta } from '../store/model-store.js';
 import { MAX_BATCH_SIZE, parseTrainRequest, type TrainRequest } from './train-request.js';
 import { sendStageReply, runSecaggStage, storeMaskedInput } from './secagg-round.js';
+import { deviceDraw, emulateDevice, type Device } from './device-profile.js';
 
 export interface TrainerDeps {
   pool: pg.Pool;
@@ -34,6 +35,8 @@ export interface TrainerDeps {
   dataFor?: (spec: ModelSpec) => NodeData;
   /** The node's long-term secret (services/shared/node-secret.ts); without it the node refuses secure-aggregation rounds. */
   nodeSecret?: Buffer;
+  /** An emulated slow or flaky device (services/trainer/device-profile.ts); undefined for a plain one. */
+  device?: Device;
 }
 
 /** Seconds the caller should wait when this instance is busy: about one training's length. */
@@ -59,6 +62,7 @@ export function createTrainerApp(deps: TrainerDeps) {
   const source = `/edgefl/trainer/${deps.nodeId}`;
   const runModels = new TrainerModels(deps);
   const secagg = { pool: deps.pool, nodeId: deps.nodeId, invokeSecret: deps.invokeSecret, nodeSecret: deps.nodeSecret, sampleCount: deps.shard.count };
+  let attempts = 0;
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', (_req, res) => void res.json({ status: 'ready', node: deps.nodeId, busy: Boolean(busy), samples: deps.shard.count }));
@@ -142,6 +146,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       // Nothing partial is stored: the aggregator has moved on without this node.
       throw gone('deadline_passed', `round ${request.round} passed its deadline during training; update discarded`);
     }
+    await emulateDevice(deps.device, result.durationMs, deviceDraw(deps.nodeId, request.seed, request.round, attempts++), request.deadline);
     const { bytes, checksum } = encodeStoredWeights(modelSpec(model), getFlatWeights(model));
     const metricsOut = {
       loss: result.loss,

@@ -12,6 +12,7 @@ import { upsertNode } from '../store/model-store.js';
 import { KNATIVE_TUNING, RESOURCES } from '../kube/constants.js';
 import { createTrainerApp } from './app.js';
 import { maxBatchForMemory } from './train-request.js';
+import { deviceFromEnv } from './device-profile.js';
 
 export const nodeName = (id: number) => `node-${id}`;
 
@@ -48,7 +49,9 @@ export async function startTrainer(cfg: Config) {
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
   await upsertNode(db.pool, { id: nodeId, shardSize: shard.count, labelHistogram: histogram, info: { backend: backend.name, partition: cfg.partition.kind, alpha: cfg.partition.alpha } });
   log.info('node data ready', { samples: shard.count, histogram, backend: backend.name, memory_limit_mib: memory.mib, memory_limit_from: memory.source, max_batch_size: maxBatchSize });
-  const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize, dataFor: nodeDataFor(cfg), nodeSecret: resolveNodeSecret(cfg, nodeId) });
+  const device = deviceFromEnv(process.env);
+  if (device) log.info('emulating an edge device', { slowdown: device.slowdown, fail_probability: device.failProbability });
+  const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize, dataFor: nodeDataFor(cfg), nodeSecret: resolveNodeSecret(cfg, nodeId), device });
   // A round in flight at SIGTERM finishes and stores its update: up to the revision timeout Knative grants.
   const server = await listen(app, { port: cfg.port, host: cfg.host }, log, () => db.close(), true, KNATIVE_TUNING.trainerTimeoutSeconds * 1000);
   return { server, db, app };

@@ -188,7 +188,7 @@ export function createAggregatorApp(deps: AggregatorDeps) {
     return {
       ...runSummary(run),
       config: run.config,
-      privacy: (await privacyView(deps.pool, run.config as RunConfig, rounds.filter((r) => r.status === 'completed').length, [...new Set(rounds.flatMap((r) => r.selected))])) ?? null,
+      privacy: (await privacyView(deps.pool, run.config as RunConfig, rounds.filter((r) => r.status === 'completed').length, [...new Set(rounds.flatMap((r) => r.selected))], id)) ?? null,
       rounds: rounds.map((r) => ({
         round: r.round,
         status: r.status,

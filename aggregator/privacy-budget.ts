@@ -52,18 +52,28 @@ export interface PrivacyView {
   nodeEpsilon?: Record<string, number>;
   /** central: client-level ε of the rounds completed so far. */
   clientEpsilon?: number;
+  /** central with dp.adaptiveClip: the clip norm the next round will use. */
+  clip?: number;
 }
 
-export async function privacyView(pool: pg.Pool, config: DpRun, completedRounds: number, nodeIds: readonly string[]): Promise<PrivacyView | undefined> {
+export async function privacyView(pool: pg.Pool, config: DpRun, completedRounds: number, nodeIds: readonly string[], runId?: string): Promise<PrivacyView | undefined> {
   const dp = config.dp;
   if (!dp) return undefined;
   const base = { mode: dp.mode, delta: dp.delta, epsilonBudget: dp.epsilonBudget };
   if (dp.mode === 'central') {
     const clientEpsilon = clientLevelEpsilon({ rounds: completedRounds, participationRate: config.fraction, noiseMultiplier: dp.noiseMultiplier, delta: dp.delta });
-    return { ...base, clientEpsilon: Number(clientEpsilon.toFixed(4)) };
+    const clip = dp.adaptiveClip && runId ? await adaptiveClipOf(pool, runId) : undefined;
+    return { ...base, clientEpsilon: Number(clientEpsilon.toFixed(4)), ...(clip !== undefined ? { clip: Number(clip.toPrecision(4)) } : {}) };
   }
   const { ledgers } = await ledgersOf(pool, nodeIds);
   return { ...base, nodeEpsilon: Object.fromEntries([...ledgers].map(([node, events]) => [node, Number(spentEpsilon(events, dp.delta).toFixed(4))])) };
+}
+
+/** The clip norm dp-fedavg saved after its last round (aggregator/dp-fedavg-strategy.ts). */
+async function adaptiveClipOf(pool: pg.Pool, runId: string): Promise<number | undefined> {
+  const state = await store.getStrategyState(pool, runId);
+  const clip = state ? (JSON.parse(state.toString('utf8')) as { clip?: unknown }).clip : undefined;
+  return typeof clip === 'number' ? clip : undefined;
 }
 
 /** dpProblems for a run about to start on `trainers`, with their registered shard sizes. */

@@ -14,6 +14,7 @@ import { promotedFor, type Promotion } from '../store/promotion.js';
 import { edgeflCli, spawnService, type ServiceChild } from '../harness/process.js';
 import { HELP_FLAG, UsageError, flagHelp, fromNumberSchema, int, num, oneOf, parseFlags, text, toggle } from './flags.js';
 import { detectMemoryLimit, servingNodeOptions } from '../serving/limits.js';
+import { DP_UP_FLAGS, dpRunFields } from './dp-flags.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
 
@@ -38,6 +39,7 @@ export const UP_FLAGS = {
   'json-log': text('append one JSON line per round to FILE', { arg: 'FILE' }),
   'no-run': toggle('start everything but no training run'),
   'exit-when-done': toggle('stop everything when the run ends'),
+  ...DP_UP_FLAGS,
   ...HELP_FLAG,
 };
 
@@ -177,10 +179,11 @@ export async function up(argv: string[]): Promise<number> {
 }
 
 /** The run `up` starts, from its flags; RunConfig's cross-field rules apply on top. */
-function runConfigOf(v: { rounds: number; target: number; epochs: number; strategy?: string; nodes: number }) {
+function runConfigOf(v: ReturnType<typeof parseFlags<typeof UP_FLAGS>>) {
   try {
+    const dp = dpRunFields(v, { ...v, dataset: v.dataset, testSize: v['test-size'], maxTrainSamples: v['max-train-samples'] });
     return parseRunConfig(
-      { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6 },
+      { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...dp, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6 },
       // A default, not a demand: a robust strategy raises it to what it needs (median: 3).
       { minQuorum: Math.max(1, Math.ceil(v.nodes / 2)) },
     );

@@ -13,7 +13,7 @@ import { isConnectionError } from '../services/store/database.js';
 import type { TrainerTarget } from './invoke.js';
 import { createStrategy } from './strategies.js';
 import type { RunConfig } from './run-config.js';
-import { withinBudget } from './privacy-budget.js';
+import { privacySpent } from './privacy-budget.js';
 import { decideNext } from './round/decide.js';
 import { runRound } from './round/driver.js';
 import { createEvaluator, type Evaluator } from './round/evaluate.js';
@@ -209,7 +209,8 @@ export class Federation extends EventEmitter {
         config,
       );
       if (next.finish) return this.finish(runId, next.status, next.reason);
-      if (config.dp?.mode === 'local' && (await withinBudget(this.deps.pool, await this.deps.trainers(), config, runId)).length === 0) return this.finish(runId, 'completed', 'every node has spent its privacy budget');
+      const spent = config.dp ? await privacySpent(this.deps.pool, await this.deps.trainers(), config, runId, rows.filter((r) => r.status === 'completed').length) : undefined;
+      if (spent) return this.finish(runId, 'completed', spent);
       const summary = await runRound(this.ctx, current, strategy, next.round, signal);
       // Cut short by an abort (here or by another process): the round must not stay open once the run has ended.
       if (!summary && signal.reason !== SHUTDOWN) await store.failRound(this.deps.pool, runId, next.round, { reason: ABORTED_BY_USER });

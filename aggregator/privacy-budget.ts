@@ -44,6 +44,19 @@ export async function withinBudget(pool: pg.Pool, trainers: readonly TrainerTarg
   });
 }
 
+/**
+ * Why the run must end before its next round for privacy, or undefined: under `local`, no
+ * trainer can afford another round; under `central`, one more round would take the
+ * client-level ε past dp.epsilonBudget (the budget is the run's, spent round by round).
+ */
+export async function privacySpent(pool: pg.Pool, trainers: readonly TrainerTarget[], config: DpRun, runId: string, completedRounds: number): Promise<string | undefined> {
+  const dp = config.dp;
+  if (dp?.mode === 'local') return (await withinBudget(pool, trainers, config, runId)).length === 0 ? 'every node has spent its privacy budget' : undefined;
+  if (dp?.mode !== 'central') return undefined;
+  const next = clientLevelEpsilon({ rounds: completedRounds + 1, participationRate: config.fraction, noiseMultiplier: dp.noiseMultiplier, delta: dp.delta });
+  return next > dp.epsilonBudget ? `another round would take the client-level ε to ${next.toFixed(3)}, past dp.epsilonBudget ${dp.epsilonBudget}` : undefined;
+}
+
 export interface PrivacyView {
   mode: 'local' | 'central';
   delta: number;
@@ -63,7 +76,7 @@ export async function privacyView(pool: pg.Pool, config: DpRun, completedRounds:
   if (dp.mode === 'central') {
     const clientEpsilon = clientLevelEpsilon({ rounds: completedRounds, participationRate: config.fraction, noiseMultiplier: dp.noiseMultiplier, delta: dp.delta });
     const clip = dp.adaptiveClip && runId ? await adaptiveClipOf(pool, runId) : undefined;
-    return { ...base, clientEpsilon: Number(clientEpsilon.toFixed(4)), ...(clip !== undefined ? { clip: Number(clip.toPrecision(4)) } : {}) };
+    return { ...base, clientEpsilon: Number(clientEpsilon.toFixed(4)), ...(clip !== undefined ? { clip: Number(clip.toPrecision(6)) } : {}) };
   }
   const { ledgers } = await ledgersOf(pool, nodeIds);
   return { ...base, nodeEpsilon: Object.fromEntries([...ledgers].map(([node, events]) => [node, Number(spentEpsilon(events, dp.delta).toFixed(4))])) };

@@ -39,5 +39,8 @@ describe('edgefl up --dp', () => {
     expect(() => fields('--dp', 'local', '--dp-delta', '0.5')).toThrow(/dp-delta/);
     expect(() => fields('--dp', 'local', '--dataset', 'idx')).toThrow(/give --dp-noise/);
     expect(fields('--dp', 'local', '--dp-noise', '1.3').dp?.noiseMultiplier).toBe(1.3);
+    // A budget that not even one round fits in is refused before anything starts (as POST /runs would).
+    expect(() => fields('--dp', 'client', '--dp-epsilon', '0.001', '--dp-noise', '0.5')).toThrow(/one DP-FedAvg round costs client-level ε/);
+    expect(() => fields('--dp', 'local', '--dp-epsilon', '0.5', '--dp-noise', '0.6')).toThrow(/one round on a node holding 2666 records/);
   });
 });

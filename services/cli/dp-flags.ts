@@ -5,7 +5,7 @@
  * momentum, a large batch and learning rate: see README "Differential privacy") are this
  * file's defaults, applied only when --dp is given.
  */
-import { dpConfigSchema } from '../core/privacy/config.js';
+import { dpConfigSchema, dpProblems } from '../core/privacy/config.js';
 import { noiseForEpsilon } from '../core/privacy/rdp.js';
 import { dpSgdPlan } from '../core/privacy/dp-sgd.js';
 import type { RunConfig } from '../../aggregator/run-config.js';
@@ -57,20 +57,26 @@ export function dpRunFields(v: DpFlagValues, shape: UpShape): Partial<RunConfig>
   const local = v.dp === 'local';
   if (local && v['dp-clip-quantile'] !== undefined) throw new UsageError('--dp-clip-quantile is for --dp client (client-level DP-FedAvg)');
   const training = local ? DP_SGD_TRAINING : {};
-  const noiseMultiplier = v['dp-noise'] ?? defaultNoise(local, epsilonBudget, delta, shape);
+  const shard = local ? averageShard(shape) : undefined;
+  if (local && shard === undefined && v['dp-noise'] === undefined) throw new UsageError('--dp local with --dataset idx: give --dp-noise (the shard sizes are not known before the nodes start)');
+  const noiseMultiplier = v['dp-noise'] ?? defaultNoise(shard, epsilonBudget, delta, shape);
   const adaptiveClip = v['dp-clip-quantile'] === undefined ? undefined : { targetQuantile: v['dp-clip-quantile'], learningRate: 0.2, countNoiseMultiplier: noiseMultiplier };
-  return {
-    ...training,
-    ...(local ? {} : { strategy: 'dp-fedavg' }),
-    dp: { mode: local ? 'local' : 'central', epsilonBudget, delta, noiseMultiplier, clip: v['dp-clip'], ...(adaptiveClip ? { adaptiveClip } : {}) },
-  };
+  const dp = dpConfigSchema.parse({ mode: local ? 'local' : 'central', epsilonBudget, delta, noiseMultiplier, clip: v['dp-clip'], ...(adaptiveClip ? { adaptiveClip } : {}) });
+  // What POST /runs would refuse (a budget not even one round fits in), refused before anything starts.
+  const problems = dpProblems(dp, { epochs: shape.epochs, batchSize: DP_SGD_TRAINING.batchSize, shardSizes: shard ? [shard] : [], participationRate: 1 });
+  if (problems.length) throw new UsageError(problems.join('; '));
+  return { ...training, ...(local ? {} : { strategy: 'dp-fedavg' }), dp };
 }
 
-function defaultNoise(local: boolean, epsilon: number, delta: number, shape: UpShape): number {
+/** A node's digits when the built-in set is split evenly; undefined for IDX files (unknown before the nodes load them). */
+function averageShard(shape: UpShape): number | undefined {
+  if (shape.dataset && shape.dataset !== 'mnist') return undefined;
+  return Math.min(shape.maxTrainSamples ?? Infinity, Math.floor((BUILTIN_DIGITS - (shape.testSize ?? 2000)) / shape.nodes));
+}
+
+function defaultNoise(shard: number | undefined, epsilon: number, delta: number, shape: UpShape): number {
   let event = { samplingRate: 1, steps: shape.rounds };
-  if (local) {
-    if (shape.dataset && shape.dataset !== 'mnist') throw new UsageError('--dp local with --dataset idx: give --dp-noise (the shard sizes are not known before the nodes start)');
-    const shard = Math.min(shape.maxTrainSamples ?? Infinity, Math.floor((BUILTIN_DIGITS - (shape.testSize ?? 2000)) / shape.nodes));
+  if (shard !== undefined) {
     const round = dpSgdPlan(shard, shape.epochs, DP_SGD_TRAINING.batchSize, 1);
     event = { samplingRate: round.samplingRate, steps: round.steps * shape.rounds };
   }

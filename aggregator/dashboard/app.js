@@ -8,6 +8,7 @@ import { renderChart } from './chart.js';
 import { renderNodes, renderPromotion } from './nodes.js';
 import { initTry, renderServingOptions } from './try-it.js';
 // Feature panels register themselves (see state.js registerPanel); one import each.
+import './privacy.js';
 
 // ---- loading ---------------------------------------------------------------
 

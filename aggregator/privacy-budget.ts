@@ -8,12 +8,12 @@ import type pg from 'pg';
 import { dpProblems } from '../services/core/privacy/config.js';
 import { clientLevelEpsilon } from '../services/core/privacy/dp-fedavg.js';
 import { dpSgdPlan } from '../services/core/privacy/dp-sgd.js';
-import { ledgersOf, spentEpsilon } from '../services/store/privacy-ledger.js';
+import { ledgersOf, registeredNodeIds, spentEpsilon } from '../services/store/privacy-ledger.js';
 import * as store from '../services/store/model-store.js';
 import type { TrainerTarget } from './invoke.js';
 import type { RunConfig } from './run-config.js';
 
-type DpRun = Pick<RunConfig, 'dp' | 'epochs' | 'batchSize' | 'fraction'>;
+type DpRun = Pick<RunConfig, 'dp' | 'epochs' | 'batchSize' | 'fraction'> & Partial<Pick<RunConfig, 'nodes'>>;
 
 /** The trainer's refusal code: its message starts with it, so it survives into a round's node results. */
 export const BUDGET_REFUSAL = 'privacy_budget_exhausted';
@@ -78,7 +78,9 @@ export async function privacyView(pool: pg.Pool, config: DpRun, completedRounds:
     const clip = dp.adaptiveClip && runId ? await adaptiveClipOf(pool, runId) : undefined;
     return { ...base, clientEpsilon: Number(clientEpsilon.toFixed(4)), ...(clip !== undefined ? { clip: Number(clip.toPrecision(6)) } : {}) };
   }
-  const { ledgers } = await ledgersOf(pool, nodeIds);
+  // A run that has not chosen anyone yet (or was ended at once for spent budgets) shows the nodes it may use.
+  const ids = nodeIds.length ? nodeIds : (config.nodes ?? (await registeredNodeIds(pool)));
+  const { ledgers } = await ledgersOf(pool, ids);
   return { ...base, nodeEpsilon: Object.fromEntries([...ledgers].map(([node, events]) => [node, Number(spentEpsilon(events, dp.delta).toFixed(4))])) };
 }
 

@@ -213,7 +213,7 @@ function printRound(s: RoundSummary, maxRounds: number): void {
     return;
   }
   const nodes = s.nodes
-    .map((n) => (n.status === 'ok' ? `${n.nodeId} ${((n.accuracy ?? 0) * 100).toFixed(1)}% ${((n.durationMs ?? 0) / 1000).toFixed(1)}s` : `${n.nodeId} ${n.status}`))
+    .map((n) => (n.status === 'ok' ? `${n.nodeId} ${n.accuracy == null ? '–' : `${(n.accuracy * 100).toFixed(1)}%`} ${((n.durationMs ?? 0) / 1000).toFixed(1)}s` : `${n.nodeId} ${n.status}`))
     .join(' | ');
   say(`round ${String(s.round).padStart(2)} [${bar}] global ${((s.globalAccuracy ?? 0) * 100).toFixed(2)}% loss ${(s.globalLoss ?? 0).toFixed(4)} v${s.modelVersion} ${(s.durationMs / 1000).toFixed(1)}s | ${nodes}`);
 }

@@ -181,7 +181,7 @@ export async function up(argv: string[]): Promise<number> {
 /** The run `up` starts, from its flags; RunConfig's cross-field rules apply on top. */
 function runConfigOf(v: ReturnType<typeof parseFlags<typeof UP_FLAGS>>) {
   try {
-    const dp = dpRunFields(v, { ...v, dataset: v.dataset, testSize: v['test-size'], maxTrainSamples: v['max-train-samples'] });
+    const dp = dpRunFields(v, { ...v, testSize: v['test-size'], maxTrainSamples: v['max-train-samples'] });
     return parseRunConfig(
       { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...dp, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6 },
       // A default, not a demand: a robust strategy raises it to what it needs (median: 3).

@@ -193,7 +193,7 @@ export function createAggregatorApp(deps: AggregatorDeps) {
       config: run.config,
       /** Asynchronous runs (fedbuff): aggregations, staleness histogram and mean, updates discarded as stale. */
       async: (await asyncSummary(deps.pool, id)) ?? null,
-      privacy: (await privacyView(deps.pool, run.config as RunConfig, rounds.filter((r) => r.status === 'completed').length, [...new Set(rounds.flatMap((r) => r.selected))])) ?? null,
+      privacy: (await privacyView(deps.pool, run.config as RunConfig, rounds.filter((r) => r.status === 'completed').length, [...new Set(rounds.flatMap((r) => r.selected))], id)) ?? null,
       rounds: rounds.map((r) => ({
         round: r.round,
         status: r.status,

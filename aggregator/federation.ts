@@ -14,7 +14,7 @@ import { isConnectionError } from '../services/store/database.js';
 import type { TrainerTarget } from './invoke.js';
 import { createStrategy } from './strategies.js';
 import type { RunConfig } from './run-config.js';
-import { withinBudget } from './privacy-budget.js';
+import { privacySpent } from './privacy-budget.js';
 import { decideNext } from './round/decide.js';
 import { runAsync } from './async/driver.js';
 import type { AsyncStrategy } from './async/state.js';
@@ -225,7 +225,8 @@ export class Federation extends EventEmitter {
       const next = await this.nextStep(runId, config, lockLost);
       if (!next) return;
       if (next.finish) return this.finish(runId, next.status, next.reason);
-      if (config.dp?.mode === 'local' && (await withinBudget(this.deps.pool, await this.deps.trainers(), config, runId)).length === 0) return this.finish(runId, 'completed', 'every node has spent its privacy budget');
+      const spent = config.dp ? await privacySpent(this.deps.pool, await this.deps.trainers(), config, runId, next.rows.filter((r) => r.status === 'completed').length) : undefined;
+      if (spent) return this.finish(runId, 'completed', spent);
       strategy.observeRounds?.(next.rows);
       const summary = await runRound(ctx, next.current, strategy, next.round, signal);
       // Cut short by an abort (here or by another process): the round must not stay open once the run has ended.

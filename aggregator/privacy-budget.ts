@@ -8,12 +8,12 @@ import type pg from 'pg';
 import { dpProblems } from '../services/core/privacy/config.js';
 import { clientLevelEpsilon } from '../services/core/privacy/dp-fedavg.js';
 import { dpSgdPlan } from '../services/core/privacy/dp-sgd.js';
-import { ledgersOf, spentEpsilon } from '../services/store/privacy-ledger.js';
+import { ledgersOf, registeredNodeIds, spentEpsilon } from '../services/store/privacy-ledger.js';
 import * as store from '../services/store/model-store.js';
 import type { TrainerTarget } from './invoke.js';
 import type { RunConfig } from './run-config.js';
 
-type DpRun = Pick<RunConfig, 'dp' | 'epochs' | 'batchSize' | 'fraction'>;
+type DpRun = Pick<RunConfig, 'dp' | 'epochs' | 'batchSize' | 'fraction'> & Partial<Pick<RunConfig, 'nodes'>>;
 
 /** The trainer's refusal code: its message starts with it, so it survives into a round's node results. */
 export const BUDGET_REFUSAL = 'privacy_budget_exhausted';
@@ -44,6 +44,19 @@ export async function withinBudget(pool: pg.Pool, trainers: readonly TrainerTarg
   });
 }
 
+/**
+ * Why the run must end before its next round for privacy, or undefined: under `local`, no
+ * trainer can afford another round; under `central`, one more round would take the
+ * client-level ε past dp.epsilonBudget (the budget is the run's, spent round by round).
+ */
+export async function privacySpent(pool: pg.Pool, trainers: readonly TrainerTarget[], config: DpRun, runId: string, completedRounds: number): Promise<string | undefined> {
+  const dp = config.dp;
+  if (dp?.mode === 'local') return (await withinBudget(pool, trainers, config, runId)).length === 0 ? 'every node has spent its privacy budget' : undefined;
+  if (dp?.mode !== 'central') return undefined;
+  const next = clientLevelEpsilon({ rounds: completedRounds + 1, participationRate: config.fraction, noiseMultiplier: dp.noiseMultiplier, delta: dp.delta });
+  return next > dp.epsilonBudget ? `another round would take the client-level ε to ${next.toFixed(3)}, past dp.epsilonBudget ${dp.epsilonBudget}` : undefined;
+}
+
 export interface PrivacyView {
   mode: 'local' | 'central';
   delta: number;
@@ -52,18 +65,30 @@ export interface PrivacyView {
   nodeEpsilon?: Record<string, number>;
   /** central: client-level ε of the rounds completed so far. */
   clientEpsilon?: number;
+  /** central with dp.adaptiveClip: the clip norm the next round will use. */
+  clip?: number;
 }
 
-export async function privacyView(pool: pg.Pool, config: DpRun, completedRounds: number, nodeIds: readonly string[]): Promise<PrivacyView | undefined> {
+export async function privacyView(pool: pg.Pool, config: DpRun, completedRounds: number, nodeIds: readonly string[], runId?: string): Promise<PrivacyView | undefined> {
   const dp = config.dp;
   if (!dp) return undefined;
   const base = { mode: dp.mode, delta: dp.delta, epsilonBudget: dp.epsilonBudget };
   if (dp.mode === 'central') {
     const clientEpsilon = clientLevelEpsilon({ rounds: completedRounds, participationRate: config.fraction, noiseMultiplier: dp.noiseMultiplier, delta: dp.delta });
-    return { ...base, clientEpsilon: Number(clientEpsilon.toFixed(4)) };
+    const clip = dp.adaptiveClip && runId ? await adaptiveClipOf(pool, runId) : undefined;
+    return { ...base, clientEpsilon: Number(clientEpsilon.toFixed(4)), ...(clip !== undefined ? { clip: Number(clip.toPrecision(6)) } : {}) };
   }
-  const { ledgers } = await ledgersOf(pool, nodeIds);
+  // A run that has not chosen anyone yet (or was ended at once for spent budgets) shows the nodes it may use.
+  const ids = nodeIds.length ? nodeIds : (config.nodes ?? (await registeredNodeIds(pool)));
+  const { ledgers } = await ledgersOf(pool, ids);
   return { ...base, nodeEpsilon: Object.fromEntries([...ledgers].map(([node, events]) => [node, Number(spentEpsilon(events, dp.delta).toFixed(4))])) };
+}
+
+/** The clip norm dp-fedavg saved after its last round (aggregator/dp-fedavg-strategy.ts). */
+async function adaptiveClipOf(pool: pg.Pool, runId: string): Promise<number | undefined> {
+  const state = await store.getStrategyState(pool, runId);
+  const clip = state ? (JSON.parse(state.toString('utf8')) as { clip?: unknown }).clip : undefined;
+  return typeof clip === 'number' ? clip : undefined;
 }
 
 /** dpProblems for a run about to start on `trainers`, with their registered shard sizes. */

@@ -37,8 +37,8 @@ export interface PrivacyParams extends Record<string, unknown> {
 const PRIVACY_FLAGS = {
   nodes: int('edge nodes', { min: 1, max: 32, default: 3 }),
   alpha: num('Dirichlet concentration of the partition', { above: 0, default: 0.5 }),
-  rounds: int('federated rounds per ε', { min: 1, max: 1000, default: 5 }),
-  epochs: int('local epochs per round', { min: 1, max: 100, default: 1 }),
+  rounds: int('federated rounds per ε', { min: 1, max: 1000, default: 20 }),
+  epochs: int('local epochs per round', { min: 1, max: 100, default: 2 }),
   batch: int('expected batch size (Poisson sampling rate = batch / shard size)', { min: 1, max: 4096, default: 512 }),
   lr: num('learning rate', { above: 0, default: 0.5 }),
   optimizer: oneOf(['sgd', 'adam'] as const, 'optimizer', { default: 'sgd' }),
@@ -62,6 +62,8 @@ export interface PrivacyPoint {
   /** Per node: σ used and the ε its ledger would show after all rounds. */
   nodes: { samples: number; sigma: number | null; epsilon_spent: number | null }[];
   accuracy_per_round: number[];
+  /** The largest node ε after each round: a run is also a curve of (ε spent, accuracy) points. */
+  epsilon_per_round: (number | null)[];
 }
 
 function trainOptions(p: PrivacyParams, seed: number): TrainOptions {
@@ -135,16 +137,20 @@ export const privacy = benchmark({
       );
       ctx.log(`ε = ${eps}: σ per node ${sigmas.map((s) => (s === null ? '—' : s.toFixed(3))).join(', ')}`);
       const acc = await federate(p, shards, split.test, sigmas, ctx.log);
-      const spent = plans.map((plan, i) => {
-        if (sigmas[i] === null) return null;
-        const events: GaussianEvent[] = Array.from({ length: p.rounds }, () => ({ ...plan, noiseMultiplier: sigmas[i]! }));
-        return round(epsilonFromRdp(DEFAULT_ORDERS, composeEvents(events), p.delta).epsilon, 3);
-      });
+      const spentAfter = (rounds: number) =>
+        plans.map((plan, i) => {
+          if (sigmas[i] === null) return null;
+          const events: GaussianEvent[] = Array.from({ length: rounds }, () => ({ ...plan, noiseMultiplier: sigmas[i]! }));
+          return round(epsilonFromRdp(DEFAULT_ORDERS, composeEvents(events), p.delta).epsilon, 3);
+        });
+      const spent = spentAfter(p.rounds);
+      const perRound = acc.map((_, r) => (Number.isFinite(eps) ? Math.max(...spentAfter(r + 1).map((e) => e ?? 0)) : null));
       points.push({
         epsilon: Number.isFinite(eps) ? eps : null,
         accuracy: round(acc.at(-1)!, 4),
         nodes: shards.map((s, i) => ({ samples: s.count, sigma: sigmas[i] === null ? null : round(sigmas[i]!, 3), epsilon_spent: spent[i]! })),
         accuracy_per_round: acc.map((a) => round(a, 4)),
+        epsilon_per_round: perRound,
       });
     }
     const headline = { points: points.map((pt) => ({ epsilon: pt.epsilon, accuracy: pt.accuracy })), dp_throughput_ratio: ratio };
@@ -164,8 +170,14 @@ export const privacy = benchmark({
         `ε = ∞: the same training with σ = 0 (clipped, no noise). ${p.nodes} nodes (Dirichlet ${p.alpha}: ${shards.map((s) => s.count).join(', ')} digits), ${p.rounds} FedAvg rounds of ${p.epochs} local epoch(s), expected batch ${p.batch}, ${p.optimizer === 'sgd' ? 'SGD+momentum 0.9' : 'Adam'} lr ${p.lr}, clip ${p.clip}, δ = ${p.delta} per node.`,
         '',
         mdTable(
-          ['target ε per node', 'σ per node', 'ε spent per node', 'held-out accuracy', 'per round'],
-          points.map((pt) => [pt.epsilon ?? '∞', pt.nodes.map((n) => n.sigma ?? '—').join(', '), pt.nodes.map((n) => n.epsilon_spent ?? '∞').join(', '), `${(pt.accuracy * 100).toFixed(2)} %`, pt.accuracy_per_round.map((a) => (a * 100).toFixed(1)).join(' → ')]),
+          ['target ε per node', 'σ per node', 'ε spent per node', 'held-out accuracy', 'per round (ε spent)'],
+          points.map((pt) => [
+            pt.epsilon ?? '∞',
+            pt.nodes.map((n) => n.sigma ?? '—').join(', '),
+            pt.nodes.map((n) => n.epsilon_spent ?? '∞').join(', '),
+            `${(pt.accuracy * 100).toFixed(2)} %`,
+            pt.accuracy_per_round.map((a, r) => `${(a * 100).toFixed(1)}${pt.epsilon_per_round[r] === null ? '' : ` (${pt.epsilon_per_round[r]!.toFixed(2)})`}`).join(' → '),
+          ]),
         ),
         '',
         `Throughput (batch ${p.batch}, same run): non-private ${round(tp.plain, 1)} samples/s, DP-SGD ${round(tp.dp, 1)} samples/s, ratio ${ratio}.`,

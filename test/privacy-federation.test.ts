@@ -4,6 +4,7 @@ import type { Federation } from '../aggregator/federation.js';
 import type { TrainerTarget } from '../aggregator/invoke.js';
 import { parseRunConfig } from '../aggregator/run-config.js';
 import { dpSgdPlan } from '../services/core/privacy/dp-sgd.js';
+import { clientLevelEpsilon } from '../services/core/privacy/dp-fedavg.js';
 import * as store from '../services/store/model-store.js';
 import { ledgerOf, reservePrivacy, spentEpsilon } from '../services/store/privacy-ledger.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
@@ -88,13 +89,32 @@ describe('record-level DP on a live federation', () => {
 });
 
 describe('client-level DP-FedAvg on a live federation', () => {
-  it('aggregates with clipping and noise and reports the client-level ε', async () => {
-    const config = parseRunConfig({ ...TRAIN, rounds: 1, strategy: 'dp-fedavg', nodes: ['node-a'], dp: { mode: 'central', epsilonBudget: 50, noiseMultiplier: 1, clip: 0.5 } });
+  it('aggregates with clipping and noise, adapts the clip, and reports the client-level ε and the clip', async () => {
+    const dp = { mode: 'central', epsilonBudget: 50, noiseMultiplier: 1, clip: 0.5, adaptiveClip: { countNoiseMultiplier: 1 } };
+    const config = parseRunConfig({ ...TRAIN, rounds: 1, strategy: 'dp-fedavg', nodes: ['node-a'], dp });
     const run = await federation.startRun(config);
     const done = await waitRunDone(db.pool, run.id, 120_000);
     expect(done.status).toBe('completed');
-    const view = (await (await fetch(`${api.url}/runs/${run.id}`)).json()) as { privacy: { mode: string; clientEpsilon: number } };
+    const view = (await (await fetch(`${api.url}/runs/${run.id}`)).json()) as { privacy: { mode: string; clientEpsilon: number; clip: number } };
     expect(view.privacy.mode).toBe('central');
-    expect(view.privacy.clientEpsilon).toBeGreaterThan(0);
+    // Accounted at dp.noiseMultiplier: the count bits are paid for by more noise on the updates, not more ε.
+    expect(view.privacy.clientEpsilon).toBeCloseTo(clientLevelEpsilon({ rounds: 1, participationRate: 1, noiseMultiplier: 1, delta: 1e-5 }), 3);
+    // One geometric step from 0.5: by at most e^±(0.2·(1 + noise)), and (noise being continuous) not 0.5 itself.
+    expect(view.privacy.clip).toBeGreaterThan(0.1);
+    expect(view.privacy.clip).not.toBe(0.5);
+  });
+
+  it('ends the run when another round would take the client-level ε past the budget', async () => {
+    const dp = { mode: 'central', noiseMultiplier: 2, clip: 0.5, delta: 1e-5 } as const;
+    const eps = (rounds: number) => clientLevelEpsilon({ rounds, participationRate: 1, noiseMultiplier: dp.noiseMultiplier, delta: dp.delta });
+    const res = await post({ ...TRAIN, rounds: 6, strategy: 'dp-fedavg', nodes: ['node-a'], dp: { ...dp, epsilonBudget: (eps(2) + eps(3)) / 2 } });
+    expect(res.status).toBe(201);
+    const { id } = (await res.json()) as { id: string };
+    const done = await waitRunDone(db.pool, id, 120_000);
+    expect([done.status, done.stopReason]).toEqual(['completed', expect.stringMatching(/^another round would take the client-level ε to .* past dp.epsilonBudget/)]);
+    expect((await store.listRounds(db.pool, id)).filter((r) => r.status === 'completed')).toHaveLength(2);
+    const view = (await (await fetch(`${api.url}/runs/${id}`)).json()) as { privacy: { clientEpsilon: number; epsilonBudget: number } };
+    expect(view.privacy.clientEpsilon).toBeCloseTo(eps(2), 3);
+    expect(view.privacy.clientEpsilon).toBeLessThanOrEqual(view.privacy.epsilonBudget);
   });
 });

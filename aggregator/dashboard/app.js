@@ -11,6 +11,7 @@ import { initTry, renderServingOptions } from './try-it.js';
 import './predictions.js';
 import './async-panel.js';
 import './node-grid.js';
+import './privacy.js';
 
 // ---- loading ---------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import { loadDeploymentModel } from '../core/node-data.js';
 import { localNodeSecretEnv } from '../shared/node-secret.js';
 import { nodeName } from '../trainer/main.js';
 import { SCALE_FLAGS, mountActivatorRoute, scalePlanOf, scaleQuorum, scaleRunFields, startOnDemandTrainers, stopOnDemandTrainers } from './up-scale.js';
+import { DP_UP_FLAGS, dpRunFields } from './dp-flags.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
 
@@ -47,6 +48,7 @@ export const UP_FLAGS = {
   ...INBOX_FLAGS,
   ...BYOM_UP_FLAGS,
   ...SCALE_FLAGS,
+  ...DP_UP_FLAGS,
   ...HELP_FLAG,
 };
 
@@ -197,10 +199,11 @@ export async function up(argv: string[]): Promise<number> {
 }
 
 /** The run `up` starts, from its flags; RunConfig's cross-field rules apply on top. */
-function runConfigOf(v: { rounds: number; target: number; epochs: number; strategy?: string; nodes: number } & Parameters<typeof scaleRunFields>[0]) {
+function runConfigOf(v: ReturnType<typeof parseFlags<typeof UP_FLAGS>>) {
   try {
+    const dp = dpRunFields(v, { ...v, testSize: v['test-size'], maxTrainSamples: v['max-train-samples'] });
     return parseRunConfig(
-      { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6, ...scaleRunFields(v) },
+      { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...dp, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6, ...scaleRunFields(v) },
       // A default, not a demand: a robust strategy raises it to what it needs (median: 3).
       { minQuorum: scaleQuorum(v) ?? Math.max(1, Math.ceil(v.nodes / 2)) },
     );
@@ -230,7 +233,7 @@ function printRound(s: RoundSummary, maxRounds: number): void {
     return;
   }
   const nodes = s.nodes
-    .map((n) => (n.status === 'ok' ? `${n.nodeId} ${((n.accuracy ?? 0) * 100).toFixed(1)}% ${((n.durationMs ?? 0) / 1000).toFixed(1)}s` : `${n.nodeId} ${n.status}`))
+    .map((n) => (n.status === 'ok' ? `${n.nodeId} ${n.accuracy == null ? '–' : `${(n.accuracy * 100).toFixed(1)}%`} ${((n.durationMs ?? 0) / 1000).toFixed(1)}s` : `${n.nodeId} ${n.status}`))
     .join(' | ');
   say(`round ${String(s.round).padStart(2)} [${bar}] global ${((s.globalAccuracy ?? 0) * 100).toFixed(2)}% loss ${(s.globalLoss ?? 0).toFixed(4)} v${s.modelVersion} ${(s.durationMs / 1000).toFixed(1)}s | ${nodes}`);
 }

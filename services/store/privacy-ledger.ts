@@ -110,6 +110,11 @@ export async function ledgersOf(pool: pg.Pool, nodeIds: readonly string[]): Prom
   return { sizes: new Map(nodes.rows.map((r) => [r.id, r.shard_size])), ledgers };
 }
 
+/** Ids of the registered nodes (at most `limit`), for views of a run that has chosen none yet. */
+export async function registeredNodeIds(pool: pg.Pool, limit = 1000): Promise<string[]> {
+  return (await pool.query<{ id: string }>('SELECT id FROM nodes ORDER BY id LIMIT $1', [limit])).rows.map((r) => r.id);
+}
+
 /** Each node's total spent ε at δ, over every run. */
 export async function spentByNode(pool: pg.Pool, delta: number, nodeIds: readonly string[]): Promise<Record<string, number>> {
   const { ledgers } = await ledgersOf(pool, nodeIds);

@@ -21,8 +21,24 @@ export const dpConfigSchema = z
     delta: z.number().positive().max(0.01).default(1e-5),
     noiseMultiplier: z.number().positive().max(1000),
     clip: z.number().positive().max(1e6).default(1),
+    /** central only: C follows a quantile of the update norms (adaptive-clip.ts); dp.clip is its start. */
+    adaptiveClip: z
+      .object({
+        targetQuantile: z.number().min(0).max(1).default(0.5),
+        learningRate: z.number().positive().max(10).default(0.2),
+        countNoiseMultiplier: z.number().positive().max(1e6),
+      })
+      .strict()
+      .optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((dp, ctx) => {
+    if (!dp.adaptiveClip) return;
+    if (dp.mode !== 'central') ctx.addIssue({ code: 'custom', path: ['adaptiveClip'], message: "adaptive clipping is for mode 'central' (client-level DP-FedAvg)" });
+    else if (2 * dp.adaptiveClip.countNoiseMultiplier <= dp.noiseMultiplier) {
+      ctx.addIssue({ code: 'custom', path: ['adaptiveClip', 'countNoiseMultiplier'], message: `must exceed dp.noiseMultiplier / 2 = ${dp.noiseMultiplier / 2}: the clipped-count bits are paid for out of the same σ` });
+    }
+  });
 
 export type DpConfig = z.infer<typeof dpConfigSchema>;
 

@@ -26,6 +26,8 @@ export interface DpFedAvgResult {
   weights: Float32Array;
   /** Share of this round's deltas that the clip shrank (a signal for choosing S). */
   clippedShare: number;
+  /** Deltas that fitted within S unchanged: adaptive clipping's count (released only noised). */
+  unclipped: number;
 }
 
 export function l2Norm(v: Float32Array): number {
@@ -60,7 +62,7 @@ export function clippedDeltaSum(base: Float32Array, clip: number) {
       const std = noiseMultiplier * clip;
       const weights = new Float32Array(base.length);
       for (let i = 0; i < base.length; i++) weights[i] = base[i]! + (sum[i]! + (std > 0 ? std * normal(rng) : 0)) / expectedClients;
-      return { weights, clippedShare: clients ? clipped / clients : 0 };
+      return { weights, clippedShare: clients ? clipped / clients : 0, unclipped: clients - clipped };
     },
   };
 }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../services/core/backend.js';
 import { buildModel, getFlatWeights } from '../services/core/model.js';
 import { cgroupCpus, closeTrainingPool, parallelPlan, splitRows, trainParallel, trainThreads } from '../services/core/parallel-train.js';
-import { shuffleInPlace, trainLocal, type TrainOptions } from '../services/core/train.js';
+import { trainLocal, type TrainOptions } from '../services/core/train.js';
 import { builtinMnistSplit } from '../datasets/builtin-mnist.js';
 import { subset, type ImageSet } from '../datasets/types.js';
 
@@ -23,7 +23,7 @@ async function both(opts: TrainOptions, threads: number) {
   const parallel = buildModel(1);
   const plan = parallelPlan(parallel, { ...opts, threads });
   expect(plan?.threads).toBe(threads); // the threads really run (the worker script is built)
-  const rN = await trainParallel(parallel, shard, opts, plan!, shuffleInPlace);
+  const rN = await trainParallel(parallel, shard, opts, plan!);
   return { single: getFlatWeights(single), parallel: getFlatWeights(parallel), r1, rN, initial: getFlatWeights(buildModel(1)) };
 }
 
@@ -47,7 +47,7 @@ describe('data-parallel training', () => {
     const { single } = await both(base, 2);
     const other = buildModel(1);
     const plan = parallelPlan(other, { ...base, threads: 2 })!;
-    await trainParallel(other, shard, { ...base, dropout: { ...base.dropout!, round: 3 } }, plan, shuffleInPlace);
+    await trainParallel(other, shard, { ...base, dropout: { ...base.dropout!, round: 3 } }, plan);
     expect(maxAbsDiff(getFlatWeights(other), single)).toBeGreaterThan(1e-3);
   });
 
@@ -55,7 +55,7 @@ describe('data-parallel training', () => {
     const opts: TrainOptions = { ...base, epochs: 1 };
     const run = (seed: number) => {
       const model = buildModel(seed);
-      return trainParallel(model, shard, opts, parallelPlan(model, { threads: 2 })!, shuffleInPlace).then(() => getFlatWeights(model));
+      return trainParallel(model, shard, opts, parallelPlan(model, { threads: 2 })!).then(() => getFlatWeights(model));
     };
     const [a, b] = await Promise.all([run(1), run(2)]);
     expect(maxAbsDiff(a, await run(1))).toBe(0);
@@ -65,7 +65,7 @@ describe('data-parallel training', () => {
   it('stops between steps when asked', async () => {
     const model = buildModel(1);
     let calls = 0;
-    const r = await trainParallel(model, shard, { ...base, shouldStop: () => ++calls > 2 }, parallelPlan(model, { threads: 2 })!, shuffleInPlace);
+    const r = await trainParallel(model, shard, { ...base, shouldStop: () => ++calls > 2 }, parallelPlan(model, { threads: 2 })!);
     expect(r.stopped).toBe(true);
     expect(r.steps).toBe(2);
   });

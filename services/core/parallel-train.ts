@@ -17,7 +17,7 @@ import { weightSpecs } from './forward.js';
 import { dropoutStepSeed, getFlatWeights, modelSpec, setFlatWeights } from './model.js';
 import { REFERENCE_CNN, inputSize, type ModelSpec } from './model-spec.js';
 import type { tfl } from './tf.js';
-import { TrainingProgress } from './train-progress.js';
+import { TrainingProgress, epochBatches } from './train-progress.js';
 import type { TrainOptions, TrainResult } from './train.js';
 import type { WorkerReply, WorkerRequest } from './parallel-worker.js';
 
@@ -168,7 +168,6 @@ async function trainOnPool(
   data: ImageSet,
   opts: TrainOptions,
   plan: { threads: number; script: string; spec: ModelSpec },
-  shuffle: (a: Uint32Array, rng: () => number) => void,
 ): Promise<TrainResult> {
   if (data.count === 0) throw new Error('cannot train on an empty shard');
   const { threads, spec } = plan;
@@ -182,18 +181,9 @@ async function trainOnPool(
 
   const rng = createRng(opts.seed ?? 1);
   const dropout = opts.dropout ?? { runSeed: opts.seed ?? 1, node: '', round: 0 };
-  const order = Uint32Array.from({ length: data.count }, (_, i) => i);
   const progress = new TrainingProgress(data.count, opts);
-  let stopped = false;
-  for (let epoch = 0; epoch < opts.epochs && !stopped; epoch++) {
-    shuffle(order, rng);
-    progress.startEpoch(epoch);
-    for (let start = 0; start < data.count; start += opts.batchSize) {
-      if (opts.shouldStop?.()) {
-        stopped = true;
-        break;
-      }
-      const n = Math.min(opts.batchSize, data.count - start);
+  const run = { stopped: false };
+  for (const { order, start, n } of epochBatches(data.count, opts, rng, progress, run)) {
       const dropoutSeed = dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, progress.steps);
       const messages: WorkerRequest[] = splitRows(n, threads).map(([from, to]) => {
         const pixels = new Float32Array((to - from) * size);
@@ -210,10 +200,8 @@ async function trainOnPool(
       let correct = 0;
       for (const r of replies) if (r.type === 'stepped') (lossSum += r.lossSum), (correct += r.correct);
       await progress.step(n, lossSum, correct);
-    }
-    progress.endEpoch();
   }
   const [first] = await p.all(Array.from({ length: threads }, () => ({ type: 'weights' }) as const));
   if (first?.type === 'weights') setFlatWeights(model, first.flat);
-  return progress.result(stopped);
+  return progress.result(run.stopped);
 }

@@ -56,3 +56,40 @@ export class TrainingProgress {
     };
   }
 }
+
+export function shuffleInPlace(a: Uint32Array, rng: () => number): void {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    const t = a[i]!;
+    a[i] = a[j]!;
+    a[j] = t;
+  }
+}
+
+/**
+ * The batches of a local training, shared by the one-thread and the data-parallel loops so
+ * both see the same shuffles: `order` is reshuffled each epoch and each batch is its rows
+ * `order[start .. start+n)`. A `shouldStop` that fires ends the training at the next batch
+ * and sets `run.stopped`.
+ */
+export function* epochBatches(
+  count: number,
+  opts: Pick<TrainOptions, 'epochs' | 'batchSize' | 'shouldStop'>,
+  rng: () => number,
+  progress: TrainingProgress,
+  run: { stopped: boolean },
+): Generator<{ order: Uint32Array; start: number; n: number }> {
+  const order = Uint32Array.from({ length: count }, (_, i) => i);
+  for (let epoch = 0; epoch < opts.epochs && !run.stopped; epoch++) {
+    shuffleInPlace(order, rng);
+    progress.startEpoch(epoch);
+    for (let start = 0; start < count; start += opts.batchSize) {
+      if (opts.shouldStop?.()) {
+        run.stopped = true;
+        break;
+      }
+      yield { order, start, n: Math.min(opts.batchSize, count - start) };
+    }
+    progress.endEpoch();
+  }
+}

@@ -2,7 +2,7 @@ import { tf, type tfl } from './tf.js';
 import { classesOf, dropoutStepSeed, inputShapeOf, inputSizeOf, seedDropout } from './model.js';
 import { createRng } from '../../datasets/rng.js';
 import type { ImageSet } from '../../datasets/types.js';
-import { TrainingProgress } from './train-progress.js';
+import { TrainingProgress, epochBatches } from './train-progress.js';
 import { parallelPlan, trainParallel } from './parallel-train.js';
 import type { ModelSpec } from './model-spec.js';
 
@@ -52,7 +52,7 @@ function makeOptimizer(name: OptimizerName, lr: number): tf.Optimizer {
 export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: TrainOptions): Promise<TrainResult> {
   if (data.count === 0) throw new Error('cannot train on an empty shard');
   const plan = parallelPlan(model, opts);
-  if (plan) return trainParallel(model, data, opts, plan, shuffleInPlace);
+  if (plan) return trainParallel(model, data, opts, plan);
   const rng = createRng(opts.seed ?? 1);
   const dropout = opts.dropout ?? { runSeed: opts.seed ?? 1, node: '', round: 0 };
   const optimizer = makeOptimizer(opts.optimizer ?? 'adam', opts.learningRate);
@@ -61,37 +61,26 @@ export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: T
   const anchors = mu > 0 ? variables.map((v) => tf.keep(v.clone())) : [];
   const PIXELS = inputSizeOf(model);
   if (data.images.length !== data.count * PIXELS) throw new Error(`the data holds ${data.images.length / Math.max(1, data.count)} values per sample; the model takes ${PIXELS} (${inputShapeOf(model).join('x')})`);
-  const order = Uint32Array.from({ length: data.count }, (_, i) => i);
   const batchPixels = new Float32Array(opts.batchSize * PIXELS);
   const batchLabels = new Int32Array(opts.batchSize);
   const progress = new TrainingProgress(data.count, opts);
-  let stopped = false;
+  const run = { stopped: false };
   try {
-    for (let epoch = 0; epoch < opts.epochs && !stopped; epoch++) {
-      shuffleInPlace(order, rng);
-      progress.startEpoch(epoch);
-      for (let start = 0; start < data.count; start += opts.batchSize) {
-        if (opts.shouldStop?.()) {
-          stopped = true;
-          break;
-        }
-        const n = Math.min(opts.batchSize, data.count - start);
-        for (let i = 0; i < n; i++) {
-          const src = order[start + i]!;
-          batchPixels.set(data.images.subarray(src * PIXELS, (src + 1) * PIXELS), i * PIXELS);
-          batchLabels[i] = data.labels[src]!;
-        }
-        seedDropout(model, dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, progress.steps));
-        const stats = trainStep(model, optimizer, variables, anchors, mu, batchPixels.subarray(0, n * PIXELS), batchLabels.subarray(0, n));
-        await progress.step(n, stats.loss * n, stats.correct);
+    for (const { order, start, n } of epochBatches(data.count, opts, rng, progress, run)) {
+      for (let i = 0; i < n; i++) {
+        const src = order[start + i]!;
+        batchPixels.set(data.images.subarray(src * PIXELS, (src + 1) * PIXELS), i * PIXELS);
+        batchLabels[i] = data.labels[src]!;
       }
-      progress.endEpoch();
+      seedDropout(model, dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, progress.steps));
+      const stats = trainStep(model, optimizer, variables, anchors, mu, batchPixels.subarray(0, n * PIXELS), batchLabels.subarray(0, n));
+      await progress.step(n, stats.loss * n, stats.correct);
     }
   } finally {
     tf.dispose(anchors);
     optimizer.dispose();
   }
-  return progress.result(stopped);
+  return progress.result(run.stopped);
 }
 
 /** FedProx's term mu/2·Σ‖w − w_global‖²; its gradient pulls each weight back by mu·(w − w_global). */
@@ -131,11 +120,3 @@ function trainStep(
   return { loss, correct };
 }
 
-export function shuffleInPlace(a: Uint32Array, rng: () => number): void {
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rng() * (i + 1));
-    const t = a[i]!;
-    a[i] = a[j]!;
-    a[j] = t;
-  }
-}

@@ -4,6 +4,7 @@
  * A request is buffered (bounded), held while the node's trainer starts, then forwarded; GET
  * /activator answers every node's state and the cold-start record, GET /metrics Prometheus's.
  */
+import { readCappedBody } from '../http/capped-body.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
@@ -104,20 +105,7 @@ async function route(activator: Activator, metrics: Metrics, req: http.IncomingM
 }
 
 function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(new Error(`request body over ${limit} bytes`));
-      } else chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+  return readCappedBody(req, limit, () => new Error(`request body over ${limit} bytes`));
 }
 
 /** Forwards one buffered request and streams the answer back; resolves with its status once it is sent. */

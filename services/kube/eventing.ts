@@ -42,17 +42,7 @@ const updateReadyDelivery = { retry: 5, backoffPolicy: 'exponential', backoffDel
 export function triggerObjects(opts: ResolvedOptions) {
   const triggers: Trigger[] = [];
   for (let node = 0; node < opts.nodes; node++) {
-    triggers.push(
-      new Trigger({
-        metadata: { name: `edgefl-train-${node}`, namespace: opts.namespace, labels: labels('trainer', node) },
-        spec: {
-          broker: EVENTING.broker,
-          filter: { attributes: { type: EVENTING.trainType, [EVENTING.nodeAttribute]: String(node) } },
-          subscriber: { ref: { apiVersion: 'serving.knative.dev/v1', kind: 'Service', name: NAMES.trainer(node) } },
-          delivery: trainDelivery(opts),
-        },
-      }),
-    );
+    triggers.push(nodeTrigger(opts, node, { name: `edgefl-train-${node}`, role: 'trainer', type: EVENTING.trainType, service: NAMES.trainer(node), delivery: trainDelivery(opts) }));
   }
   triggers.push(...inferenceTriggers(opts));
   triggers.push(
@@ -78,16 +68,21 @@ export function triggerObjects(opts: ResolvedOptions) {
  */
 export function inferenceTriggers(opts: ResolvedOptions): Trigger[] {
   return Array.from({ length: opts.nodes }, (_, node) =>
-    new Trigger({
-      metadata: { name: `edgefl-inference-${node}`, namespace: opts.namespace, labels: labels('serving', node) },
-      spec: {
-        broker: EVENTING.broker,
-        filter: { attributes: { type: EVENTING.inferenceType, [EVENTING.nodeAttribute]: String(node) } },
-        subscriber: { ref: { apiVersion: 'serving.knative.dev/v1', kind: 'Service', name: NAMES.serving(node) } },
-        delivery: inferenceDelivery,
-      },
-    }),
+    nodeTrigger(opts, node, { name: `edgefl-inference-${node}`, role: 'serving', type: EVENTING.inferenceType, service: NAMES.serving(node), delivery: inferenceDelivery }),
   );
+}
+
+/** A Trigger for one edge node's events (type + `edgeflnode: "N"`) to that node's Knative Service. */
+function nodeTrigger(opts: ResolvedOptions, node: number, t: { name: string; role: 'trainer' | 'serving'; type: string; service: string; delivery: object }): Trigger {
+  return new Trigger({
+    metadata: { name: t.name, namespace: opts.namespace, labels: labels(t.role, node) },
+    spec: {
+      broker: EVENTING.broker,
+      filter: { attributes: { type: t.type, [EVENTING.nodeAttribute]: String(node) } },
+      subscriber: { ref: { apiVersion: 'serving.knative.dev/v1', kind: 'Service', name: t.service } },
+      delivery: t.delivery,
+    },
+  });
 }
 
 const inferenceDelivery = { retry: 10, backoffPolicy: 'exponential', backoffDelay: 'PT1S', timeout: 'PT120S' };

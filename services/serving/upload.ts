@@ -1,3 +1,4 @@
+import { readCappedBody } from '../http/capped-body.js';
 import type busboy from 'busboy';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Request, Response, Router } from 'express';
@@ -117,20 +118,12 @@ function readImages(req: Request, maxBytes: number, maxFiles: number): Promise<U
 }
 
 function readBody(req: Request, maxBytes: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > maxBytes) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(new TooLarge('body_too_large', `image body exceeds ${maxBytes} bytes`));
-      } else chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', () => reject(new InvalidInput('request_aborted', 'the request body was not received completely')));
-  });
+  return readCappedBody(
+    req,
+    maxBytes,
+    () => new TooLarge('body_too_large', `image body exceeds ${maxBytes} bytes`),
+    () => new InvalidInput('request_aborted', 'the request body was not received completely'),
+  );
 }
 
 async function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promise<UploadedImage[]> {

@@ -4,8 +4,7 @@
  * per-kernel profile, wasm vs the pure-JS cpu backend).
  */
 import { buildModel, getFlatWeights } from '../services/core/model.js';
-import type { BackendName } from '../services/core/backend.js';
-import { BACKENDS } from '../services/core/backend.js';
+import { BACKENDS, initBackend, type BackendName } from '../services/core/backend.js';
 import { benchmark, int, oneOf, type BenchContext } from './lib/flags.js';
 import { TARGETS, mdTable, type BenchOutput } from './lib/output.js';
 import { measureCeiling } from './lib/setup.js';
@@ -28,6 +27,8 @@ export const train = benchmark({
   },
   async run(p, ctx: BenchContext): Promise<BenchOutput> {
     const threads = p.threads || trainThreads();
+    // The one-thread figure must be the backend a trainer runs (wasm), not tfjs's pure-JS default.
+    await initBackend(p.backend as BackendName);
     ctx.log(`trainLocal on 1 and ${threads} thread(s), ${p.samples} samples of batch ${p.batch}, ${p.reps} rep(s)`);
     const par = await benchParallelTraining({ threads, batchSize: p.batch, samples: p.samples, reps: p.reps, log: ctx.log });
     ctx.log(`training ${p.steps} steps of batch ${p.batch} on ${p.backend} (${p.cpu_steps} on cpu)`);

@@ -7,8 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { createPool } from '../services/store/database.js';
 import { NAMES, SECRET_KEYS } from '../services/kube/constants.js';
-import { SECRET_NAMES } from '../services/kube/secrets-job.js';
-import { PLACEHOLDER_MARK, desiredSecrets, ensureSecrets, kubeSecretsApi, main, reportFailed, type ApiConnection } from '../services/kube/secrets-init.js';
+import { SECRET_NAMES, secretNames } from '../services/kube/secrets-job.js';
+import { PLACEHOLDER_MARK, desiredSecrets, ensureSecrets, kubeSecretsApi, main, nodeCount, reportFailed, type ApiConnection } from '../services/kube/secrets-init.js';
 
 const TOKEN = 'sa-token';
 const NS = 'edgefl';
@@ -17,10 +17,10 @@ const requests: string[] = [];
 let server: http.Server;
 let conn: ApiConnection;
 
-/** What the generated Role allows: create any Secret, get only the three edgefl ones. */
+/** What the generated Role allows for a 2-node install: create any Secret, get only edgefl's own. */
 function allowed(method: string, name: string | undefined): boolean {
   if (method === 'POST') return true;
-  return method === 'GET' && !!name && SECRET_NAMES.includes(name as (typeof SECRET_NAMES)[number]);
+  return method === 'GET' && !!name && secretNames(2).includes(name);
 }
 
 beforeAll(async () => {
@@ -75,6 +75,21 @@ describe('secrets-init', () => {
     const [a, b] = [desiredSecrets(), desiredSecrets()];
     expect(a[0]!.stringData[SECRET_KEYS.adminToken]).not.toBe(b[0]!.stringData[SECRET_KEYS.adminToken]);
     expect(a[1]!.stringData[SECRET_KEYS.postgresPassword]).not.toBe(b[1]!.stringData[SECRET_KEYS.postgresPassword]);
+  });
+
+  it("gives every edge node its own long-term secret, and a node added later gets one without touching the others'", async () => {
+    const two = desiredSecrets(undefined, 2);
+    expect(two.map((x) => x.name)).toEqual(secretNames(2));
+    const secretOf = (i: number) => decoded(NAMES.nodeSecret(i))[SECRET_KEYS.nodeSecret];
+    expect((await ensureSecrets(kubeSecretsApi(conn), desiredSecrets(undefined, 1))).created).toContain(NAMES.nodeSecret(0));
+    const first = secretOf(0);
+    expect(first).toMatch(/^[0-9a-f]{64}$/);
+    const report = await ensureSecrets(kubeSecretsApi(conn), two);
+    expect(report.created).toEqual([NAMES.nodeSecret(1)]);
+    expect(secretOf(0)).toBe(first);
+    expect(secretOf(1)).not.toBe(first);
+    expect(nodeCount({ EDGEFL_NODES: '3' })).toBe(3);
+    expect(() => nodeCount({ EDGEFL_NODES: 'x' })).toThrow(/EDGEFL_NODES/);
   });
 
   it('a rerun changes nothing (apply -k runs the Job again)', async () => {

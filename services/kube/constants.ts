@@ -51,6 +51,8 @@ export const NAMES = {
   databaseSecret: 'edgefl-database',
   /** POSTGRES_* for the bundled StatefulSet; the only place the database password lives. */
   postgresSecret: 'edgefl-postgres',
+  /** Edge node i's long-term secret (secure aggregation's round keys derive from it); only trainer i reads it. */
+  nodeSecret: (node: number) => `edgefl-node-secret-${node}`,
   /** Job (and its ServiceAccount/Role) that creates the Secrets above with random values if absent. */
   secretsInit: 'edgefl-secrets-init',
   /** Grafana sidecar ConfigMap holding the dashboard. */
@@ -66,6 +68,7 @@ export const SECRET_KEYS = {
   postgresUser: 'username',
   postgresPassword: 'password',
   postgresDb: 'database',
+  nodeSecret: 'node-secret',
 } as const;
 
 /** Health routes each role serves (documented contract; probes are generated from this). */

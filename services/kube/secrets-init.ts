@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { pathToFileURL } from 'node:url';
+import { ENV } from '../shared/config.js';
 import { LABELS, NAMES, PART_OF, SECRET_KEYS } from './constants.js';
 
 /** What the old checked-in Secrets held; an existing Secret still carrying it is refused. */
@@ -26,8 +27,13 @@ export interface DesiredSecret {
 
 const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 
-/** The three Secrets every workload reads; the database password lives only in edgefl-postgres. */
-export function desiredSecrets(random: (bytes: number) => string = randomHex): DesiredSecret[] {
+/**
+ * The three Secrets every workload reads (the database password lives only in edgefl-postgres),
+ * and one per edge node holding that node's long-term secret. Nodes added later get theirs on
+ * the next run; an existing node's is never replaced.
+ */
+export function desiredSecrets(random: (bytes: number) => string = randomHex, nodes = 0): DesiredSecret[] {
+  const perNode = Array.from({ length: nodes }, (_, node) => ({ name: NAMES.nodeSecret(node), stringData: { [SECRET_KEYS.nodeSecret]: random(32) } }));
   return [
     {
       name: NAMES.appSecret,
@@ -44,6 +50,7 @@ export function desiredSecrets(random: (bytes: number) => string = randomHex): D
     },
     // No password in the URL: workloads get PGPASSWORD from edgefl-postgres.
     { name: NAMES.databaseSecret, stringData: { [SECRET_KEYS.databaseUrl]: `postgres://edgefl@${NAMES.postgres}:5432/edgefl` } },
+    ...perNode,
   ];
 }
 
@@ -164,8 +171,15 @@ export function inClusterConnection(env = process.env): ApiConnection {
   };
 }
 
-export async function main(conn: ApiConnection = inClusterConnection()): Promise<number> {
-  const report = await ensureSecrets(kubeSecretsApi(conn));
+/** Edge nodes the Job makes secrets for: EDGEFL_NODES, set by the manifest generator. */
+export function nodeCount(env = process.env): number {
+  const n = Number(env[ENV.nodes] ?? '0');
+  if (!Number.isInteger(n) || n < 0 || n > 1000) throw new Error(`EDGEFL_NODES must be an integer from 0 to 1000, got '${env[ENV.nodes]}'`);
+  return n;
+}
+
+export async function main(conn: ApiConnection = inClusterConnection(), nodes = nodeCount()): Promise<number> {
+  const report = await ensureSecrets(kubeSecretsApi(conn), desiredSecrets(randomHex, nodes));
   process.stdout.write(JSON.stringify({ msg: 'edgefl secrets checked', namespace: conn.namespace, ...report }) + '\n');
   if (!reportFailed(report)) return 0;
   process.stderr.write(

@@ -16,6 +16,9 @@ export const SECRETS_INIT_COMMAND = ['node', 'dist/services/kube/secrets-init.js
 
 export const SECRET_NAMES = [NAMES.appSecret, NAMES.postgresSecret, NAMES.databaseSecret];
 
+/** Every Secret the Job may read: the shared three and each edge node's own. */
+export const secretNames = (nodes: number): string[] => [...SECRET_NAMES, ...Array.from({ length: nodes }, (_, i) => NAMES.nodeSecret(i))];
+
 export function secretsInitObjects(opts: ResolvedOptions) {
   const name = NAMES.secretsInit;
   const meta = { name, namespace: opts.namespace, labels: labels('secrets-init') };
@@ -25,7 +28,7 @@ export function secretsInitObjects(opts: ResolvedOptions) {
       metadata: meta,
       rules: [
         { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
-        { apiGroups: [''], resources: ['secrets'], resourceNames: SECRET_NAMES, verbs: ['get'] },
+        { apiGroups: [''], resources: ['secrets'], resourceNames: secretNames(opts.nodes), verbs: ['get'] },
       ],
     }),
     new RoleBinding({
@@ -53,7 +56,7 @@ export function secretsInitObjects(opts: ResolvedOptions) {
                 name: 'secrets-init',
                 image: opts.image,
                 command: SECRETS_INIT_COMMAND,
-                env: [{ name: ENV.namespace, valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } }],
+                env: [{ name: ENV.namespace, valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } }, { name: ENV.nodes, value: String(opts.nodes) }],
                 resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '500m', memory: '128Mi' } },
                 securityContext: { ...containerSecurity, runAsUser: NODE_UID, readOnlyRootFilesystem: true },
               },

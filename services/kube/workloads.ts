@@ -4,6 +4,7 @@
  * pod runs non-root with the `restricted` Pod Security Standard's securityContext, and only the
  * aggregator mounts a service-account token.
  */
+import { NODE_SECRET_ENV } from '../shared/node-secret.js';
 import { Namespace, Service as CoreService, ServiceAccount } from 'kubernetes-models/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
@@ -166,7 +167,8 @@ function trainerService(opts: ResolvedOptions, node: number): KnativeService {
     // The trainer answers only when training is done: without responseStartTimeoutSeconds
     // Knative defaults it to 300 s and cuts longer rounds.
     timeouts: { timeoutSeconds: opts.trainerTimeoutSeconds, responseStartTimeoutSeconds: opts.trainerTimeoutSeconds },
-    env: federationEnv(),
+    // Its own long-term secret, in its own Secret: no other node's pod references it.
+    env: [...federationEnv(), envSecret(NODE_SECRET_ENV, NAMES.nodeSecret(node), SECRET_KEYS.nodeSecret)],
   });
   if (opts.dataVolume) mountNodeData(service.spec!.template!.spec!, opts.dataVolume, node);
   return service;

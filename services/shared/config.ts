@@ -41,6 +41,8 @@ export const ENV = {
   /** Explicit opt-out of authentication (1/true); without it a trainer or aggregator refuses to start unprotected. */
   insecure: 'EDGEFL_INSECURE',
   apiKeys: 'EDGEFL_API_KEYS',
+  // Read by services/shared/node-secret.ts: an edge node's long-term secret (secure aggregation).
+  nodeSecret: 'EDGEFL_NODE_SECRET',
   trainerUrls: 'EDGEFL_TRAINER_URLS',
   discovery: 'EDGEFL_DISCOVERY',
   namespace: 'EDGEFL_NAMESPACE',

@@ -12,9 +12,10 @@
 import { hkdfSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { ENV } from './config.js';
 import { createOnce } from './secrets.js';
 
-export const NODE_SECRET_ENV = 'EDGEFL_NODE_SECRET';
+export const NODE_SECRET_ENV = ENV.nodeSecret;
 export const NODE_MASTER_FILE = 'node-master.key';
 
 /** The secret for `nodeId`, or undefined when none is configured (the node then refuses secure-aggregation rounds). */

@@ -5,6 +5,7 @@
 import { expect } from 'vitest';
 import { ENV } from '../../services/shared/config.js';
 import { CONTAINER_PORT, EVENTING, HEALTH_ROUTES, KNATIVE_TUNING, LABELS, NAMES, RESOURCES, ANNOTATIONS } from '../../services/kube/constants.js';
+import { SECRET_NAMES } from '../../services/kube/secrets-job.js';
 import { desiredSecrets } from '../../services/kube/secrets-init.js';
 import { restrictedViolations } from './pod-security.js';
 
@@ -12,8 +13,8 @@ export type Obj = Record<string, any>;
 
 /** Env names the workloads may use besides ENV: those the postgres image and libpq define. */
 const STANDARD_ENV = new Set(['POSTGRES_USER', 'POSTGRES_PASSWORD', 'POSTGRES_DB', 'PGDATA', 'PGPASSWORD']);
-/** The Secrets the secrets-init Job creates: every secretKeyRef must point into one of them. */
-const GENERATED_SECRETS = new Map(desiredSecrets().map((s) => [s.name, Object.keys(s.stringData)]));
+/** The Secrets the secrets-init Job creates for `nodes` edge nodes: every secretKeyRef must point into one of them. */
+const generatedSecrets = (nodes: number) => new Map(desiredSecrets(undefined, nodes).map((s) => [s.name, Object.keys(s.stringData)]));
 const ENV_NAMES = new Set<string>(Object.values(ENV));
 
 
@@ -37,6 +38,7 @@ export function crossCheck(objects: Obj[], nodes: number, opts: { eventing: bool
   expect(JSON.stringify(objects)).not.toMatch(/CHANGE-ME/i);
   const workloads = objects.filter((o) => podSpecOf(o));
   expect(workloads.length).toBeGreaterThan(0);
+  const GENERATED_SECRETS = generatedSecrets(nodes);
 
   for (const w of workloads) {
     const spec = podSpecOf(w)!;
@@ -143,7 +145,7 @@ export function crossCheck(objects: Obj[], nodes: number, opts: { eventing: bool
   expect(role.rules).toEqual([{ apiGroups: ['serving.knative.dev'], resources: ['services'], verbs: ['list'] }]);
   const binding = objects.find((o) => o.kind === 'RoleBinding' && o.metadata.name === NAMES.aggregator)!;
   const agg = objects.find((o) => o.kind === 'Deployment')!;
-  checkSecretsInit(objects);
+  checkSecretsInit(objects, GENERATED_SECRETS);
   checkPostgres(sts);
   expect(binding.roleRef.name).toBe(role.metadata.name);
   expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: agg.spec.template.spec.serviceAccountName, namespace: agg.metadata.namespace }]);
@@ -189,12 +191,14 @@ export function crossCheck(objects: Obj[], nodes: number, opts: { eventing: bool
 }
 
 /** The Job that makes per-install Secrets: only `create` and `get` on exactly those names. */
-function checkSecretsInit(objects: Obj[]) {
+function checkSecretsInit(objects: Obj[], GENERATED_SECRETS: Map<string, string[]>) {
   const job = objects.find((o) => o.kind === 'Job' && o.metadata.name === NAMES.secretsInit)!;
   expect(job, 'secrets-init Job').toBeDefined();
   expect(job.spec.ttlSecondsAfterFinished).toBeGreaterThan(0);
   const spec = job.spec.template.spec;
   expect(spec.containers[0].command).toEqual(['node', 'dist/services/kube/secrets-init.js']);
+  // The Job makes one Secret per edge node: it must be told how many there are.
+  expect(spec.containers[0].env).toContainEqual({ name: ENV.nodes, value: String(GENERATED_SECRETS.size - SECRET_NAMES.length) });
   const role = objects.find((o) => o.kind === 'Role' && o.metadata.name === NAMES.secretsInit)!;
   expect(role.rules).toEqual([
     { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },

@@ -77,11 +77,19 @@ describe('thread count', () => {
     expect(cgroupCpus('200000 100000')).toBe(2);
     expect(cgroupCpus('50000 100000')).toBe(1);
     expect(cgroupCpus(undefined)).toBeUndefined();
-    expect(trainThreads({}, '100000 100000', 8)).toBe(1);
-    expect(trainThreads({}, '400000 100000', 2)).toBe(2);
-    expect(trainThreads({}, 'max 100000', 6)).toBe(6);
-    expect(trainThreads({ EDGEFL_TRAIN_THREADS: '3' }, '100000 100000', 8)).toBe(3);
-    expect(trainThreads({ EDGEFL_TRAIN_THREADS: 'x' }, undefined, 4)).toBe(4);
+    const noLimit = () => undefined;
+    expect(trainThreads({}, '100000 100000', 8, noLimit)).toBe(1);
+    expect(trainThreads({}, '400000 100000', 2, noLimit)).toBe(2);
+    expect(trainThreads({}, 'max 100000', 6, noLimit)).toBe(6);
+    expect(trainThreads({ EDGEFL_TRAIN_THREADS: '3' }, '100000 100000', 8, noLimit)).toBe(3);
+    expect(trainThreads({ EDGEFL_TRAIN_THREADS: 'x' }, undefined, 4, noLimit)).toBe(4);
+  });
+
+  it('takes no more threads than the memory limit holds (each costs its own wasm heap and weights)', () => {
+    expect(trainThreads({}, 'max 100000', 8, () => 512)).toBe(2);
+    expect(trainThreads({}, 'max 100000', 8, () => 256)).toBe(1);
+    expect(trainThreads({}, 'max 100000', 8, () => 4096)).toBe(8);
+    expect(trainThreads({ EDGEFL_MEMORY_LIMIT_MIB: '300' }, 'max 100000', 8, () => 4096)).toBe(1);
   });
 
   it('splits a batch into contiguous row ranges, leading threads larger', () => {

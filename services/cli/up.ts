@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { mkdirSync, appendFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -143,8 +144,11 @@ export async function up(argv: string[]): Promise<number> {
 
   let agg: Awaited<ReturnType<typeof startAggregator>> | undefined;
   let activator: Awaited<ReturnType<typeof startOnDemandTrainers>> | undefined;
-  // A trainer's own environment: what every process shares plus its long-term secret (secure aggregation).
-  const trainerEnv = (i: number) => ({ ...shared, ...localNodeSecretEnv(cfg.dataDir, nodeName(i)) });
+  // A trainer's own environment: what every process shares plus its long-term secret (secure aggregation),
+  // and its share of this machine's cores: trainers of one round train at the same time.
+  const training = scale.onDemand ? scale.maxActive : v.nodes;
+  const threads = process.env[ENV.trainThreads] ?? String(Math.max(1, Math.floor(availableParallelism() / training)));
+  const trainerEnv = (i: number) => ({ ...shared, [ENV.trainThreads]: threads, ...localNodeSecretEnv(cfg.dataDir, nodeName(i)) });
   try {
     for (let i = 0; i < nodes; i++) {
       for (const role of ['trainer', 'serve'] as const) if (role === 'serve' ? i < scale.servingNodes : !scale.onDemand) children.push(startEdgeProcess(role, i, role === 'trainer' ? trainerEnv(i) : shared, logDir));

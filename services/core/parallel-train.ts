@@ -17,6 +17,8 @@ import { weightSpecs } from './forward.js';
 import { dropoutStepSeed, getFlatWeights, modelSpec, setFlatWeights } from './model.js';
 import { REFERENCE_CNN, inputSize, type ModelSpec } from './model-spec.js';
 import type { tfl } from './tf.js';
+import { ENV } from '../shared/config.js';
+import { cgroupLimitMiB } from '../shared/memory.js';
 import { TrainingProgress, epochBatches } from './train-progress.js';
 import type { TrainOptions, TrainResult } from './train.js';
 import type { WorkerReply, WorkerRequest } from './parallel-worker.js';
@@ -37,11 +39,23 @@ function readCpuMax(): string | undefined {
   }
 }
 
-/** Training threads: EDGEFL_TRAIN_THREADS, else every CPU the function is given (the cgroup quota, at most the cores). */
-export function trainThreads(env: NodeJS.ProcessEnv = process.env, cpuMax: string | undefined = readCpuMax(), cores = os.availableParallelism()): number {
-  const forced = Number(env.EDGEFL_TRAIN_THREADS);
+/** Memory one more training thread takes (its wasm heap, weights, optimiser state, a batch), measured: ~155 MiB. */
+export const MIB_PER_EXTRA_THREAD = 160;
+/** A trainer on one thread, at its peak during an epoch of the reference CNN (~266 MiB measured). */
+const MIB_ONE_THREAD = 280;
+
+/**
+ * Training threads: EDGEFL_TRAIN_THREADS, else every CPU the function is given (the cgroup
+ * quota, at most the cores), and no more than its memory limit holds: a thread costs its own
+ * wasm heap and weights, so a 512 MiB trainer trains on at most two.
+ */
+export function trainThreads(env: NodeJS.ProcessEnv = process.env, cpuMax: string | undefined = readCpuMax(), cores = os.availableParallelism(), containerMiB: () => number | undefined = cgroupLimitMiB): number {
+  const forced = Number(env[ENV.trainThreads]);
   if (Number.isInteger(forced) && forced >= 1) return Math.min(forced, 64);
-  return Math.max(1, Math.min(cores, cgroupCpus(cpuMax) ?? cores));
+  const configured = Number(env[ENV.memoryLimitMiB]);
+  const memoryMiB = Number.isInteger(configured) && configured > 0 ? configured : containerMiB();
+  const byMemory = memoryMiB === undefined ? Infinity : 1 + Math.floor(Math.max(0, memoryMiB - MIB_ONE_THREAD) / MIB_PER_EXTRA_THREAD);
+  return Math.max(1, Math.min(cores, cgroupCpus(cpuMax) ?? cores, byMemory));
 }
 
 /** The compiled worker: next to this file when running from dist, else dist's copy (tests run the TypeScript). */

@@ -43,6 +43,8 @@ export const ENV = {
   apiKeys: 'EDGEFL_API_KEYS',
   // Read by services/shared/node-secret.ts: an edge node's long-term secret (secure aggregation).
   nodeSecret: 'EDGEFL_NODE_SECRET',
+  // Read by services/core/parallel-train.ts: data-parallel training threads.
+  trainThreads: 'EDGEFL_TRAIN_THREADS',
   trainerUrls: 'EDGEFL_TRAINER_URLS',
   discovery: 'EDGEFL_DISCOVERY',
   namespace: 'EDGEFL_NAMESPACE',

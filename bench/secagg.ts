@@ -34,8 +34,8 @@ import { round } from './lib/stats.js';
 import type pg from 'pg';
 
 const FLAGS = {
-  shard: int('training samples per node', { min: 10, max: 6000, default: 600 }),
-  rounds: int('rounds per run at 3 nodes (accuracy)', { min: 1, max: 100, default: 5 }),
+  shard: int('training samples per node', { min: 10, max: 6000, default: 2000 }),
+  rounds: int('rounds per run at 3 nodes (accuracy)', { min: 1, max: 100, default: 6 }),
   'rounds-10': int('rounds per run at 10 nodes (timing)', { min: 1, max: 100, default: 3 }),
   epochs: int('local epochs per round', { min: 1, max: 20, default: 1 }),
   seed: int('seed', { min: 0, max: 2 ** 31, default: 3 }),

@@ -28,7 +28,7 @@ export interface ServingDeps {
   limits?: ServingLimits;
   /** With a database, the event-driven path (inference-events.ts) is mounted: POST / and /v1/predictions. */
   pool?: pg.Pool;
-  /** Where object references of inference events resolve (EDGEFL_OBJECT_ROOT when not given). */
+  /** Where object references of inference events resolve (EDGEFL_OBJECT_ROOT); unset: inline images only. */
   objectRoot?: string;
 }
 
@@ -79,7 +79,7 @@ export function createServingApp(deps: ServingDeps) {
   app.get('/v2/health/ready', ready(true));
 
   if (deps.pool) {
-    const objectRoot = deps.objectRoot ?? process.env.EDGEFL_OBJECT_ROOT;
+    const objectRoot = deps.objectRoot;
     app.use(inferenceEventsRouter({ ...shared, pool: deps.pool, nodeId: deps.nodeId, maxBodyBytes: limits.maxBodyBytes, imagePixelBudget: limits.imagePixelBudget, objectRoot }));
   }
   const upload = mountUpload({ ...shared, maxBodyBytes: limits.maxBodyBytes, imagePixelBudget: limits.imagePixelBudget });

@@ -40,7 +40,7 @@ export async function startServing(cfg: Config) {
   // NOTIFY is best-effort across reconnects; a poll every 10 s guarantees convergence.
   const poll = setInterval(() => void holder.refresh().catch(() => {}), 10_000);
   poll.unref();
-  const app = createServingApp({ holder, log, nodeId, maxBatch: cfg.maxBatch, maxBodyBytes: cfg.maxBodyBytes, apiKeys: cfg.apiKeys, metrics, pool: db.pool });
+  const app = createServingApp({ holder, log, nodeId, maxBatch: cfg.maxBatch, maxBodyBytes: cfg.maxBodyBytes, apiKeys: cfg.apiKeys, metrics, pool: db.pool, objectRoot: cfg.objectRoot });
   const server = await listen(app, { port: cfg.port, host: cfg.host }, log, async () => {
     clearInterval(poll);
     await listener.close();

@@ -28,6 +28,8 @@ export const ENV = {
   model: 'EDGEFL_MODEL',
   /** This node's own data (IDX, CSV or image folders); with EDGEFL_PARTITION=none all of it is the node's. */
   nodeData: 'EDGEFL_NODE_DATA',
+  // Serving: where object references of inference events resolve (unset: inline images only).
+  objectRoot: 'EDGEFL_OBJECT_ROOT',
   /** The aggregator's held-out evaluation data, in the same formats (default: the dataset's test split). */
   evalData: 'EDGEFL_EVAL_DATA',
   testSize: 'EDGEFL_TEST_SIZE',
@@ -126,6 +128,7 @@ function envSchema(role?: Role) {
       model: raw,
       nodeData: raw,
       evalData: raw,
+      objectRoot: raw,
       testSize: int(2000, 1),
       maxTrainSamples: int(0),
       maxBatch: int(10_000, 1),

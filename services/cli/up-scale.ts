@@ -90,15 +90,19 @@ export function scaleQuorum(v: ScaleValues): number | undefined {
   return Math.max(1, Math.ceil(perRound / 2));
 }
 
-/** Registers every node behind the activator; no trainer process runs until a node is invoked. */
-/** `envFor(node)`: the node's whole environment (its data directory, its long-term secret), as always-on trainers get it. */
+/**
+ * Registers every node behind the activator; no trainer process runs until a node is invoked.
+ * `envFor(node)`: the node's whole environment (its data directory, its long-term secret), as
+ * always-on trainers get it.
+ */
 export async function startOnDemandTrainers(plan: ScalePlan, envFor: (node: number) => Record<string, string>, logDir: string, say: (l: string) => void): Promise<ActivatorServer> {
+  // The invoke secret is the same for every node: read once, not per wake request.
+  const secret = envFor(0)[ENV.invokeSecret];
   const activator = await startActivator({
     nodes: plan.nodes,
     maxActive: plan.maxActive,
     idleMs: plan.idleMs,
     refuseWake: (nodeId, req) => {
-      const secret = envFor(0)[ENV.invokeSecret];
       const check = secret ? verifyInvokeToken(secret, bearerToken(req.headers.authorization), nodeId) : undefined;
       return check && !check.ok ? `invocation token ${check.reason.replaceAll('_', ' ')}` : undefined;
     },

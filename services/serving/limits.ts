@@ -99,7 +99,7 @@ export function servingLimits(memory: MemoryLimit, configured: { maxBatch: numbe
  * against 71 ms with these flags in the hostile-serving benchmark, peak RSS 225 vs 218 MiB).
  */
 export function servingHeapOptions(memoryMiB: number): string {
-  return `--max-old-space-size=${Math.floor(memoryMiB / 2)} --max-semi-space-size=4`;
+  return `--max-old-space-size=${Math.floor(memoryMiB / 2)} --max-semi-space-size=2`;
 }
 
 /** Whether this process runs with a heap bounded for its memory limit (servingHeapOptions or tighter). */

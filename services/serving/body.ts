@@ -61,7 +61,7 @@ export async function readJsonBody(req: Request, res: Response, limits: JsonBody
   await nextTurn();
   let parsed: unknown;
   try {
-    parsed = await parseJsonInTurns(bytes, undefined, tensorPaths, values);
+    parsed = await parseJsonInTurns(bytes, undefined, tensorPaths);
   } catch (e) {
     if (e instanceof InvalidInput) throw e;
     throw new InvalidInput('invalid_json', 'request body is not valid JSON');

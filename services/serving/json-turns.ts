@@ -20,8 +20,8 @@ const CLOSE_OBJECT = 0x7d;
  * group of elements at a time, each group on its own turn of the event loop, and the small
  * envelope around it on its own: the same value JSON.parse would give, in short steps.
  */
-export async function parseJsonInTurns(bytes: Buffer, turnBytes = 256 * 1024, tensorPaths: readonly TensorPath[] = [], valuesHint?: number): Promise<unknown> {
-  const packed = tensorPaths.length ? await parseWithPackedTensor(bytes, turnBytes, tensorPaths, valuesHint) : undefined;
+export async function parseJsonInTurns(bytes: Buffer, turnBytes = 256 * 1024, tensorPaths: readonly TensorPath[] = []): Promise<unknown> {
+  const packed = tensorPaths.length ? await parseWithPackedTensor(bytes, turnBytes, tensorPaths) : undefined;
   if (packed !== undefined) return packed;
   const span = bytes.length > turnBytes ? largestArray(bytes) : undefined;
   if (!span || span.end - span.start < bytes.length / 2) return JSON.parse(bytes.toString('utf8'));
@@ -43,7 +43,7 @@ export async function parseJsonInTurns(bytes: Buffer, turnBytes = 256 * 1024, te
  * becomes a PackedArray read straight from the bytes. Anything else (undefined) takes the
  * JSON.parse path, which then gives the same answers and errors as without this.
  */
-async function parseWithPackedTensor(bytes: Buffer, turnBytes: number, tensorPaths: readonly TensorPath[], valuesHint?: number): Promise<unknown> {
+async function parseWithPackedTensor(bytes: Buffer, turnBytes: number, tensorPaths: readonly TensorPath[]): Promise<unknown> {
   const span = largestPlainArray(bytes);
   if (!span) return undefined;
   const marker = `\u0000tensor:${randomUUID()}`;
@@ -56,7 +56,7 @@ async function parseWithPackedTensor(bytes: Buffer, turnBytes: number, tensorPat
   const path = tensorPaths.find((p) => valueAt(envelope, p) === marker);
   // A deep envelope is refused by the JSON.parse path (replaceMarker) for large bodies: that path answers it.
   if (!path || deeperThan(envelope, MAX_ENVELOPE_DEPTH)) return undefined;
-  const tensor = await parsePackedArray(bytes, span.start, span.end, turnBytes, valuesHint);
+  const tensor = await parsePackedArray(bytes, span.start, span.end, turnBytes);
   if (!tensor) return undefined;
   const parent = valueAt(envelope, path.slice(0, -1)) as Record<string | number, unknown>;
   parent[path[path.length - 1]!] = tensor;

@@ -2,25 +2,28 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 
 /**
  * A JSON array of plain numbers, nested regularly (every array at one depth has the same
- * length), parsed straight from the request bytes: what a tensor body is, read without
- * building one JavaScript array per row and one slot per number. `values` holds each number
- * as a float32 (what the model takes); `unit` and `bytes` say whether every exact value was
- * an intensity in [0,1] or an integer 0..255, checked before rounding. For anything else the
- * adapters walk `nested()`, which is JSON.parse of the same text, so they answer exactly as
- * without this (tensor-input.ts).
+ * length), parsed straight from the request bytes into doubles: what a tensor body is, read
+ * without building one JavaScript array per row and one slot per number. Its values are
+ * exactly the numbers JSON.parse would give (see parsePackedArray), so the adapters can take
+ * either form and answer the same (tensor-input.ts falls back to the nested form for anything
+ * but the plain accepted cases).
  */
 export class PackedArray {
   constructor(
     readonly shape: readonly number[],
-    readonly values: Float32Array,
-    readonly unit: boolean,
-    readonly bytes: boolean,
-    private readonly text: () => string,
+    readonly values: Float64Array,
   ) {}
 
-  /** The nested arrays JSON.parse builds from the same text. */
-  nested(): unknown {
-    return JSON.parse(this.text());
+  /** The nested arrays JSON.parse would have built from the same text. */
+  toNested(): unknown[] {
+    let at = 0;
+    const build = (dim: number): unknown[] => {
+      const n = this.shape[dim]!;
+      const out: unknown[] = new Array(n);
+      for (let i = 0; i < n; i++) out[i] = dim === this.shape.length - 1 ? this.values[at++] : build(dim + 1);
+      return out;
+    };
+    return build(0);
   }
 }
 
@@ -55,8 +58,8 @@ const NOT_PLAIN = Symbol('not a plain numeric array');
  * multiplication of two exact doubles, the value JSON.parse gives; any other number sends the
  * whole body to JSON.parse. Every `turnBytes` of top-level elements the event loop gets a turn.
  */
-export async function parsePackedArray(bytes: Buffer, start: number, end: number, turnBytes = 256 * 1024, capacity = 1024): Promise<PackedArray | undefined> {
-  const p = new Parser(bytes, end, capacity);
+export async function parsePackedArray(bytes: Buffer, start: number, end: number, turnBytes = 256 * 1024): Promise<PackedArray | undefined> {
+  const p = new Parser(bytes, end);
   try {
     if (bytes[start] !== OPEN) return undefined;
     p.pos = start + 1;
@@ -77,7 +80,7 @@ export async function parsePackedArray(bytes: Buffer, start: number, end: number
     }
     if (p.pos !== end + 1) return undefined;
     p.settle(0, count);
-    return new PackedArray(p.shape, p.values.subarray(0, p.size), p.unit, p.byteValues, () => bytes.toString('utf8', start, end + 1));
+    return new PackedArray(p.shape, p.values.subarray(0, p.size));
   } catch (e) {
     if (e === NOT_PLAIN) return undefined;
     throw e;
@@ -89,19 +92,13 @@ class Parser {
   shape: number[] = [];
   /** Depth of the arrays that hold numbers (-1: not seen yet). */
   leafDepth = -1;
-  values: Float32Array;
+  values = new Float64Array(1024);
   size = 0;
-  /** Every value so far in [0,1]; every value so far an integer 0..255. */
-  unit = true;
-  byteValues = true;
 
   constructor(
     private readonly bytes: Buffer,
     private readonly end: number,
-    capacity: number,
-  ) {
-    this.values = new Float32Array(Math.max(1, capacity));
-  }
+  ) {}
 
   skipSpace(): void {
     let b = this.bytes[this.pos];
@@ -143,10 +140,8 @@ class Parser {
   }
 
   private push(v: number): void {
-    if (!(v >= 0 && v <= 1)) this.unit = false;
-    if (!(Number.isInteger(v) && v >= 0 && v <= 255)) this.byteValues = false;
     if (this.size === this.values.length) {
-      const grown = new Float32Array(this.values.length * 2);
+      const grown = new Float64Array(this.values.length * 2);
       grown.set(this.values);
       this.values = grown;
     }

@@ -51,9 +51,9 @@ export function imagesFromNested(value: unknown, field: string, maxBatch: number
     const channelsGiven = shape !== undefined && (shape.length === 3 || (shape.length === 2 && value.shape.length > 3));
     const exact = channelsGiven && shape.length === 2 ? inputShape : shape;
     const accepted = n >= 1 && n <= maxBatch && exact !== undefined && shapeText(exact) === shapeText(value.shape.slice(1));
-    const pixels = accepted ? packedPixels(value, intensity) : undefined;
+    const pixels = accepted ? packedPixels(value.values, intensity) : undefined;
     if (pixels) return { pixels, count: n };
-    value = value.nested();
+    value = value.toNested();
   }
   if (!Array.isArray(value)) throw invalid('invalid_shape', `'${field}' must be an array of images`);
   if (value.length === 0) throw invalid('invalid_shape', `'${field}' is empty`);
@@ -73,12 +73,26 @@ export function imagesFromNested(value: unknown, field: string, maxBatch: number
   return { pixels, count: value.length };
 }
 
-/** The pixels `element` reads from a packed tensor, or undefined when it would refuse a value (the nested walk then says which, and why). */
-function packedPixels(packed: PackedArray, element: Element): Float32Array | undefined {
-  if (element === intensity) return packed.unit ? packed.values : undefined;
-  if (element !== uint8 || !packed.bytes) return undefined;
-  // Integers 0..255 are exact in float32: dividing the stored value is dividing the parsed one.
-  return packed.values.map((v) => v / 255);
+/** Every value read by `element` into a Float32Array, or undefined as soon as one would be refused (the nested walk then says why). */
+function packedPixels(values: Float64Array, element: Element): Float32Array | undefined {
+  const out = new Float32Array(values.length);
+  if (element === intensity) {
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i]!;
+      if (!(v >= 0 && v <= 1)) return undefined;
+      out[i] = v;
+    }
+    return out;
+  }
+  if (element === uint8) {
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i]!;
+      if (!(Number.isInteger(v) && v >= 0 && v <= 255)) return undefined;
+      out[i] = v / 255;
+    }
+    return out;
+  }
+  return undefined;
 }
 
 /** Writes `data`, nested exactly as `shape` says, into `out` in row-major order. */
@@ -148,9 +162,9 @@ export function imagesFromV2(input: V2Input, maxBatch: number, inputShape: Input
     // What the walk below decides from data.length and whether data[0] is an array, decided the same way.
     const flat = data.shape[0] === n * PIXELS && !(n === 1 && shape.length === 2 && data.shape.length > 1);
     const walks = flat ? data.shape.length === 1 : data.shape[0] === n && shapeText(data.shape) === shapeText(shape);
-    const pixels = walks ? packedPixels(data, element) : undefined;
+    const pixels = walks ? packedPixels(data.values, element) : undefined;
     if (pixels) return { pixels, count: n };
-    data = data.nested();
+    data = data.toNested();
   }
   if (!Array.isArray(data)) throw invalid('invalid_input', 'data must be an array (flat, or nested as the shape says)');
   const pixels = new Float32Array(n * PIXELS);

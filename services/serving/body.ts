@@ -2,7 +2,7 @@ import type { Request, Response } from 'express';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { WorkBudget } from './admission.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
-import { parseJsonInTurns, type TensorPath } from './json-turns.js';
+import { parseJsonInTurns } from './json-turns.js';
 import { jsonParseCost } from './limits.js';
 import type { ModelRef, Predictor } from './predictor.js';
 import { parseBody } from './schema.js';
@@ -40,7 +40,7 @@ export function countJsonValues(bytes: Buffer): { values: number; containers: nu
  * them, before it builds anything. The reservations are given back when the response has
  * been sent.
  */
-export async function readJsonBody(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget, tensorPaths: readonly TensorPath[] = []): Promise<unknown> {
+export async function readJsonBody(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<unknown> {
   const type = req.headers['content-type'];
   if (type !== undefined && !/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type)) throw new UnsupportedMedia('unsupported_media_type', 'send the request body as application/json');
   const encoding = String(req.headers['content-encoding'] ?? 'identity').toLowerCase();
@@ -61,7 +61,7 @@ export async function readJsonBody(req: Request, res: Response, limits: JsonBody
   await nextTurn();
   let parsed: unknown;
   try {
-    parsed = await parseJsonInTurns(bytes, undefined, tensorPaths);
+    parsed = await parseJsonInTurns(bytes);
   } catch (e) {
     if (e instanceof InvalidInput) throw e;
     throw new InvalidInput('invalid_json', 'request body is not valid JSON');
@@ -113,8 +113,7 @@ export async function readModelRequest<S extends z.ZodType>(
   ref: ModelRef,
   schema: S,
   what: string,
-  tensorPaths: readonly TensorPath[] = [],
 ): Promise<z.infer<S>> {
   ctx.predictor.resolve(ref);
-  return parseBody(schema, await readJsonBody(req, res, ctx.body, ctx.budget, tensorPaths), what);
+  return parseBody(schema, await readJsonBody(req, res, ctx.body, ctx.budget), what);
 }

@@ -1,10 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { InvalidInput } from './errors.js';
-import { PackedArray, parsePackedArray } from './packed-json.js';
-
-/** Where a protocol expects its tensor: a path of keys and indexes into the request object. */
-export type TensorPath = readonly (string | number)[];
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -20,9 +16,7 @@ const CLOSE_OBJECT = 0x7d;
  * group of elements at a time, each group on its own turn of the event loop, and the small
  * envelope around it on its own: the same value JSON.parse would give, in short steps.
  */
-export async function parseJsonInTurns(bytes: Buffer, turnBytes = 256 * 1024, tensorPaths: readonly TensorPath[] = []): Promise<unknown> {
-  const packed = tensorPaths.length ? await parseWithPackedTensor(bytes, turnBytes, tensorPaths) : undefined;
-  if (packed !== undefined) return packed;
+export async function parseJsonInTurns(bytes: Buffer, turnBytes = 256 * 1024): Promise<unknown> {
   const span = bytes.length > turnBytes ? largestArray(bytes) : undefined;
   if (!span || span.end - span.start < bytes.length / 2) return JSON.parse(bytes.toString('utf8'));
   // The tensor is replaced by a string no request can contain, found again in the parsed envelope.
@@ -36,73 +30,6 @@ export async function parseJsonInTurns(bytes: Buffer, turnBytes = 256 * 1024, te
   }
   return replaceMarker(envelope, marker, elements, 0);
 }
-
-/**
- * The fast path: when the body's largest array sits where the protocol expects its tensor and
- * is a plain regular array of numbers, the envelope is JSON.parse'd around it and the tensor
- * becomes a PackedArray read straight from the bytes. Anything else (undefined) takes the
- * JSON.parse path, which then gives the same answers and errors as without this.
- */
-async function parseWithPackedTensor(bytes: Buffer, turnBytes: number, tensorPaths: readonly TensorPath[]): Promise<unknown> {
-  const span = largestPlainArray(bytes);
-  if (!span) return undefined;
-  const marker = `\u0000tensor:${randomUUID()}`;
-  let envelope: unknown;
-  try {
-    envelope = JSON.parse(bytes.toString('utf8', 0, span.start) + JSON.stringify(marker) + bytes.toString('utf8', span.end + 1));
-  } catch {
-    return undefined;
-  }
-  const path = tensorPaths.find((p) => valueAt(envelope, p) === marker);
-  // A deep envelope is refused by the JSON.parse path (replaceMarker) for large bodies: that path answers it.
-  if (!path || deeperThan(envelope, MAX_ENVELOPE_DEPTH)) return undefined;
-  const tensor = await parsePackedArray(bytes, span.start, span.end, turnBytes);
-  if (!tensor) return undefined;
-  const parent = valueAt(envelope, path.slice(0, -1)) as Record<string | number, unknown>;
-  parent[path[path.length - 1]!] = tensor;
-  return envelope;
-}
-
-/** The widest array holding no object and no string (a tensor's candidate): [start, end] of its brackets. */
-function largestPlainArray(bytes: Buffer): { start: number; end: number } | undefined {
-  const open: number[] = [];
-  /** Open arrays at indexes below this hold an object or a string. */
-  let impure = 0;
-  let best: { start: number; end: number } | undefined;
-  for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i];
-    if (b === QUOTE) {
-      i = skipString(bytes, i);
-      impure = open.length;
-    } else if (b === OPEN_OBJECT) impure = open.length;
-    else if (b === OPEN_ARRAY) open.push(i);
-    else if (b === CLOSE_ARRAY) {
-      const start = open.pop();
-      if (start === undefined) return undefined;
-      if (open.length >= impure && (!best || i - start > best.end - best.start)) best = { start, end: i };
-      impure = Math.min(impure, open.length);
-    }
-  }
-  return best;
-}
-
-function deeperThan(value: unknown, limit: number, depth = 0): boolean {
-  if (value === null || typeof value !== 'object') return false;
-  if (depth > limit) return true;
-  return Object.values(value).some((v) => deeperThan(v, limit, depth + 1));
-}
-
-/** The value at `path` (own keys of objects, indexes of arrays only), or undefined. */
-function valueAt(value: unknown, path: TensorPath): unknown {
-  let v = value;
-  for (const key of path) {
-    if (v === null || typeof v !== 'object' || Array.isArray(v) !== (typeof key === 'number') || !Object.hasOwn(v, key)) return undefined;
-    v = (v as Record<string | number, unknown>)[key];
-  }
-  return v;
-}
-
-export { PackedArray };
 
 /** The widest array of the document: [start, end] of its brackets (strings and escapes skipped). */
 function largestArray(bytes: Buffer): { start: number; end: number } | undefined {

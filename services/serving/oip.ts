@@ -70,7 +70,7 @@ export function oipRouter(deps: OipDeps): express.Router {
 
   const infer = async (req: Request, res: Response) => {
     const ref = refOf(req);
-    const body = await readModelRequest(req, res, deps, ref, oipInferRequest, 'inference request', [['inputs', 0, 'data']]);
+    const body = await readModelRequest(req, res, deps, ref, oipInferRequest, 'inference request');
     const outputs = requestedOutputs(body);
     if (body.inputs.length !== 1) throw new InvalidInput('invalid_input', `this model has one input, '${INPUT}'; the request has ${body.inputs.length}`);
     const input = body.inputs[0]!;

@@ -1,6 +1,5 @@
 import { REFERENCE_CNN } from '../core/model-spec.js';
 import { InvalidInput, TooLarge } from './errors.js';
-import { PackedArray } from './packed-json.js';
 
 /** Images as the model takes them: `count` rows of H·W·C intensities in [0,1]. */
 export interface Batch {
@@ -43,18 +42,6 @@ const uint8: Element = (v, where) => {
  */
 export function imagesFromNested(value: unknown, field: string, maxBatch: number, inputShape: InputShape = REFERENCE_CNN.inputShape): Batch {
   const { shapes: IMAGE_SHAPES, text: IMAGE_SHAPES_TEXT, pixels: PIXELS } = imageShapes(inputShape);
-  if (value instanceof PackedArray) {
-    // A plain regular tensor reads straight into pixels when the nested walk below would accept it
-    // (the image shape it requires is worked out the same way, from the first image); anything else is walked nested.
-    const [n = 0, first = -1] = value.shape;
-    const shape = IMAGE_SHAPES.find((s) => s[0] === first);
-    const channelsGiven = shape !== undefined && (shape.length === 3 || (shape.length === 2 && value.shape.length > 3));
-    const exact = channelsGiven && shape.length === 2 ? inputShape : shape;
-    const accepted = n >= 1 && n <= maxBatch && exact !== undefined && shapeText(exact) === shapeText(value.shape.slice(1));
-    const pixels = accepted ? packedPixels(value.values, intensity) : undefined;
-    if (pixels) return { pixels, count: n };
-    value = value.toNested();
-  }
   if (!Array.isArray(value)) throw invalid('invalid_shape', `'${field}' must be an array of images`);
   if (value.length === 0) throw invalid('invalid_shape', `'${field}' is empty`);
   if (value.length > maxBatch) throw tooMany(value.length, maxBatch);
@@ -71,28 +58,6 @@ export function imagesFromNested(value: unknown, field: string, maxBatch: number
     writeNested(image, exact, 0, pixels, { at: i * PIXELS }, intensity, where);
   }
   return { pixels, count: value.length };
-}
-
-/** Every value read by `element` into a Float32Array, or undefined as soon as one would be refused (the nested walk then says why). */
-function packedPixels(values: Float64Array, element: Element): Float32Array | undefined {
-  const out = new Float32Array(values.length);
-  if (element === intensity) {
-    for (let i = 0; i < values.length; i++) {
-      const v = values[i]!;
-      if (!(v >= 0 && v <= 1)) return undefined;
-      out[i] = v;
-    }
-    return out;
-  }
-  if (element === uint8) {
-    for (let i = 0; i < values.length; i++) {
-      const v = values[i]!;
-      if (!(Number.isInteger(v) && v >= 0 && v <= 255)) return undefined;
-      out[i] = v / 255;
-    }
-    return out;
-  }
-  return undefined;
 }
 
 /** Writes `data`, nested exactly as `shape` says, into `out` in row-major order. */
@@ -157,15 +122,7 @@ export function imagesFromV2(input: V2Input, maxBatch: number, inputShape: Input
   }
   const n = shape[0] as number;
   if (n > maxBatch) throw tooMany(n, maxBatch);
-  let data = input.data;
-  if (data instanceof PackedArray) {
-    // What the walk below decides from data.length and whether data[0] is an array, decided the same way.
-    const flat = data.shape[0] === n * PIXELS && !(n === 1 && shape.length === 2 && data.shape.length > 1);
-    const walks = flat ? data.shape.length === 1 : data.shape[0] === n && shapeText(data.shape) === shapeText(shape);
-    const pixels = walks ? packedPixels(data.values, element) : undefined;
-    if (pixels) return { pixels, count: n };
-    data = data.toNested();
-  }
+  const data = input.data;
   if (!Array.isArray(data)) throw invalid('invalid_input', 'data must be an array (flat, or nested as the shape says)');
   const pixels = new Float32Array(n * PIXELS);
   const flat = data.length === n * PIXELS && !(n === 1 && shape.length === 2 && Array.isArray(data[0]));

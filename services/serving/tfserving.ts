@@ -8,7 +8,6 @@ import { InvalidInput } from './errors.js';
 import type { ModelRef, Predictor } from './predictor.js';
 import { tfPredictRequest } from './schema.js';
 import { imagesFromNested } from './tensor-input.js';
-import { PackedArray } from './packed-json.js';
 
 export const SIGNATURE = 'serving_default';
 const INPUT = 'images';
@@ -65,7 +64,7 @@ export function tfServingRouter(deps: TfServingDeps, upload: (router: express.Ro
 
   const predict = async (req: Request, res: Response) => {
     const ref = refOf(req);
-    const body = await readModelRequest(req, res, deps, ref, tfPredictRequest, 'request body', TENSOR_PATHS);
+    const body = await readModelRequest(req, res, deps, ref, tfPredictRequest, 'request body');
     if (body.signature_name !== undefined && body.signature_name !== SIGNATURE) {
       throw new InvalidInput('signature_not_found', `signature_name '${body.signature_name}' is not a signature of this model; its only signature is '${SIGNATURE}'`);
     }
@@ -94,12 +93,8 @@ export function tfServingRouter(deps: TfServingDeps, upload: (router: express.Ro
   return v1;
 }
 
-/** Where a predict body holds its tensor: read as a PackedArray when it is a plain one (json-turns.ts). */
-const TENSOR_PATHS = [['instances'], ['inputs']] as const;
-
 /** Row instances may name the input ({"images": ...}); columnar inputs may be a map of input names. */
 function namedInput(value: unknown, key: string): unknown {
-  if (value instanceof PackedArray) return value;
   if (key === 'inputs' && value !== null && typeof value === 'object' && !Array.isArray(value)) return pick(value as Record<string, unknown>, 'inputs');
   if (Array.isArray(value) && value.length > 0 && value.every((v) => v !== null && typeof v === 'object' && !Array.isArray(v))) {
     return value.map((v, i) => pick(v as Record<string, unknown>, `instances[${i}]`));

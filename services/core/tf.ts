@@ -13,7 +13,10 @@ import type * as Layers from '@tensorflow/tfjs-layers';
  */
 const require = createRequire(import.meta.url);
 const tf = require('@tensorflow/tfjs-core') as typeof Core;
-require('@tensorflow/tfjs-backend-cpu');
+// The cpu backend (the last fallback, and what tests check the wasm kernels against) loads when first
+// chosen: a serving function on wasm never pays its 3-5 MiB of RSS. Its own registration, when the
+// package loads inside this factory, finds the name taken and keeps this one (silently under PROD).
+tf.registerBackend('cpu', () => new (require('@tensorflow/tfjs-backend-cpu') as typeof import('@tensorflow/tfjs-backend-cpu')).MathBackendCPU(), 1);
 // eslint-disable-next-line @typescript-eslint/no-namespace
 declare namespace tf {
   type Tensor<R extends Core.Rank = Core.Rank> = Core.Tensor<R>;

@@ -1,3 +1,4 @@
+import './compile-cache.js'; // first: caches the compilation of everything imported after it (Node 22+)
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { envFromFlags, SERVICE_FLAGS } from './args.js';
 import { CommandError, HELP_FLAG, UsageError, flagHelp, parseFlags } from './flags.js';

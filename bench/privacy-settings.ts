@@ -47,3 +47,13 @@ export function serverStep(global: Float32Array, average: Float32Array, state: S
   }
   return out;
 }
+
+/**
+ * decay·average + (1 − decay)·latest (the latest alone at first or with decay 0): averaging the
+ * global models of the last rounds averages their independent DP noise away, as post-processing
+ * (De et al. 2022 average DP-SGD iterates the same way).
+ */
+export function movingAverage(average: Float32Array | undefined, latest: Float32Array, decay: number): Float32Array {
+  if (!average || decay === 0) return latest;
+  return average.map((a, j) => decay * a + (1 - decay) * latest[j]!);
+}

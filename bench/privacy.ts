@@ -18,7 +18,7 @@ import { composeEvents, DEFAULT_ORDERS, epsilonFromRdp, noiseForEpsilon, type Ga
 import { builtinMnistSplit } from '../datasets/builtin-mnist.js';
 import { partition } from '../datasets/partition.js';
 import { subset, type ImageSet } from '../datasets/types.js';
-import { resolveModelSpec, serverStep, serverState, roundLearningRate } from './privacy-settings.js';
+import { movingAverage, resolveModelSpec, serverStep, serverState, roundLearningRate } from './privacy-settings.js';
 import type { ModelSpec } from '../services/core/model-spec.js';
 import { benchmark, int, num, oneOf, text, BenchUsageError, type BenchContext, type ParamsOf } from './lib/flags.js';
 import { mdTable, type BenchOutput } from './lib/output.js';
@@ -41,6 +41,7 @@ export interface PrivacyParams extends Record<string, unknown> {
   lr_schedule: 'constant' | 'cosine';
   server_lr: number;
   server_momentum: number;
+  ema: number;
 }
 
 const PRIVACY_FLAGS = {
@@ -56,10 +57,11 @@ const PRIVACY_FLAGS = {
   epsilons: text('per-node ε budgets, comma-separated; inf = clipping without noise', { default: '1,3,8,inf' }),
   'throughput-steps': int('batches timed for the samples/s comparison', { min: 1, max: 10_000, default: 6 }),
   seed: int('seed', { min: 0, max: 2 ** 31, default: 1 }),
-  model: text('built-in model (reference, dp-cnn) or the path of a Layers model.json', { default: 'reference' }),
+  model: text('built-in model (dp-cnn: the small tanh CNN; reference: the 317k-parameter CNN) or the path of a Layers model.json', { default: 'dp-cnn' }),
   'lr-schedule': oneOf(['constant', 'cosine'] as const, 'local learning rate across rounds (cosine: from lr down to lr/10 in the last round)', { default: 'constant' }),
   'server-lr': num('server learning rate on the averaged update (FedAvg: 1)', { above: 0, default: 1 }),
   'server-momentum': num('server momentum on the averaged update (FedAvgM; 0: plain FedAvg)', { min: 0, max: 0.99, default: 0 }),
+  ema: num('evaluate an exponential moving average of the global models over rounds with this decay (0: the last model)', { min: 0, max: 0.99, default: 0 }),
 };
 
 /** The flags' values with --epsilons parsed: positive numbers, or inf for no noise. */
@@ -103,6 +105,7 @@ async function federate(
   const model = buildModel(p.seed, spec);
   let global = getFlatWeights(model);
   const server = serverState(global.length);
+  let average: Float32Array | undefined;
   const total = shards.reduce((n, s) => n + s.count, 0);
   const accuracy: number[] = [];
   for (let r = 1; r <= p.rounds; r++) {
@@ -120,7 +123,8 @@ async function federate(
       for (let j = 0; j < w.length; j++) next[j]! += share * w[j]!;
     }
     global = serverStep(global, next, server, p.server_lr, p.server_momentum);
-    setFlatWeights(model, global);
+    average = movingAverage(average, global, p.ema);
+    setFlatWeights(model, average);
     accuracy.push(evaluate(model, heldOut.validation.images, heldOut.validation.labels).accuracy);
     log(`round ${r}: validation accuracy ${(accuracy.at(-1)! * 100).toFixed(2)} % (local lr ${lr.toPrecision(3)})`);
   }
@@ -207,7 +211,7 @@ export const privacy = benchmark({
       report: [
         '## Differential privacy',
         '',
-        `Model ${p.model}. ε = ∞: the same training with σ = 0 (clipped, no noise). ${p.nodes} nodes (Dirichlet ${p.alpha}: ${shards.map((s) => s.count).join(', ')} digits), ${p.rounds} FedAvg rounds of ${p.epochs} local epoch(s), expected batch ${p.batch}, ${p.optimizer === 'sgd' ? 'SGD+momentum 0.9' : 'Adam'} lr ${p.lr}, clip ${p.clip}, δ = ${p.delta} per node; local lr ${p.lr_schedule}, server lr ${p.server_lr}, server momentum ${p.server_momentum}. Accuracy: the test half of the held-out digits; per round: the validation half, on which settings were chosen (not accounted in ε).`,
+        `Model ${p.model}. ε = ∞: the same training with σ = 0 (clipped, no noise). ${p.nodes} nodes (Dirichlet ${p.alpha}: ${shards.map((s) => s.count).join(', ')} digits), ${p.rounds} FedAvg rounds of ${p.epochs} local epoch(s), expected batch ${p.batch}, ${p.optimizer === 'sgd' ? 'SGD+momentum 0.9' : 'Adam'} lr ${p.lr}, clip ${p.clip}, δ = ${p.delta} per node; local lr ${p.lr_schedule}, server lr ${p.server_lr}, server momentum ${p.server_momentum}, EMA of the global models ${p.ema}. Accuracy: the test half of the held-out digits; per round: the validation half, on which settings were chosen (not accounted in ε).`,
         '',
         mdTable(
           ['target ε per node', 'σ per node', 'ε spent per node', 'test accuracy', 'validation per round (ε spent)'],

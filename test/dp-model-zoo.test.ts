@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resolveModelSpec, roundLearningRate, serverState, serverStep } from '../bench/privacy-settings.js';
+import { movingAverage, resolveModelSpec, roundLearningRate, serverState, serverStep } from '../bench/privacy-settings.js';
 import { DP_CNN } from '../services/core/model-zoo.js';
 import { REFERENCE_CNN } from '../services/core/model-spec.js';
 import { weightSpecs } from '../services/core/forward.js';
@@ -46,5 +46,12 @@ describe('bench federation settings', () => {
     const second = serverStep(first, first, state, 0.5, 0.9); // no new delta: v = 0.9·(1, 2)
     expect(second[0]).toBeCloseTo(0.5 + 0.45, 6);
     expect(second[1]).toBeCloseTo(2 + 0.9, 6);
+  });
+
+  it('moving average of the global models: the latest at first, then decay·average + (1 − decay)·latest', () => {
+    const first = movingAverage(undefined, Float32Array.from([2]), 0.75);
+    expect([...first]).toEqual([2]);
+    expect([...movingAverage(first, Float32Array.from([6]), 0.75)]).toEqual([3]);
+    expect([...movingAverage(first, Float32Array.from([6]), 0)]).toEqual([6]);
   });
 });

@@ -153,8 +153,8 @@ export const privacy = benchmark({
   flags: PRIVACY_FLAGS,
   params: parsePrivacy,
   async run(p: PrivacyParams, ctx: BenchContext): Promise<BenchOutput> {
-    const backend = await initBackend(undefined, ctx.log);
     const spec = resolveModelSpec(p.model);
+    const backend = await initBackend(undefined, ctx.log);
     const split = builtinMnistSplit({ seed: p.seed });
     const half = Math.floor(split.test.count / 2);
     const heldOut = {

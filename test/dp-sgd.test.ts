@@ -5,12 +5,15 @@ import { PIXELS, buildModel, evaluate, getFlatWeights } from '../services/core/m
 import { disposeTrace, im2col, materializePerExample, opsOf, traceBatch } from '../services/core/privacy/per-example.js';
 import { clipFactors, poissonSample, privateGradient, secureRng, trainLocalDp } from '../services/core/privacy/dp-sgd.js';
 import { builtinMnistSplit } from '../datasets/builtin-mnist.js';
+import { DP_CNN } from '../services/core/model-zoo.js';
 import { createRng } from '../datasets/rng.js';
 
 const split = builtinMnistSplit({ testSize: 200, seed: 3 });
 const train = split.train;
 type Model = ReturnType<typeof buildModel>;
 let model: Model;
+/** The small tanh CNN: strided 'same' and 'valid' convs, stride-1 pools, tanh everywhere. */
+let dpModel: Model;
 
 function batchOf(from: number, n: number): { pixels: Float32Array; labels: Int32Array } {
   return {
@@ -38,28 +41,50 @@ const norm = (v: Float32Array) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
 beforeAll(async () => {
   await initBackend('wasm');
   model = buildModel(7);
+  dpModel = buildModel(7, DP_CNN);
 });
-afterAll(() => model.dispose());
+afterAll(() => {
+  model.dispose();
+  dpModel.dispose();
+});
 
 describe('per-example gradients', () => {
   it('im2col lays out taps like the kernel, so patches · kernel equals the convolution', () => {
     tf.tidy(() => {
       const x = tf.randomNormal([2, 9, 8, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
       const k = tf.randomNormal([3, 2, 3, 4], 0, 1, 'float32', 2) as tf.Tensor4D;
-      const viaPatches = tf.matMul(tf.tensor2d(im2col(x.dataSync() as Float32Array, x.shape, 3, 2), [2 * 7 * 7, 18]), tf.reshape(k, [18, 4]));
+      const viaPatches = tf.matMul(tf.tensor2d(im2col(x.dataSync() as Float32Array, x.shape, { kh: 3, kw: 2 }), [2 * 7 * 7, 18]), tf.reshape(k, [18, 4]));
       const direct = tf.reshape(tf.conv2d(x, k, 1, 'valid'), [2 * 7 * 7, 4]);
       expect(tf.max(tf.abs(tf.sub(viaPatches, direct))).dataSync()[0]).toBeLessThan(1e-4);
     });
   });
 
-  it('equal the gradient of a batch-1 backward pass through the model, for every example', () => {
+  it.each([
+    ['same', 2, 7],
+    ['valid', 2, 5],
+    ['same', 3, 5],
+  ] as const)('im2col of a %s conv at stride %i zero-fills the padding (%i output rows)', (padding, stride, positions) => {
+    tf.tidy(() => {
+      const x = tf.randomNormal([2, 13, 9, 2], 0, 1, 'float32', 3) as tf.Tensor4D;
+      const k = tf.randomNormal([4, 3, 2, 5], 0, 1, 'float32', 4) as tf.Tensor4D;
+      const direct = tf.conv2d(x, k, stride, padding);
+      expect(direct.shape[1]).toBe(positions);
+      const rows = 2 * direct.shape[1] * direct.shape[2];
+      const cols = im2col(x.dataSync() as Float32Array, x.shape, { kh: 4, kw: 3, strides: [stride, stride], padding });
+      const viaPatches = tf.matMul(tf.tensor2d(cols, [rows, 24]), tf.reshape(k, [24, 5]));
+      expect(tf.max(tf.abs(tf.sub(viaPatches, tf.reshape(direct, [rows, 5])))).dataSync()[0]).toBeLessThan(1e-4);
+    });
+  });
+
+  it.each(['reference CNN', 'dp-cnn'])('equal the gradient of a batch-1 backward pass through the %s, for every example', (name) => {
+    const m = name === 'dp-cnn' ? dpModel : model;
     const { pixels, labels } = batchOf(0, 6);
-    const trace = traceBatch(opsOf(model), pixels, labels);
+    const trace = traceBatch(opsOf(m), pixels, labels);
     const perExample = materializePerExample(trace);
     disposeTrace(trace);
     expect(perExample).toHaveLength(6);
     for (let i = 0; i < 6; i++) {
-      const ref = batchOneGradient(model, pixels.subarray(i * PIXELS, (i + 1) * PIXELS), labels[i]!);
+      const ref = batchOneGradient(m, pixels.subarray(i * PIXELS, (i + 1) * PIXELS), labels[i]!);
       expect(perExample[i]!.length).toBe(ref.length);
       let maxDiff = 0;
       for (let j = 0; j < ref.length; j++) maxDiff = Math.max(maxDiff, Math.abs(perExample[i]![j]! - ref[j]!));

@@ -7,6 +7,9 @@ import { dpSgdPlan } from '../services/core/privacy/dp-sgd.js';
 import { clientLevelEpsilon } from '../services/core/privacy/dp-fedavg.js';
 import * as store from '../services/store/model-store.js';
 import { ledgerOf, reservePrivacy, spentEpsilon } from '../services/store/privacy-ledger.js';
+import { readFileSync } from 'node:fs';
+import { DP_CNN } from '../services/core/model-zoo.js';
+import { runModelSpec } from '../services/store/run-model.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { FAST, createFederation, quietLog, serve, shards, startTrainer, testData, waitRunDone, type Running } from './helpers/federation.js';
 
@@ -85,6 +88,21 @@ describe('record-level DP on a live federation', () => {
     expect(((await badDelta.json()) as { error: { message: string } }).error.message).toMatch(/dp\.delta/);
     const noDp = await post({ ...TRAIN, strategy: 'dp-fedavg' });
     expect(noDp.status).toBe(400);
+  });
+
+  it('a run carrying its own model (the tanh dp-cnn model.json: strided, same-padded convs) trains under DP-SGD', async () => {
+    const { modelTopology } = JSON.parse(readFileSync('datasets/models/dp-cnn/model.json', 'utf8')) as { modelTopology: unknown };
+    const res = await post({ ...TRAIN, rounds: 1, nodes: ['node-a'], model: modelTopology, dp: { ...DP, epsilonBudget: 1000 } });
+    expect(res.status).toBe(201);
+    const { id } = (await res.json()) as { id: string };
+    const done = await waitRunDone(db.pool, id, 120_000);
+    expect(done.status).toBe('completed');
+    expect((await runModelSpec(db.pool, id))?.layers).toEqual(DP_CNN.layers);
+    const [round] = await store.listRounds(db.pool, id);
+    expect(round!.metrics.participants).toEqual(['node-a']);
+    const view = (await (await fetch(`${api.url}/runs/${id}`)).json()) as { privacy: { nodeEpsilon: Record<string, number> } };
+    // node-a's two rounds of the first run, and this one's round of the same mechanism.
+    expect(view.privacy.nodeEpsilon['node-a']).toBeCloseTo(spentEpsilon([ROUND, ROUND, ROUND], DP.delta), 3);
   });
 });
 

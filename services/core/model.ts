@@ -1,11 +1,9 @@
 import { tf, tfl } from './tf.js';
 import { REFERENCE_CNN, inputSize, specKey, type LayerSpec, type ModelSpec } from './model-spec.js';
+import { weightSpecs, type WeightSpec } from './forward.js';
 
-/** One weight tensor of the model, in the order the model holds them. */
-export interface TensorSpec {
-  name: string;
-  shape: number[];
-}
+/** One weight tensor of the model, in the order the model holds them (forward.ts computes them from the spec). */
+export type TensorSpec = WeightSpec;
 
 /** @deprecated the reference CNN's figures; read the run's ModelSpec (or the model: inputShapeOf, classesOf) instead. */
 export const INPUT_SHAPE = REFERENCE_CNN.inputShape;
@@ -92,16 +90,15 @@ export function modelSpec(model: tfl.LayersModel): TensorSpec[] {
 }
 
 const manifests = new Map<string, TensorSpec[]>();
-/** A spec's weight manifest, built once per distinct spec; what every decoded update of a run is checked against. */
+/**
+ * A spec's weight manifest, computed once per distinct spec from its shapes (no model is
+ * built, so the aggregator's codec checks never load tfjs-layers); what every decoded update
+ * of a run is checked against.
+ */
 export function tensorSpecsOf(spec: ModelSpec): TensorSpec[] {
   const key = specKey(spec);
   let tensors = manifests.get(key);
-  if (!tensors) {
-    const m = buildModel(1, spec);
-    tensors = modelSpec(m);
-    m.dispose();
-    manifests.set(key, tensors);
-  }
+  if (!tensors) manifests.set(key, (tensors = weightSpecs(spec)));
   return tensors;
 }
 

@@ -7,11 +7,12 @@ import type { tf, tfl } from '../tf.js';
 import { inputShapeOf } from '../model.js';
 import { REFERENCE_CNN } from '../model-spec.js';
 
-export type Activation = 'relu' | 'softmax' | 'linear';
+export type Activation = 'relu' | 'softmax' | 'linear' | 'tanh' | 'sigmoid';
+const ACTIVATIONS: readonly string[] = ['relu', 'softmax', 'linear', 'tanh', 'sigmoid'];
 
 /** The model as a list of plain ops, so the forward pass can be replayed with probes. */
 export type Op =
-  | { kind: 'conv'; kernel: tf.Variable; bias: tf.Variable; kh: number; kw: number; activation: Activation }
+  | { kind: 'conv'; kernel: tf.Variable; bias: tf.Variable; kh: number; kw: number; strides: [number, number]; padding: 'valid' | 'same'; activation: Activation }
   | { kind: 'dense'; kernel: tf.Variable; bias: tf.Variable; activation: Activation }
   | { kind: 'pool'; size: [number, number]; strides: [number, number] }
   | { kind: 'dropout'; rate: number }
@@ -23,8 +24,8 @@ function pair(v: unknown): [number, number] {
 
 function activationOf(cfg: Record<string, unknown>): Activation {
   const a = (cfg.activation as string | undefined) ?? 'linear';
-  if (a !== 'relu' && a !== 'softmax' && a !== 'linear') throw new Error(`DP-SGD: unsupported activation ${a}`);
-  return a;
+  if (!ACTIVATIONS.includes(a)) throw new Error(`DP-SGD: unsupported activation ${a}`);
+  return a as Activation;
 }
 
 /** Each op list's input shape [H, W, C], kept beside the list so Op stays a plain layer description. */
@@ -49,11 +50,12 @@ function opsOfLayers(model: tfl.LayersModel): Op[] {
       const [kernel, bias] = vars();
       const stride = pair(cfg.strides);
       const dilation = pair(cfg.dilationRate ?? 1);
-      if (cfg.padding !== 'valid' || stride.some((s) => s !== 1) || dilation.some((d) => d !== 1) || !bias) {
-        throw new Error(`DP-SGD: conv layer ${layer.name} must be valid-padded, stride 1, undilated, with bias`);
+      const padding = cfg.padding;
+      if ((padding !== 'valid' && padding !== 'same') || dilation.some((d) => d !== 1) || !bias) {
+        throw new Error(`DP-SGD: conv layer ${layer.name} must be valid- or same-padded, undilated, with bias`);
       }
       const [kh, kw] = pair(cfg.kernelSize);
-      return { kind: 'conv', kernel: kernel!, bias, kh, kw, activation: activationOf(cfg) };
+      return { kind: 'conv', kernel: kernel!, bias, kh, kw, strides: stride, padding, activation: activationOf(cfg) };
     }
     if (cls === 'Dense') {
       const [kernel, bias] = vars();

@@ -20,7 +20,27 @@ export { opsOf } from './ops.js';
 export type { Op } from './ops.js';
 
 function activate(z: tf.Tensor, a: Activation): tf.Tensor {
-  return a === 'relu' ? tf.relu(z) : a === 'softmax' ? tf.softmax(z) : z;
+  if (a === 'relu') return tf.relu(z);
+  if (a === 'softmax') return tf.softmax(z);
+  if (a === 'tanh') return tf.tanh(z);
+  return a === 'sigmoid' ? tf.sigmoid(z) : z;
+}
+
+type ConvOp = Extract<Op, { kind: 'conv' }>;
+
+/** Output size and leading padding of a conv along one axis, as TensorFlow pads ('same': ceil(in/s), the odd pixel at the end). */
+export function convAxis(size: number, k: number, stride: number, padding: 'valid' | 'same'): { out: number; pad: number } {
+  if (padding === 'valid') return { out: Math.floor((size - k) / stride) + 1, pad: 0 };
+  const out = Math.ceil(size / stride);
+  return { out, pad: Math.floor(Math.max((out - 1) * stride + k - size, 0) / 2) };
+}
+
+/** A conv's window: kernel, strides and padding (stride 1, valid unless given). */
+export interface ConvWindow {
+  kh: number;
+  kw: number;
+  strides?: readonly [number, number];
+  padding?: 'valid' | 'same';
 }
 
 /** What one weighted layer contributes: its input and dL/dz for each example. */
@@ -60,7 +80,7 @@ export function traceBatch(ops: readonly Op[], pixels: Float32Array, labels: Int
         if (op.kind === 'conv' || op.kind === 'dense') {
           // A clone, so the trace owns a handle independent of xs (disposed below).
           inputs.push(tf.keep(tf.clone(h)));
-          const z = op.kind === 'conv' ? tf.conv2d(h as tf.Tensor4D, op.kernel as tf.Tensor4D, 1, 'valid') : tf.matMul(h as tf.Tensor2D, op.kernel as tf.Tensor2D);
+          const z = op.kind === 'conv' ? tf.conv2d(h as tf.Tensor4D, op.kernel as tf.Tensor4D, op.strides, op.padding) : tf.matMul(h as tf.Tensor2D, op.kernel as tf.Tensor2D);
           h = activate(tf.add(tf.add(z, op.bias), probe[w++]!), op.activation);
         } else if (op.kind === 'pool') h = tf.maxPool(h as tf.Tensor4D, op.size, op.strides, 'valid');
         else if (op.kind === 'flatten') h = tf.reshape(h, [n, -1]);
@@ -84,7 +104,7 @@ function outputShapes(ops: readonly Op[], n: number): number[][] {
     let shape: number[] = [n, ...inputShapeFor(ops)];
     const out: number[][] = [];
     for (const op of ops) {
-      if (op.kind === 'conv') shape = [n, shape[1]! - op.kh + 1, shape[2]! - op.kw + 1, op.kernel.shape[3]!];
+      if (op.kind === 'conv') shape = [n, convAxis(shape[1]!, op.kh, op.strides[0], op.padding).out, convAxis(shape[2]!, op.kw, op.strides[1], op.padding).out, op.kernel.shape[3]!];
       else if (op.kind === 'dense') shape = [n, op.kernel.shape[1]!];
       else if (op.kind === 'pool') shape = [n, Math.floor((shape[1]! - op.size[0]) / op.strides[0]) + 1, Math.floor((shape[2]! - op.size[1]) / op.strides[1]) + 1, shape[3]!];
       else if (op.kind === 'flatten') shape = [n, shape.slice(1).reduce((a, b) => a * b, 1)];
@@ -99,24 +119,30 @@ export function disposeTrace(t: BatchTrace): void {
 }
 
 /**
- * im2col of a valid, stride-1 convolution as rows [n, outH·outW, kh·kw·C], taps ordered
- * like the kernel (kh, kw, C). A JS pass over one read of x: a kernel row of kw·C values
- * is contiguous in NHWC, so each patch is kh block copies (per-tap tf.slice + concat was
- * 3-4x slower on the wasm backend).
+ * im2col of a convolution as rows [n, outH·outW, kh·kw·C], taps ordered like the kernel
+ * (kh, kw, C); taps in the padding stay zero. A JS pass over one read of x: a kernel row of
+ * kw·C values is contiguous in NHWC, so each patch is kh block copies (per-tap tf.slice +
+ * concat was 3-4x slower on the wasm backend).
  */
-export function im2col(x: Float32Array, [n, h, w, c]: readonly number[], kh: number, kw: number): Float32Array {
-  const oh = h! - kh + 1;
-  const ow = w! - kw + 1;
-  const out = new Float32Array(n! * oh * ow * kh * kw * c!);
+export function im2col(x: Float32Array, [n, h, w, c]: readonly number[], win: ConvWindow): Float32Array {
+  const { kh, kw, strides = [1, 1], padding = 'valid' } = win;
+  const rows = convAxis(h!, kh, strides[0], padding);
+  const cols = convAxis(w!, kw, strides[1], padding);
+  const out = new Float32Array(n! * rows.out * cols.out * kh * kw * c!);
   const run = kw * c!;
   let at = 0;
   for (let b = 0; b < n!; b++)
-    for (let i = 0; i < oh; i++)
-      for (let j = 0; j < ow; j++)
+    for (let i = 0; i < rows.out; i++)
+      for (let j = 0; j < cols.out; j++) {
+        const left = j * strides[1] - cols.pad;
+        const [from, to] = [Math.max(0, -left), Math.min(kw, w! - left)];
         for (let di = 0; di < kh; di++, at += run) {
-          const from = ((b * h! + i + di) * w! + j) * c!;
-          out.set(x.subarray(from, from + run), at);
+          const r = i * strides[0] + di - rows.pad;
+          if (r < 0 || r >= h! || from >= to) continue;
+          const src = ((b * h! + r) * w! + left) * c!;
+          out.set(x.subarray(src + from * c!, src + to * c!), at + from * c!);
         }
+      }
   return out;
 }
 
@@ -132,15 +158,16 @@ export interface ConvPerExample {
  * batch > 1). db_i is dZ_i summed over positions.
  */
 function convPerExample(l: LayerTrace): ConvPerExample {
-  const { kh, kw } = l.op as Extract<Op, { kind: 'conv' }>;
+  const op = l.op as ConvOp;
+  const { kh, kw } = op;
   const [n, oh, ow, f] = l.dz.shape as [number, number, number, number];
   const pos = oh * ow;
   const taps = kh * kw * l.input.shape[3]!;
   const dz = l.dz.dataSync() as Float32Array;
   const out: ConvPerExample = { dW: [], db: [] };
   const few = l.input.shape[3]! <= FEW_INPUT_CHANNELS;
-  const all = few ? depthwisePerExample(l.input as tf.Tensor4D, l.dz as tf.Tensor4D) : undefined;
-  const cols = few ? undefined : im2col(l.input.dataSync() as Float32Array, l.input.shape, kh, kw);
+  const all = few ? depthwisePerExample(l.input as tf.Tensor4D, l.dz as tf.Tensor4D, op) : undefined;
+  const cols = few ? undefined : im2col(l.input.dataSync() as Float32Array, l.input.shape, op);
   for (let i = 0; i < n; i++) {
     const dzi = dz.subarray(i * pos * f, (i + 1) * pos * f);
     if (all) out.dW.push(all.subarray(i * taps * f, (i + 1) * taps * f));
@@ -164,14 +191,23 @@ const FEW_INPUT_CHANNELS = 4;
  * channels (x as [C, H, W, n]) and dZ as the filter ([oh, ow, n, F]), channel (c, i) convolved
  * with example i's dZ is exactly dW_i[·, ·, c, ·]. Cheap when C is small; with many input
  * channels and a large dZ window (conv2) XNNPACK's depthwise path is slower than the matmuls.
- * Returns [n, kh·kw·C·F] in kernel layout.
+ * A strided layer's dZ taps sit `stride` apart in x: the filter is dilated by the stride, and x
+ * is padded as the forward pass padded it (the trailing pad only makes room; outputs past the
+ * kernel are cropped). Returns [n, kh·kw·C·F] in kernel layout.
  */
-function depthwisePerExample(x: tf.Tensor4D, dz: tf.Tensor4D): Float32Array {
+function depthwisePerExample(x: tf.Tensor4D, dz: tf.Tensor4D, win: ConvWindow): Float32Array {
   const t = tf.tidy(() => {
-    const [n, , , c] = x.shape;
-    const f = dz.shape[3];
-    const out = tf.depthwiseConv2d(tf.transpose(x, [3, 1, 2, 0]), tf.transpose(dz, [1, 2, 0, 3]), 1, 'valid');
-    const [, kh, kw] = out.shape;
+    const { kh, kw, strides = [1, 1], padding = 'valid' } = win;
+    const [n, h, w, c] = x.shape;
+    const [, oh, ow, f] = dz.shape;
+    const top = convAxis(h, kh, strides[0], padding).pad;
+    const left = convAxis(w, kw, strides[1], padding).pad;
+    const bottom = Math.max(0, (oh - 1) * strides[0] + kh - h - top);
+    const right = Math.max(0, (ow - 1) * strides[1] + kw - w - left);
+    const padded = top + bottom + left + right > 0 ? tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]]) : x;
+    const dilations: [number, number] = [strides[0], strides[1]];
+    const full = tf.depthwiseConv2d(tf.transpose(padded, [3, 1, 2, 0]), tf.transpose(dz, [1, 2, 0, 3]), 1, 'valid', 'NHWC', dilations);
+    const out = full.shape[1] === kh && full.shape[2] === kw ? full : tf.slice(full, [0, 0, 0, 0], [c, kh, kw, n * f]);
     return tf.transpose(tf.reshape(out, [c, kh, kw, n, f]), [3, 1, 2, 0, 4]);
   });
   const data = t.dataSync() as Float32Array;

@@ -199,7 +199,7 @@ function stepMessages(data: ImageSet, order: Uint32Array, start: number, n: numb
 }
 
 /** Milliseconds per phase summed over every step and thread since the last resetParallelPhases (benchmarks). */
-export const parallelPhases: StepPhases & { steps: number } = { compute: 0, copyOut: 0, wait: 0, update: 0, copyIn: 0, steps: 0 };
+export const parallelPhases: StepPhases & { steps: number } = { compute: 0, copyOut: 0, wait: 0, update: 0, copyIn: 0, onCpu: 0, queued: 0, steps: 0 };
 
 export function resetParallelPhases(): void {
   for (const k of Object.keys(parallelPhases) as Array<keyof typeof parallelPhases>) parallelPhases[k] = 0;

@@ -7,6 +7,7 @@
  * optimiser state) and writes the new weights to a shared buffer; after a second barrier it
  * copies all of them into its variables. No thread repeats another's update work.
  */
+import { readFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
@@ -52,13 +53,20 @@ export interface StepMessage {
   dropoutSeed: number;
 }
 
-/** Milliseconds one step spent in each phase, for benchmarks: forward + backward, gradient copy-out, barriers, sum + update, weight copy-in. */
+/**
+ * Milliseconds one step spent in each phase, for benchmarks: forward + backward, gradient
+ * copy-out, barriers, sum + update, weight copy-in; and, where Linux reports it, how much of
+ * the step the thread ran on a CPU and how long it was ready to run but waited for one (other
+ * processes on the cores).
+ */
 export interface StepPhases {
   compute: number;
   copyOut: number;
   wait: number;
   update: number;
   copyIn: number;
+  onCpu: number;
+  queued: number;
 }
 
 export type WorkerRequest = ResetMessage | StepMessage;
@@ -126,11 +134,12 @@ async function reset(m: ResetMessage): Promise<void> {
 }
 
 /** tf.dropout's mask for rows [offset, offset + n) of the whole batch: the same numbers one thread would draw. */
-function shardDropout(offset: number, total: number, seed: number) {
+function shardDropout(offset: number, seed: number) {
   return (x: tf.Tensor, layerIndex: number, rate: number): tf.Tensor => {
     const keep = 1 - rate;
     const layerSeed = (seed + layerIndex * 7919) % 2 ** 31;
-    const u = tf.randomUniform([total, ...x.shape.slice(1)], 0, 1, 'float32', layerSeed);
+    // The generator fills the batch's mask in order, so rows past this thread's are never needed.
+    const u = tf.randomUniform([offset + x.shape[0]!, ...x.shape.slice(1)], 0, 1, 'float32', layerSeed);
     const rows = tf.slice(u, offset, x.shape[0]);
     return tf.mul(x, tf.div(tf.floor(tf.add(rows, keep)), keep));
   };
@@ -138,6 +147,7 @@ function shardDropout(offset: number, total: number, seed: number) {
 
 function step(m: StepMessage): { lossSum: number; correct: number; ms: StepPhases } {
   const r = replica!;
+  const sched0 = schedStat();
   const t0 = performance.now();
   const n = m.labels.length;
   const mine = r.grads[r.index]!;
@@ -154,7 +164,7 @@ function step(m: StepMessage): { lossSum: number; correct: number; ms: StepPhase
       let ceSumT: tf.Tensor = tf.scalar(0);
       let proxT: tf.Tensor = tf.scalar(0);
       const { grads } = tf.variableGrads(() => {
-        const probs = forward(r.spec, r.vars, xs, shardDropout(m.offset, m.total, m.dropoutSeed));
+        const probs = forward(r.spec, r.vars, xs, shardDropout(m.offset, m.dropoutSeed));
         correctT = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, 1), tf.argMax(ys, 1)), 'int32')));
         ceSumT = tf.keep(tf.neg(tf.sum(tf.mul(ys, tf.log(tf.clipByValue(probs, 1e-7, 1))))));
         // This thread's share of the batch mean; FedProx's term is added once, by thread 0.
@@ -186,7 +196,22 @@ function step(m: StepMessage): { lossSum: number; correct: number; ms: StepPhase
   const t5 = performance.now();
   copyIn(r.vars, r.weights);
   const t6 = performance.now();
-  return { lossSum, correct, ms: { compute: t1 - t0, copyOut: t2 - t1, wait: t3 - t2 + (t5 - t4), update: t4 - t3, copyIn: t6 - t5 } };
+  const sched = schedStat();
+  const [onCpu, queued] = sched0 && sched ? [sched[0] - sched0[0], sched[1] - sched0[1]] : [NaN, NaN];
+  return { lossSum, correct, ms: { compute: t1 - t0, copyOut: t2 - t1, wait: t3 - t2 + (t5 - t4), update: t4 - t3, copyIn: t6 - t5, onCpu, queued } };
+}
+
+let schedStatReadable = true;
+/** This thread's time on a CPU and waiting for one, in ms (Linux /proc/thread-self/schedstat), or undefined elsewhere. */
+function schedStat(): [number, number] | undefined {
+  if (!schedStatReadable) return undefined;
+  try {
+    const [run, wait] = readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ').map(Number);
+    return [run! / 1e6, wait! / 1e6];
+  } catch {
+    schedStatReadable = false;
+    return undefined;
+  }
 }
 
 /** The gradients, in weight order, straight from the wasm heap into this thread's slot. */

@@ -251,13 +251,16 @@ async function trainOnPool(
     for (const { order, start, n } of epochBatches(data.count, opts, rng, epochs, run)) {
       const dropoutSeed = dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, posted++);
       const messages = stepMessages(data, order, start, n, splitRows(n, threads), size, dropoutSeed);
-      queue.push({ n, replies: p.send(messages, (m) => (m.type === 'step' ? [m.pixels.buffer as ArrayBuffer, m.labels.buffer as ArrayBuffer] : [])) });
+      const replies = p.send(messages, (m) => (m.type === 'step' ? [m.pixels.buffer as ArrayBuffer, m.labels.buffer as ArrayBuffer] : []));
+      // Observed now: a queued step may fail before its turn to be awaited (the first failure is the one thrown).
+      replies.catch(() => undefined);
+      queue.push({ n, replies });
       // The threads go on to the queued step without waiting for this thread to deal it.
       if (++stepsQueued >= STEPS_AHEAD) while (stepsQueued >= STEPS_AHEAD) await settleOldest();
     }
     while (queue.length > 0) await settleOldest();
   } finally {
-    // A failed step fails the ones queued behind it too; none may go unobserved.
+    // A failed step fails the ones queued behind it too: the training ends when they have.
     await Promise.allSettled(queue.map((q) => ('replies' in q ? q.replies : undefined)));
   }
   setFlatWeights(model, new Float32Array(weights).slice());

@@ -6,7 +6,8 @@
 import { loadBuiltinDigits } from '../datasets/builtin-mnist.js';
 import { subset, type ImageSet } from '../datasets/types.js';
 import { buildModel } from '../services/core/model.js';
-import { closeTrainingPool } from '../services/core/parallel-train.js';
+import { closeTrainingPool, parallelPhases, resetParallelPhases } from '../services/core/parallel-train.js';
+import type { StepPhases } from '../services/core/parallel-worker.js';
 import { trainLocal } from '../services/core/train.js';
 
 export interface ParallelTrainResult {
@@ -19,6 +20,12 @@ export interface ParallelTrainResult {
   samples_per_s_1thread: number;
   speedup: number;
   runs: { threads: number; samples_per_s: number }[];
+  /**
+   * Where one thread's step went in the timed multi-thread epochs (ms per step, averaged over
+   * steps and threads): forward + backward, gradient out, barriers, sum + update, weights in;
+   * on_cpu / queued: of the step, time on a CPU and time ready but waiting for one (Linux).
+   */
+  step_ms_per_thread?: Record<keyof StepPhases, number>;
 }
 
 async function epochSamplesPerS(shard: ImageSet, threads: number, batchSize: number): Promise<number> {
@@ -40,6 +47,7 @@ export async function benchParallelTraining(opts: { threads: number; batchSize: 
     // Warm-up: thread start-up, wasm compilation and kernel set-up are not training throughput.
     await epochSamplesPerS(warm, 1, opts.batchSize);
     if (opts.threads > 1) await epochSamplesPerS(warm, opts.threads, opts.batchSize);
+    resetParallelPhases();
     for (let rep = 0; rep < opts.reps; rep++) {
       for (const threads of opts.threads > 1 ? [1, opts.threads] : [1]) {
         const sps = await epochSamplesPerS(shard, threads, opts.batchSize);
@@ -50,8 +58,10 @@ export async function benchParallelTraining(opts: { threads: number; batchSize: 
   } finally {
     await closeTrainingPool();
   }
+  const { steps, ...phases } = parallelPhases;
+  const perStep = steps > 0 ? (Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round((v / steps) * 100) / 100])) as Record<keyof StepPhases, number>) : undefined;
   const best = (t: number) => Math.max(...runs.filter((r) => r.threads === t).map((r) => r.samples_per_s));
   const one = best(1);
   const all = best(opts.threads);
-  return { threads: opts.threads, batch_size: opts.batchSize, samples: shard.count, samples_per_s: all, samples_per_s_1thread: one, speedup: Math.round((all / one) * 1000) / 1000, runs };
+  return { threads: opts.threads, batch_size: opts.batchSize, samples: shard.count, samples_per_s: all, samples_per_s_1thread: one, speedup: Math.round((all / one) * 1000) / 1000, runs, ...(perStep && { step_ms_per_thread: perStep }) };
 }

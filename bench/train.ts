@@ -73,6 +73,7 @@ export const train = benchmark({
         '',
         mdTable(['threads', 'samples/s (trainLocal)', '1 thread samples/s', 'speed-up', 'PyTorch same threads', 'edgefl / PyTorch'], [[threads, par.samples_per_s, par.samples_per_s_1thread, par.speedup, peerN?.train_samples_per_s ?? 'not run', vsTorchN ?? '']]),
         '',
+        ...(par.step_ms_per_thread ? [`One thread's step on ${threads} threads (ms, mean): ${Object.entries(par.step_ms_per_thread).map(([k, v]) => `${k} ${v}`).join(', ')}.`, ''] : []),
         '## Training throughput (one trainOnBatch loop)',
         '',
         mdTable(['backend', 'batch', 'samples/s', 'step ms (median)', 'cpu samples/s', 'speed-up vs cpu'], [[r.backend, r.batch_size, r.samples_per_s, r.step_ms_median, r.cpu_samples_per_s, r.speedup_vs_cpu]]),

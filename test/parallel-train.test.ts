@@ -62,6 +62,19 @@ describe('data-parallel training', () => {
     expect(maxAbsDiff(b, await run(2))).toBe(0);
   });
 
+  it('threads that die with steps queued fail the training at once, and the next training gets fresh threads', async () => {
+    const model = buildModel(1);
+    const started = Date.now();
+    // The threads end after the first step is answered, while the next is already queued to them.
+    const training = trainParallel(model, shard, { ...base, onProgress: () => void closeTrainingPool() }, parallelPlan(model, { threads: 2 })!);
+    await expect(training).rejects.toThrow(/training thread exited|training threads stopped/);
+    // Not the barrier's 120 s timeout: every queued step fails when a thread exits.
+    expect(Date.now() - started).toBeLessThan(60_000);
+    const again = buildModel(1);
+    const r = await trainParallel(again, shard, { ...base, epochs: 1 }, parallelPlan(again, { threads: 2 })!);
+    expect(r.steps).toBe(3);
+  });
+
   it('stops between steps when asked', async () => {
     const model = buildModel(1);
     let calls = 0;

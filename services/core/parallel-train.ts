@@ -21,7 +21,8 @@ import { ENV } from '../shared/config.js';
 import { cgroupLimitMiB } from '../shared/memory.js';
 import { TrainingProgress, epochBatches } from './train-progress.js';
 import type { TrainOptions, TrainResult } from './train.js';
-import type { WorkerReply, WorkerRequest } from './parallel-worker.js';
+import type { StepMessage, StepPhases, WorkerReply, WorkerRequest } from './parallel-worker.js';
+import { StepBarrier } from './step-barrier.js';
 
 /** CPUs in a cgroup v2 quota ("200000 100000" → 2), or undefined without one (Knative's CPU limit lands here). */
 export function cgroupCpus(cpuMax: string | undefined): number | undefined {
@@ -70,53 +71,56 @@ export function workerScript(): string | undefined {
 /** A fixed set of training threads; kept between rounds so a round does not pay for their start-up. */
 class TrainingPool {
   private readonly workers: Worker[];
+  /** Per thread, the requests sent and not yet answered, oldest first (a thread answers in order). */
+  private readonly pending: Array<Array<{ resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>>;
   broken = false;
 
   constructor(readonly threads: number, script: string) {
-    this.workers = Array.from({ length: threads }, () => {
+    this.pending = Array.from({ length: threads }, () => []);
+    this.workers = Array.from({ length: threads }, (_, i) => {
       const w = new Worker(script);
       w.unref(); // an idle pool never keeps the process alive
-      w.on('error', () => (this.broken = true));
-      w.on('exit', () => (this.broken = true));
+      w.on('message', (r: WorkerReply) => {
+        const waiter = this.pending[i]!.shift();
+        if (r.type === 'error') waiter?.reject(new Error(`training thread failed: ${r.message}`));
+        else waiter?.resolve(r);
+      });
+      w.on('error', (e) => this.fail(e));
+      w.on('exit', (code) => this.fail(new Error(`training thread exited (${code})`)));
       return w;
     });
   }
 
-  /** Sends one request to every thread and waits for all replies; any error breaks the pool. */
-  async all(messages: WorkerRequest[], transfer: (m: WorkerRequest) => ArrayBuffer[] = () => []): Promise<WorkerReply[]> {
-    try {
-      return await Promise.all(this.workers.map((w, i) => ask(w, messages[i]!, transfer(messages[i]!))));
-    } catch (e) {
+  /** A thread that dies fails every request in flight: the others would wait at the barrier for it. */
+  private fail(e: Error): void {
+    this.broken = true;
+    for (const queue of this.pending) for (const waiter of queue.splice(0)) waiter.reject(e);
+  }
+
+  /**
+   * Sends one request to every thread; resolves with all replies. Requests may be sent before
+   * earlier ones are answered (each thread works through its queue in order). Any error
+   * breaks the pool.
+   */
+  send(messages: WorkerRequest[], transfer: (m: WorkerRequest) => ArrayBuffer[] = () => []): Promise<WorkerReply[]> {
+    if (this.broken) return Promise.reject(new Error('the training threads stopped'));
+    const replies = this.workers.map(
+      (w, i) =>
+        new Promise<WorkerReply>((resolve, reject) => {
+          this.pending[i]!.push({ resolve, reject });
+          w.postMessage(messages[i]!, transfer(messages[i]!));
+        }),
+    );
+    return Promise.all(replies).catch(async (e: unknown) => {
       await this.close();
       throw e;
-    }
+    });
   }
 
   async close(): Promise<void> {
     this.broken = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
-}
-
-function ask(w: Worker, message: WorkerRequest, transfer: ArrayBuffer[]): Promise<WorkerReply> {
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      w.off('message', onMessage);
-      w.off('error', onError);
-      w.off('exit', onExit);
-    };
-    const onMessage = (r: WorkerReply) => {
-      cleanup();
-      if (r.type === 'error') reject(new Error(`training thread failed: ${r.message}`));
-      else resolve(r);
-    };
-    const onError = (e: Error) => (cleanup(), reject(e));
-    const onExit = (code: number) => (cleanup(), reject(new Error(`training thread exited (${code})`)));
-    w.on('message', onMessage);
-    w.on('error', onError);
-    w.on('exit', onExit);
-    w.postMessage(message, transfer);
-  });
 }
 
 let pool: TrainingPool | undefined;
@@ -177,6 +181,35 @@ export function trainParallel(...args: Parameters<typeof trainOnPool>): Promise<
 
 let turn: Promise<unknown> = Promise.resolve();
 
+/** Steps queued to the threads at once: the next is already waiting when a step ends. */
+const STEPS_AHEAD = 2;
+
+/** Each thread's rows of one batch: pixels (NHWC) and labels, copied out of the shard in batch order. */
+function stepMessages(data: ImageSet, order: Uint32Array, start: number, n: number, rows: Array<[number, number]>, size: number, dropoutSeed: number): StepMessage[] {
+  return rows.map(([from, to]) => {
+    const pixels = new Float32Array((to - from) * size);
+    const labels = new Int32Array(to - from);
+    for (let i = from; i < to; i++) {
+      const src = order[start + i]!;
+      pixels.set(data.images.subarray(src * size, (src + 1) * size), (i - from) * size);
+      labels[i - from] = data.labels[src]!;
+    }
+    return { type: 'step', pixels, labels, offset: from, total: n, dropoutSeed };
+  });
+}
+
+/** Milliseconds per phase summed over every step and thread since the last resetParallelPhases (benchmarks). */
+export const parallelPhases: StepPhases & { steps: number } = { compute: 0, copyOut: 0, wait: 0, update: 0, copyIn: 0, onCpu: 0, queued: 0, steps: 0 };
+
+export function resetParallelPhases(): void {
+  for (const k of Object.keys(parallelPhases) as Array<keyof typeof parallelPhases>) parallelPhases[k] = 0;
+}
+
+function addPhases(ms: StepPhases): void {
+  for (const k of Object.keys(ms) as Array<keyof StepPhases>) parallelPhases[k] += ms[k];
+  parallelPhases.steps++;
+}
+
 async function trainOnPool(
   model: tfl.LayersModel,
   data: ImageSet,
@@ -188,34 +221,48 @@ async function trainOnPool(
   const p = poolOf(threads, plan.script);
   const size = inputSize(spec);
   const flat = getFlatWeights(model);
-  const grads = new SharedArrayBuffer(2 * threads * flat.length * 4);
-  const barrier = new SharedArrayBuffer(4);
-  const common = { spec, flat, optimizer: opts.optimizer ?? 'adam', learningRate: opts.learningRate, proximalMu: opts.proximalMu ?? 0, grads, barrier, threads } as const;
-  await p.all(Array.from({ length: threads }, (_, index) => ({ type: 'reset', ...common, index })));
+  const grads = new SharedArrayBuffer(threads * flat.length * 4);
+  const weights = new SharedArrayBuffer(flat.length * 4);
+  new Float32Array(weights).set(flat);
+  const barrier = StepBarrier.buffer();
+  const common = { spec, flat, optimizer: opts.optimizer ?? 'adam', learningRate: opts.learningRate, proximalMu: opts.proximalMu ?? 0, grads, weights, barrier, threads } as const;
+  const slices = splitRows(flat.length, threads);
+  await p.send(slices.map((slice, index) => ({ type: 'reset', ...common, index, slice })));
 
   const rng = createRng(opts.seed ?? 1);
   const dropout = opts.dropout ?? { runSeed: opts.seed ?? 1, node: '', round: 0 };
   const progress = new TrainingProgress(data.count, opts);
   const run = { stopped: false };
-  for (const { order, start, n } of epochBatches(data.count, opts, rng, progress, run)) {
-      const dropoutSeed = dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, progress.steps);
-      const messages: WorkerRequest[] = splitRows(n, threads).map(([from, to]) => {
-        const pixels = new Float32Array((to - from) * size);
-        const labels = new Int32Array(to - from);
-        for (let i = from; i < to; i++) {
-          const src = order[start + i]!;
-          pixels.set(data.images.subarray(src * size, (src + 1) * size), (i - from) * size);
-          labels[i - from] = data.labels[src]!;
-        }
-        return { type: 'step', pixels, labels, offset: from, total: n, dropoutSeed };
-      });
-      const replies = await p.all(messages, (m) => (m.type === 'step' ? [m.pixels.buffer as ArrayBuffer, m.labels.buffer as ArrayBuffer] : []));
-      let lossSum = 0;
-      let correct = 0;
-      for (const r of replies) if (r.type === 'stepped') (lossSum += r.lossSum), (correct += r.correct);
-      await progress.step(n, lossSum, correct);
+  // Steps are queued ahead, so epoch boundaries are queued too and reach `progress` in step order.
+  const queue: Array<{ n: number; replies: Promise<WorkerReply[]> } | { mark: () => void }> = [];
+  const epochs = { startEpoch: (e: number) => queue.push({ mark: () => progress.startEpoch(e) }), endEpoch: () => queue.push({ mark: () => progress.endEpoch() }) };
+  let stepsQueued = 0;
+  const settleOldest = async () => {
+    const item = queue.shift()!;
+    if ('mark' in item) return item.mark();
+    stepsQueued--;
+    let lossSum = 0;
+    let correct = 0;
+    for (const r of await item.replies) if (r.type === 'stepped') (lossSum += r.lossSum), (correct += r.correct), addPhases(r.ms);
+    await progress.step(item.n, lossSum, correct);
+  };
+  let posted = 0;
+  try {
+    for (const { order, start, n } of epochBatches(data.count, opts, rng, epochs, run)) {
+      const dropoutSeed = dropoutStepSeed(dropout.runSeed, dropout.node, dropout.round, posted++);
+      const messages = stepMessages(data, order, start, n, splitRows(n, threads), size, dropoutSeed);
+      const replies = p.send(messages, (m) => (m.type === 'step' ? [m.pixels.buffer as ArrayBuffer, m.labels.buffer as ArrayBuffer] : []));
+      // Observed now: a queued step may fail before its turn to be awaited (the first failure is the one thrown).
+      replies.catch(() => undefined);
+      queue.push({ n, replies });
+      // The threads go on to the queued step without waiting for this thread to deal it.
+      if (++stepsQueued >= STEPS_AHEAD) while (stepsQueued >= STEPS_AHEAD) await settleOldest();
+    }
+    while (queue.length > 0) await settleOldest();
+  } finally {
+    // A failed step fails the ones queued behind it too: the training ends when they have.
+    await Promise.allSettled(queue.map((q) => ('replies' in q ? q.replies : undefined)));
   }
-  const [first] = await p.all(Array.from({ length: threads }, () => ({ type: 'weights' }) as const));
-  if (first?.type === 'weights') setFlatWeights(model, first.flat);
+  setFlatWeights(model, new Float32Array(weights).slice());
   return progress.result(run.stopped);
 }

@@ -76,7 +76,7 @@ export function* epochBatches(
   count: number,
   opts: Pick<TrainOptions, 'epochs' | 'batchSize' | 'shouldStop'>,
   rng: () => number,
-  progress: TrainingProgress,
+  progress: Pick<TrainingProgress, 'startEpoch' | 'endEpoch'>,
   run: { stopped: boolean },
 ): Generator<{ order: Uint32Array; start: number; n: number }> {
   const order = Uint32Array.from({ length: count }, (_, i) => i);

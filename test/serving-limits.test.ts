@@ -195,8 +195,8 @@ describe('long predictions yield to the event loop', () => {
 describe('V8 heap sized for the memory limit', () => {
   it('gives half the limit to the old space and marks only such a heap as bounded', async () => {
     const { heapBoundedFor, servingHeapOptions, servingNodeOptions } = await import('../services/serving/limits.js');
-    expect(servingHeapOptions(256)).toBe('--max-old-space-size=128 --max-semi-space-size=4');
-    expect(servingNodeOptions(256, '--enable-source-maps')).toBe('--enable-source-maps --max-old-space-size=128 --max-semi-space-size=4');
+    expect(servingHeapOptions(256)).toBe('--max-old-space-size=128 --max-semi-space-size=2');
+    expect(servingNodeOptions(256, '--enable-source-maps')).toBe('--enable-source-maps --max-old-space-size=128 --max-semi-space-size=2');
     // V8's heap_size_limit with those flags is ~140 MiB; Node's default on this machine is several GiB.
     expect(heapBoundedFor(256, 140 * 2 ** 20)).toBe(true);
     expect(heapBoundedFor(256, 4096 * 2 ** 20)).toBe(false);

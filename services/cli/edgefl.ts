@@ -1,7 +1,6 @@
+import './compile-cache.js'; // first: caches the compilation of everything imported after it (Node 22+)
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { envFromFlags, SERVICE_FLAGS } from './args.js';
-import { ModelFormatError } from '../core/layers-model.js';
-import { NodeDataError } from '../../datasets/node-dir.js';
 import { CommandError, HELP_FLAG, UsageError, flagHelp, parseFlags } from './flags.js';
 
 const HELP = `edgefl — federated learning at the edge, serverless on Knative
@@ -94,7 +93,8 @@ main(process.argv.slice(2)).then(
       console.error(`edgefl: ${e.message}`);
       process.exit(2);
     }
-    if (e instanceof CommandError || e instanceof ModelFormatError || e instanceof NodeDataError) {
+    // Matched by name: importing their modules here would load the image decoders into every service's start-up.
+    if (e instanceof CommandError || (e instanceof Error && (e.name === 'ModelFormatError' || e.name === 'NodeDataError'))) {
       console.error(`edgefl: ${e.message}`);
       process.exit(1);
     }

@@ -4,8 +4,19 @@
  * 13 MiB of RSS and 60 ms of imports in a serving function). Numerically it is the Sequential
  * model buildModel makes from the same spec, up to float error (test/forward.test.ts).
  */
-import * as tf from '@tensorflow/tfjs-core';
+import { createRequire } from 'node:module';
+import type * as Core from '@tensorflow/tfjs-core';
 import type { Activation, LayerSpec, ModelSpec } from './model-spec.js';
+
+// require, not import: an ESM import of the CommonJS bundle costs a serving cold start tens of ms
+// (see tf.ts). The training threads import tfjs-core themselves; both get the one cached instance.
+const tf = createRequire(import.meta.url)('@tensorflow/tfjs-core') as typeof Core;
+// eslint-disable-next-line @typescript-eslint/no-namespace
+declare namespace tf {
+  type Tensor = Core.Tensor;
+  type Tensor2D = Core.Tensor2D;
+  type Tensor4D = Core.Tensor4D;
+}
 
 /** One weight tensor: "<layer>/<kernel|bias>" and its shape, in the order the model holds them. */
 export interface WeightSpec {

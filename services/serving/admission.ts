@@ -60,7 +60,7 @@ export class WorkBudget {
 }
 
 /** V8's full collection, reachable without starting node with --expose-gc. */
-function fullCollection(): () => void {
+export function fullCollection(): () => void {
   const exposed = (globalThis as { gc?: () => void }).gc;
   if (exposed) return exposed;
   v8.setFlagsFromString('--expose-gc');

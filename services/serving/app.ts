@@ -5,7 +5,8 @@ import { PIXELS } from '../core/model.js';
 import { ENV } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
-import { WorkBudget } from './admission.js';
+import { fullCollection, WorkBudget } from './admission.js';
+import { IdleTrim } from './idle-trim.js';
 import type { JsonBodyLimits } from './body.js';
 import { inferenceEventsRouter } from './inference-events.js';
 import { detectMemoryLimit, heapBoundedFor, servingLimits, type ServingLimits } from './limits.js';
@@ -58,7 +59,10 @@ export function createServingApp(deps: ServingDeps) {
 
   const app = express();
   applyCommonMiddleware(app, deps.log, metrics);
+  const trim = new IdleTrim(fullCollection());
   app.use((_req, res, next) => {
+    trim.started();
+    res.once('close', () => trim.ended());
     res.setHeader('Access-Control-Allow-Origin', '*');
     res.setHeader('Access-Control-Allow-Headers', 'Content-Type, Authorization, X-API-Key');
     next();

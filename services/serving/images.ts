@@ -1,5 +1,6 @@
-import { PNG } from 'pngjs';
-import jpeg from 'jpeg-js';
+import { createRequire } from 'node:module';
+import type { PNG } from 'pngjs';
+import type JpegJs from 'jpeg-js';
 import { REFERENCE_CNN } from '../core/model-spec.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
 
@@ -88,9 +89,15 @@ export async function decodeImage(bytes: Buffer, header: ImageHeader = readImage
   return header.kind === 'png' ? decodePng(bytes) : decodeJpeg(bytes, header);
 }
 
+// The decoders load with the first image, not at start: a cold start's first prediction never needs them.
+const require = createRequire(import.meta.url);
+let decoders: { PNG: typeof PNG; jpeg: typeof JpegJs } | undefined;
+const imageDecoders = () => (decoders ??= { PNG: (require('pngjs') as typeof import('pngjs')).PNG, jpeg: require('jpeg-js') as typeof JpegJs });
+
 async function decodePng(bytes: Buffer): Promise<RawImage> {
   let png: PNG;
   try {
+    const { PNG } = imageDecoders();
     png = await new Promise<PNG>((resolve, reject) => new PNG().parse(bytes, (err, out) => (err ? reject(err) : resolve(out))));
   } catch (e) {
     throw undecodable(`PNG could not be decoded: ${(e as Error).message}`);
@@ -101,7 +108,7 @@ async function decodePng(bytes: Buffer): Promise<RawImage> {
 function decodeJpeg(bytes: Buffer, header: ImageHeader): RawImage {
   let img: { width: number; height: number; data: Uint8Array };
   try {
-    img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: (header.width * header.height) / 1e6 + 0.01, maxMemoryUsageInMB: 64 });
+    img = imageDecoders().jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: (header.width * header.height) / 1e6 + 0.01, maxMemoryUsageInMB: 64 });
   } catch (e) {
     const msg = (e as Error).message;
     if (/maxResolutionInMP|maxMemoryUsage/i.test(msg)) throw new TooLarge('image_too_large', `JPEG is too large: ${msg}`);

@@ -3,7 +3,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type pg from 'pg';
 import { z } from 'zod';
 import { inputSize, type ModelSpec } from '../core/model-spec.js';
-import { encodeEvent, makeEvent, readEvent, type EventMode, type IncomingEvent } from '../http/cloudevents.js';
+import type { EventMode, IncomingEvent } from '../http/cloudevents.js';
 import { HttpError } from '../http/errors.js';
 import { bearerToken, constantTimeEqual } from '../shared/auth.js';
 import type { Logger } from '../shared/log.js';
@@ -159,10 +159,11 @@ export function inferenceEventsRouter(deps: InferenceEventDeps): express.Router 
       const body = Buffer.isBuffer(req.body) ? req.body : undefined;
       // JSON text, its parse and the decoded base64 all live at once.
       release = deps.budget.reserve(3 * (body?.length ?? 0));
+      const { readEvent, makeEvent, encodeEvent } = await cloudEvents();
       const event = readEvent(req.headers, body, INFERENCE_EVENTS.requested);
       authorise(deps.apiKeys, req, event);
       const data = await handleInferenceEvent(deps, event);
-      reply(res, event.mode, makeEvent(INFERENCE_EVENTS.completed, source, { ...data }));
+      reply(res, event.mode, makeEvent(INFERENCE_EVENTS.completed, source, { ...data }), encodeEvent);
     } catch (e) {
       next(e);
     } finally {
@@ -189,9 +190,14 @@ export function inferenceEventsRouter(deps: InferenceEventDeps): express.Router 
   return router;
 }
 
+type CloudEvents = typeof import('../http/cloudevents.js');
+let cloudEventsModule: Promise<CloudEvents> | undefined;
+/** The CloudEvents SDK loads with the first event, not at start: a cold start's first prediction never needs it. */
+const cloudEvents = (): Promise<CloudEvents> => (cloudEventsModule ??= import('../http/cloudevents.js'));
+
 const invalidQuery = (e: z.ZodError) => new HttpError(400, 'invalid_query', issuesText(e, 'query'));
 
-function reply(res: Response, mode: EventMode, event: ReturnType<typeof makeEvent>): void {
+function reply(res: Response, mode: EventMode, event: ReturnType<CloudEvents['makeEvent']>, encodeEvent: CloudEvents['encodeEvent']): void {
   const out = encodeEvent(event, mode);
   res.status(200).set(out.headers).send(out.body);
 }

@@ -23,7 +23,7 @@ export async function startServing(cfg: Config) {
   // Public predict is a choice (edge devices call it); say so at start so it is never a surprise.
   log.info(cfg.apiKeys.length ? 'predict routes need an API key' : 'predict routes are public (set EDGEFL_API_KEYS to require a key)', { api_keys: cfg.apiKeys.length });
   // The backend compiles its wasm while the database connection and model fetch are in flight.
-  const backendReady = initBackend(cfg.backend, (m) => log.info(m));
+  const backendReady = initBackend(cfg.backend, (m) => log.info(m), { training: false });
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), poolSize: 3, stopEmbeddedOnClose: true });
   const t1 = performance.now();
   const holder = new ModelHolder(db.pool, log, metrics, nodeId);

@@ -4,7 +4,8 @@
  * the HTTP proxy in activator-proxy.ts) starts a node's trainer on its first request, holds the
  * request until the trainer is ready (Knative's activator does the same), caps concurrent
  * processes at maxActive (requests past the cap wait in a FIFO queue; an idle process is evicted
- * first), and stops a process after an idle window (Knative's scale-to-zero grace period, 30 s).
+ * first), and stops a process after an idle window (edgefl up's default 90 s: Knative's 60 s
+ * stable window, then its 30 s scale-to-zero grace period).
  */
 
 export type NodeState = 'cold' | 'starting' | 'training' | 'idle' | 'failed';
@@ -26,7 +27,7 @@ export interface ActivatorOptions {
   nodes: number;
   start: StartInstance;
   maxActive: number;
-  /** An idle process is stopped after this long without a request (Knative default 30 s). */
+  /** An idle process is stopped after this long without a request (edgefl up: 90 s, as Knative scales a revision to zero). */
   idleMs: number;
   /**
    * A process idle for less than this is not evicted for a waiting node (default 1 s): a caller
@@ -79,6 +80,11 @@ export class Activator {
 
   has(node: number): boolean {
     return Number.isInteger(node) && node >= 0 && node < this.slots.length;
+  }
+
+  /** Nodes whose process runs now (starting, training or idle): asking them again costs no cold start. */
+  warmNodes(): Set<string> {
+    return new Set(this.slots.filter((s) => s.state === 'starting' || s.state === 'training' || s.state === 'idle').map((s) => nodeIdOf(s.node)));
   }
 
   /** Processes running now: starting, training or idle (what maxActive caps). */

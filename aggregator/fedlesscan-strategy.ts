@@ -11,7 +11,7 @@
 import { createRng } from '../datasets/rng.js';
 import type { RoundRow } from '../services/store/model-store.js';
 import { weightedMean } from './round/aggregate.js';
-import { warmthSource } from './warmth.js';
+import { warmFirst, warmthSource } from './warmth.js';
 import type { FitConfig, StrategyFactory } from './strategies.js';
 
 export type RoundHistoryRow = Pick<RoundRow, 'round' | 'status' | 'selected' | 'metrics'>;
@@ -123,8 +123,9 @@ export const fedlesscan: StrategyFactory = (config) => {
     },
     configureFit(round, candidates, keep) {
       const k = Math.max(1, Math.ceil(config.fraction * candidates.length));
-      const ids = keep ?? selectByReliability(candidates.map((c) => c.nodeId), history, round, k, config.seed, warmthSource()?.warm());
-      return candidates.filter((c) => ids.includes(c.nodeId)).map((target) => ({ target, config: { ...fit } }));
+      const warm = warmthSource()?.warm();
+      const ids = keep ?? selectByReliability(candidates.map((c) => c.nodeId), history, round, k, config.seed, warm);
+      return warmFirst(candidates.filter((c) => ids.includes(c.nodeId)), warm).map((target) => ({ target, config: { ...fit } }));
     },
     async aggregateFit(_global, updates) {
       const sum = weightedMean();

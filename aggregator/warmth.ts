@@ -36,8 +36,8 @@ export const FRESH_SHARE = 1 / 3;
 /**
  * A round's sample of `k` nodes: warm nodes (a seeded draw among them) take at most
  * k − ⌈k·FRESH_SHARE⌉ places; the others are a seeded uniform draw among the rest, so every
- * node keeps a chance of at least ⌈k/3⌉/n per round to bring its data in. Returned in the
- * nodes' own order, as selectNodes does.
+ * node keeps a chance of at least ⌈k/3⌉/n per round to bring its data in. Returned warm
+ * first (warmFirst), otherwise in the nodes' own order.
  */
 export function selectPreferringWarm<T extends { nodeId: string }>(nodes: readonly T[], k: number, warm: ReadonlySet<string>, seed: number, round: number): T[] {
   if (k >= nodes.length) return [...nodes];
@@ -50,7 +50,16 @@ export function selectPreferringWarm<T extends { nodeId: string }>(nodes: readon
     if (chosen.size >= k) break;
     chosen.add(n);
   }
-  return nodes.filter((n) => chosen.has(n));
+  return warmFirst(nodes.filter((n) => chosen.has(n)), warm);
+}
+
+/**
+ * The round's nodes with the warm ones first (a stable sort), so their requests reach the
+ * activator first: a cold node's request that came first would evict an idle process to make
+ * room, perhaps the very warm node asked in the same round.
+ */
+export function warmFirst<T extends { nodeId: string }>(nodes: readonly T[], warm: ReadonlySet<string> | undefined): T[] {
+  return warm ? [...nodes].sort((a, b) => Number(!warm.has(a.nodeId)) - Number(!warm.has(b.nodeId))) : [...nodes];
 }
 
 /** How many invocations in a row a warm node may be given before it makes room for another (async). */

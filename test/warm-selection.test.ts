@@ -34,6 +34,7 @@ describe('warm-aware sampling of a synchronous round', () => {
     const preferring = chooseNodes(targets(100), config, 2).map((t) => t.nodeId);
     expect(preferring).toHaveLength(10);
     expect(preferring.filter((n) => warm.has(n)).sort()).toEqual([...warm].sort());
+    expect(preferring.slice(0, warm.size).sort()).toEqual([...warm].sort()); // warm first: their requests reach the activator before a cold one can evict them
     setWarmthSource(undefined);
     expect(chooseNodes(targets(100), config, 2).map((t) => t.nodeId)).toEqual(plain);
   });

@@ -170,9 +170,12 @@ describe('activator', () => {
   });
 
   it('stops a process after the idle window; the next request is a new cold start', async () => {
-    const { started, post, state } = await setup({ idleMs: 50 });
+    const { a, started, post, state } = await setup({ idleMs: 50 });
+    expect([...a.activator.warmNodes()]).toEqual([]);
     expect((await post(1)).status).toBe(200);
+    expect([...a.activator.warmNodes()]).toEqual(['node-1']); // idle but running: what warm-aware selection prefers
     await vi.waitFor(async () => expect((await state()).nodes[1].state).toBe('cold'));
+    expect([...a.activator.warmNodes()]).toEqual([]);
     expect(started[0]!.server.listening).toBe(false);
     expect((await post(1)).status).toBe(200);
     expect(started).toHaveLength(2);

@@ -62,8 +62,31 @@ export function warmFirst<T extends { nodeId: string }>(nodes: readonly T[], war
   return warm ? [...nodes].sort((a, b) => Number(!warm.has(a.nodeId)) - Number(!warm.has(b.nodeId))) : [...nodes];
 }
 
-/** How many invocations in a row a warm node may be given before it makes room for another (async). */
+/** How many invocations in a row a warm node may be given before it makes room for another. */
 export const MAX_WARM_RUN = 3;
+
+/** A running trainer as the activator reports it: invocations its process answered, the last one's duration. */
+export interface WarmSlot {
+  nodeId: string;
+  served: number;
+  lastMs?: number;
+}
+
+/** A warm node whose last invocation took more than this × the median of the warm ones is not kept for it. */
+export const STRAGGLER_FACTOR = 1.5;
+
+/**
+ * The warm nodes worth preferring. Not one that has answered MAX_WARM_RUN invocations already
+ * (others get their turn, and no node's data dominates). Not a straggler either (its last
+ * invocation took over 1.5× the median of the warm ones, FedLesScan's rule): the last nodes of a
+ * round to finish are the ones still warm, and without this the slowest devices would be asked
+ * again and again, and every synchronous round would wait for them.
+ */
+export function worthKeeping(slots: readonly WarmSlot[]): Set<string> {
+  const times = slots.flatMap((s) => (s.lastMs === undefined ? [] : [s.lastMs])).sort((a, b) => a - b);
+  const median = times.length ? times[Math.floor((times.length - 1) / 2)]! : 0;
+  return new Set(slots.filter((s) => s.served < MAX_WARM_RUN && (s.lastMs === undefined || s.lastMs <= STRAGGLER_FACTOR * median)).map((s) => s.nodeId));
+}
 
 export interface WarmPickState {
   /** Node → the invocation number it was last asked for (absent: never). */

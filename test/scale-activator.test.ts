@@ -101,6 +101,7 @@ describe('activator', () => {
     // Warm: a second request reuses the process.
     expect((await post(2)).status).toBe(200);
     expect(started).toHaveLength(1);
+    expect(activator!.activator.warmSlots()).toEqual([{ nodeId: 'node-2', served: 2, lastMs: expect.any(Number) }]);
     expect((await state()).coldStarts).toBe(1);
   });
 
@@ -180,6 +181,7 @@ describe('activator', () => {
     expect((await post(1)).status).toBe(200);
     expect(started).toHaveLength(2);
     expect((await state()).nodes[1]).toMatchObject({ coldStarts: 2, failures: 0 });
+    expect(a.activator.warmSlots()).toMatchObject([{ nodeId: 'node-1', served: 1 }]); // a new process starts its run afresh
   });
 
   it('a process killed mid-request leaves its node failed and answers 503; the next request starts it again', async () => {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { chooseNodes } from '../aggregator/round/plan.js';
 import { selectByReliability } from '../aggregator/fedlesscan-strategy.js';
-import { MAX_WARM_RUN, nextWarmRun, pickPreferringWarm, selectPreferringWarm, setWarmthSource } from '../aggregator/warmth.js';
+import { MAX_WARM_RUN, nextWarmRun, pickPreferringWarm, selectPreferringWarm, setWarmthSource, worthKeeping } from '../aggregator/warmth.js';
 import { concurrencyOf } from '../aggregator/async/state.js';
 import { warmNow } from '../aggregator/async/dispatch.js';
 
@@ -46,6 +46,19 @@ describe('warm-aware sampling of a synchronous round', () => {
     expect(cold.some((n) => warm.has(n))).toBe(false);
     const chosen = selectByReliability(ids(20), history, 3, 5, 1, warm);
     expect(chosen.filter((n) => warm.has(n)).sort()).toEqual([...warm].sort());
+  });
+});
+
+describe('which warm trainers are worth keeping', () => {
+  it('not a straggler (the last to finish are the ones still warm), nor one that has had its run', () => {
+    const kept = worthKeeping([
+      { nodeId: 'fast', served: 1, lastMs: 2000 },
+      { nodeId: 'typical', served: 2, lastMs: 2500 },
+      { nodeId: 'slow', served: 1, lastMs: 9000 }, // a 4x slower device
+      { nodeId: 'had-its-run', served: MAX_WARM_RUN, lastMs: 2100 },
+      { nodeId: 'starting', served: 0 },
+    ]);
+    expect([...kept].sort()).toEqual(['fast', 'starting', 'typical']);
   });
 });
 

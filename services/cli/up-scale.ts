@@ -12,7 +12,7 @@ import { bearerToken, verifyInvokeToken } from '../shared/auth.js';
 import { startActivator, type ActivatorServer } from '../harness/activator-proxy.js';
 import { edgeflCli, spawnService } from '../harness/process.js';
 import { assignDevices, deviceEnv, loadDeviceProfile, type Device } from '../trainer/device-profile.js';
-import { setWarmthSource } from '../../aggregator/warmth.js';
+import { setWarmthSource, worthKeeping } from '../../aggregator/warmth.js';
 import { UsageError, fromNumberSchema, int, num, text } from './flags.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
@@ -124,7 +124,7 @@ export async function startOnDemandTrainers(plan: ScalePlan, envFor: (node: numb
     },
   });
   // The aggregator runs in this process: its selection prefers the nodes whose trainer is warm (aggregator/warmth.ts).
-  setWarmthSource({ warm: () => activator.activator.warmNodes(), capacity: plan.maxActive });
+  setWarmthSource({ warm: () => worthKeeping(activator.activator.warmSlots()), capacity: plan.maxActive });
   const devices = plan.devices.filter((d) => d.slowdown !== 1 || d.failProbability > 0).length;
   say(`edgefl: ${plan.nodes} edge nodes registered behind the activator at ${activator.url}/activator: trainers start on demand (at most ${plan.maxActive} at once, stopped after ${plan.idleMs / 1000} s idle)${devices ? `; ${devices} emulated slow or flaky devices` : ''}`);
   return activator;

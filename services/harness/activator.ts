@@ -58,6 +58,9 @@ interface Slot {
   coldStarts: number;
   failures: number;
   invocations: number;
+  /** Invocations its current process has answered, and how long the last one took (ms, from ready to answered). */
+  served: number;
+  lastMs?: number;
 }
 
 /** Node ids as the aggregator names them: node-0 … node-(n-1). */
@@ -75,7 +78,7 @@ export class Activator {
   peakActive = 0;
 
   constructor(private readonly opts: ActivatorOptions) {
-    this.slots = Array.from({ length: opts.nodes }, (_, node) => ({ node, state: 'cold', inflight: 0, lastUsed: 0, coldStarts: 0, failures: 0, invocations: 0 }));
+    this.slots = Array.from({ length: opts.nodes }, (_, node) => ({ node, state: 'cold', inflight: 0, lastUsed: 0, coldStarts: 0, failures: 0, invocations: 0, served: 0 }));
   }
 
   has(node: number): boolean {
@@ -84,7 +87,12 @@ export class Activator {
 
   /** Nodes whose process runs now (starting, training or idle): asking them again costs no cold start. */
   warmNodes(): Set<string> {
-    return new Set(this.slots.filter((s) => s.state === 'starting' || s.state === 'training' || s.state === 'idle').map((s) => nodeIdOf(s.node)));
+    return new Set(this.warmSlots().map((s) => s.nodeId));
+  }
+
+  /** The running processes' nodes, with what their process has answered so far (aggregator/warmth.ts judges which to keep). */
+  warmSlots(): { nodeId: string; served: number; lastMs?: number }[] {
+    return this.slots.filter((s) => s.state === 'starting' || s.state === 'training' || s.state === 'idle').map((s) => ({ nodeId: nodeIdOf(s.node), served: s.served, lastMs: s.lastMs }));
   }
 
   /** Processes running now: starting, training or idle (what maxActive caps). */
@@ -105,7 +113,11 @@ export class Activator {
     try {
       instance = await this.ready(slot);
       slot.state = 'training';
-      return await fn(instance);
+      const t0 = performance.now();
+      const out = await fn(instance);
+      slot.served++;
+      slot.lastMs = performance.now() - t0;
+      return out;
     } catch (e) {
       // The request broke mid-way (the process died, or answers nothing): that process is done for.
       if (instance && slot.instance === instance) this.fail(slot);
@@ -155,6 +167,8 @@ export class Activator {
 
   private async coldStart(slot: Slot): Promise<Instance> {
     slot.coldStarts++;
+    slot.served = 0;
+    slot.lastMs = undefined;
     const t0 = performance.now();
     try {
       const instance = await this.opts.start(slot.node);

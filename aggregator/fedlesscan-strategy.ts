@@ -11,6 +11,7 @@
 import { createRng } from '../datasets/rng.js';
 import type { RoundRow } from '../services/store/model-store.js';
 import { weightedMean } from './round/aggregate.js';
+import { warmFirst, warmthSource } from './warmth.js';
 import type { FitConfig, StrategyFactory } from './strategies.js';
 
 export type RoundHistoryRow = Pick<RoundRow, 'round' | 'status' | 'selected' | 'metrics'>;
@@ -89,10 +90,11 @@ export function tiers(candidates: readonly string[], history: ReadonlyMap<string
 }
 
 /**
- * The round's `k` nodes, tier by tier; within a tier the least recently asked first, ties
- * broken by a seeded draw. Returned in the candidates' order.
+ * The round's `k` nodes, tier by tier; within a tier the nodes whose trainer is warm first
+ * (where that is known: aggregator/warmth.ts), then the least recently asked, ties broken by
+ * a seeded draw. Returned in the candidates' order.
  */
-export function selectByReliability(candidates: readonly string[], history: ReadonlyMap<string, NodeHistory>, round: number, k: number, seed: number): string[] {
+export function selectByReliability(candidates: readonly string[], history: ReadonlyMap<string, NodeHistory>, round: number, k: number, seed: number, warm: ReadonlySet<string> = new Set()): string[] {
   if (k >= candidates.length) return [...candidates];
   const maxWait = 2 * Math.ceil(candidates.length / Math.max(1, k));
   const tierOf = tiers(candidates, history, round, maxWait);
@@ -101,6 +103,7 @@ export function selectByReliability(candidates: readonly string[], history: Read
   const ranked = [...candidates].sort(
     (a, b) =>
       TIERS.indexOf(tierOf.get(a)!) - TIERS.indexOf(tierOf.get(b)!) ||
+      Number(!warm.has(a)) - Number(!warm.has(b)) ||
       (history.get(a)?.lastInvited ?? 0) - (history.get(b)?.lastInvited ?? 0) ||
       draw.get(a)! - draw.get(b)!,
   );
@@ -120,8 +123,9 @@ export const fedlesscan: StrategyFactory = (config) => {
     },
     configureFit(round, candidates, keep) {
       const k = Math.max(1, Math.ceil(config.fraction * candidates.length));
-      const ids = keep ?? selectByReliability(candidates.map((c) => c.nodeId), history, round, k, config.seed);
-      return candidates.filter((c) => ids.includes(c.nodeId)).map((target) => ({ target, config: { ...fit } }));
+      const warm = warmthSource()?.warm();
+      const ids = keep ?? selectByReliability(candidates.map((c) => c.nodeId), history, round, k, config.seed, warm);
+      return warmFirst(candidates.filter((c) => ids.includes(c.nodeId)), warm).map((target) => ({ target, config: { ...fit } }));
     },
     async aggregateFit(_global, updates) {
       const sum = weightedMean();

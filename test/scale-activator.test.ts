@@ -101,6 +101,7 @@ describe('activator', () => {
     // Warm: a second request reuses the process.
     expect((await post(2)).status).toBe(200);
     expect(started).toHaveLength(1);
+    expect(activator!.activator.warmSlots()).toEqual([{ nodeId: 'node-2', served: 2, lastMs: expect.any(Number) }]);
     expect((await state()).coldStarts).toBe(1);
   });
 
@@ -170,13 +171,17 @@ describe('activator', () => {
   });
 
   it('stops a process after the idle window; the next request is a new cold start', async () => {
-    const { started, post, state } = await setup({ idleMs: 50 });
+    const { a, started, post, state } = await setup({ idleMs: 50 });
+    expect([...a.activator.warmNodes()]).toEqual([]);
     expect((await post(1)).status).toBe(200);
+    expect([...a.activator.warmNodes()]).toEqual(['node-1']); // idle but running: what warm-aware selection prefers
     await vi.waitFor(async () => expect((await state()).nodes[1].state).toBe('cold'));
+    expect([...a.activator.warmNodes()]).toEqual([]);
     expect(started[0]!.server.listening).toBe(false);
     expect((await post(1)).status).toBe(200);
     expect(started).toHaveLength(2);
     expect((await state()).nodes[1]).toMatchObject({ coldStarts: 2, failures: 0 });
+    expect(a.activator.warmSlots()).toMatchObject([{ nodeId: 'node-1', served: 1 }]); // a new process starts its run afresh
   });
 
   it('a process killed mid-request leaves its node failed and answers 503; the next request starts it again', async () => {

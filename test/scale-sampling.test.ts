@@ -95,7 +95,7 @@ describe('edgefl up at scale', () => {
 
   it('starts trainers on demand above 16 nodes or when asked, with fewer serving functions', () => {
     expect(plan('--nodes', '3')).toMatchObject({ onDemand: false, servingNodes: 3 });
-    expect(plan('--nodes', '100')).toMatchObject({ onDemand: true, servingNodes: 3, maxActive: 4, idleMs: 30_000 });
+    expect(plan('--nodes', '100')).toMatchObject({ onDemand: true, servingNodes: 3, maxActive: 4, idleMs: 90_000 });
     expect(plan('--nodes', '5', '--max-active', '2', '--idle-s', '1.5', '--serving-nodes', '1')).toMatchObject({ onDemand: true, servingNodes: 1, maxActive: 2, idleMs: 1500 });
     expect(plan('--nodes', '100', '--profile', 'stragglers').devices.filter((d) => d.slowdown > 1)).toHaveLength(20);
     expect(() => plan('--nodes', '100', '--profile', 'nope')).toThrow(/not a preset/);

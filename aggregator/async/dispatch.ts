@@ -3,21 +3,44 @@ import type { InvokeOutcome } from '../invoke.js';
 import { fitRound } from '../round/fit.js';
 import type { RoundContext } from '../round/types.js';
 import type { Arrival, Invocation } from './arrival.js';
-import { pickNode } from './schedule.js';
+import { freeNodes, pickNode } from './schedule.js';
 import type { AsyncState } from './state.js';
+import { nextWarmRun, pickPreferringWarm, warmthSource } from '../warmth.js';
+
+/** Without an activator to ask, a node that came back this recently is presumed warm (Knative keeps a pod about this long: 60 s stable window + 30 s grace). */
+export const PRESUMED_WARM_MS = 90_000;
+
+/** The nodes presumed warm now: the activator's view where registered, else those that came back within PRESUMED_WARM_MS. */
+export function warmNow(s: Pick<AsyncState, 'lastDone'>, now: number): ReadonlySet<string> {
+  const source = warmthSource();
+  if (source) return source.warm();
+  return new Set([...s.lastDone].filter(([, at]) => now - at < PRESUMED_WARM_MS).map(([n]) => n));
+}
+
+/** The next node: a warm one while its run lasts, else the least recently asked (aggregator/warmth.ts). */
+function pickNext(s: AsyncState, now: number): string | undefined {
+  const candidates = s.candidates.map((c) => c.nodeId);
+  const warm = warmNow(s, now);
+  // Nothing warm yet (or nothing known): the seeded draw as before, so runs without an activator keep their picks.
+  if (!warm.size && !warmthSource()) return pickNode(candidates, s, now, s.config.seed, s.lastInvocation + 1);
+  const nodeId = pickPreferringWarm(freeNodes(candidates, s, now), warm, s, s.config.seed, s.lastInvocation + 1);
+  if (nodeId !== undefined) s.warmRun.set(nodeId, nextWarmRun(s, nodeId, warm));
+  return nodeId;
+}
 
 /**
- * Asks one more node to train, from the newest global version: a seeded pick among the free
- * nodes, recorded before it is sent. Returns undefined when no node is free; otherwise the
+ * Asks one more node to train, from the newest global version: a pick among the free nodes
+ * (warm ones first while their run lasts), recorded before it is sent. Returns undefined when no node is free; otherwise the
  * invocation in flight, which hands its outcome to `deliver` (it never rejects). It is sent
  * as a one-node round numbered by the invocation, through the synchronous driver's fitRound.
  */
 export function dispatchNext(ctx: RoundContext, s: AsyncState, signal: AbortSignal, deliver: (a: Arrival) => void): Promise<void> | undefined {
-  const nodeId = pickNode(s.candidates.map((c) => c.nodeId), s, Date.now(), s.config.seed, s.lastInvocation + 1);
+  const nodeId = pickNext(s, Date.now());
   if (nodeId === undefined) return undefined;
   const target = s.candidates.find((c) => c.nodeId === nodeId)!;
   const inv: Invocation = { invocation: ++s.lastInvocation, nodeId, baseVersion: s.version, baseAggregation: s.aggregations };
   s.busy.add(nodeId);
+  s.lastInvoked.set(nodeId, inv.invocation);
   s.inflight.set(inv.invocation, inv.baseAggregation);
   return (async () => {
     let outcome: InvokeOutcome | undefined;
@@ -30,6 +53,7 @@ export function dispatchNext(ctx: RoundContext, s: AsyncState, signal: AbortSign
     } catch (e) {
       outcome = { ok: false, reason: 'unreachable', detail: `dispatch failed: ${(e as Error).message}`, attempts: 0, ms: 0 };
     }
+    s.lastDone.set(nodeId, Date.now());
     deliver({ ...inv, outcome: outcome ?? { ok: false, reason: 'rejected', detail: 'the strategy gave this node no instruction', attempts: 0, ms: 0 } });
   })();
 }

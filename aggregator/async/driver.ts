@@ -14,8 +14,11 @@ export type EndCheck = () => Promise<RunEnd | 'ended' | undefined>;
 /**
  * Drives an asynchronous (FedBuff) run: keep `concurrency` nodes training, each from the
  * newest global version; admit what comes back (arrival.ts); every K buffered updates make
- * one aggregation (publish.ts). Stopping or aborting abandons what is in flight: nothing
- * partial is aggregated, the buffer stays in the store for a resumed run.
+ * one aggregation (publish.ts). A stop is graceful, as the synchronous driver finishes its
+ * round: nothing new is asked, what is in flight comes back (each by its deadline) and is
+ * admitted, and what the buffer holds then makes a last aggregation. An abort, a shutdown or
+ * the run's end abandons what is in flight (recorded as failed, never aggregated; a shutdown's
+ * buffer stays in the store for a resumed run).
  */
 export async function runAsync(ctx: RoundContext, runId: string, strategy: AsyncStrategy, signal: AbortSignal, check: EndCheck): Promise<RunEnd | undefined> {
   const s = await openAsyncState(ctx, runId, strategy);
@@ -27,11 +30,32 @@ export async function runAsync(ctx: RoundContext, runId: string, strategy: Async
   const inflight = new Set<Promise<void>>();
   let wake: (() => void) | undefined;
   const deliver = (a: Arrival) => void (arrivals.push(a), wake?.());
+  /** One at a time: the K-th buffered update aggregates at once, and those after it are staler by one. False: the run ended meanwhile. */
+  async function admitAll(): Promise<boolean> {
+    while (arrivals.length) {
+      await admitArrival(ctx, s, arrivals.shift()!);
+      if (s.buffered.length >= strategy.async.bufferSize && !(await aggregateBuffer(ctx, s, local.signal))) return false;
+    }
+    return true;
+  }
+  /** After a stop: every invocation in flight comes back and is admitted; a part-full buffer makes the last aggregation. */
+  async function drain(): Promise<boolean> {
+    ctx.log.info('stop requested: waiting for the updates in flight', { run_id: runId, in_flight: s.busy.size, buffered: s.buffered.length });
+    while (s.busy.size || arrivals.length) {
+      if (local.signal.aborted) return false;
+      if (!arrivals.length) await new Promise<void>((resolve) => (wake = nextWake(s, local.signal, resolve)));
+      if (!(await admitAll())) return false;
+    }
+    return !s.buffered.length || (await aggregateBuffer(ctx, s, local.signal)) !== undefined;
+  }
   try {
     // A restored buffer may already be full (its aggregation was never published).
     if (s.buffered.length >= strategy.async.bufferSize && !(await aggregateBuffer(ctx, s, local.signal))) return undefined;
     for (;;) {
       const verdict = await check();
+      if (verdict && verdict !== 'ended' && verdict.status === 'stopped' && !local.signal.aborted) {
+        return (await drain()) ? verdict : undefined;
+      }
       if (verdict || local.signal.aborted) return verdict === 'ended' ? undefined : verdict;
       const starved = starvedFor(s);
       if (starved) return { status: 'failed', reason: starved };
@@ -44,11 +68,7 @@ export async function runAsync(ctx: RoundContext, runId: string, strategy: Async
         void job.finally(() => inflight.delete(job));
       }
       if (!arrivals.length) await new Promise<void>((resolve) => (wake = nextWake(s, local.signal, resolve)));
-      // One at a time: the K-th buffered update aggregates at once, and those after it are staler by one.
-      while (arrivals.length) {
-        await admitArrival(ctx, s, arrivals.shift()!);
-        if (s.buffered.length >= strategy.async.bufferSize && !(await aggregateBuffer(ctx, s, local.signal))) return undefined;
-      }
+      if (!(await admitAll())) return undefined;
     }
   } finally {
     local.abort('run ended');

@@ -9,6 +9,7 @@ import type { Strategy } from '../strategies.js';
 import { createUpdateBuffer, type UpdateBuffer } from './buffer.js';
 import type { AsyncAggregation } from './fedbuff-strategy.js';
 import { FIRST_INVOCATION } from './schedule.js';
+import { warmthSource } from '../warmth.js';
 
 export type AsyncStrategy = Strategy & { async: AsyncAggregation };
 
@@ -41,6 +42,10 @@ export interface AsyncState {
   busy: Set<string>;
   coolingUntil: Map<string, number>;
   failures: Map<string, number>;
+  /** Warm-aware picks (aggregator/warmth.ts): each node's last invocation, its warm run, when it last came back (epoch ms). */
+  lastInvoked: Map<string, number>;
+  warmRun: Map<string, number>;
+  lastDone: Map<string, number>;
   lastInvocation: number;
   /** When the current buffer started filling (epoch ms). */
   since: number;
@@ -66,6 +71,9 @@ export async function openAsyncState(ctx: RoundContext, runId: string, strategy:
     busy: new Set(),
     coolingUntil: new Map(),
     failures: new Map(),
+    lastInvoked: new Map(),
+    warmRun: new Map(),
+    lastDone: new Map(),
     lastInvocation: (await lastInvocation(ctx.pool, runId)) ?? FIRST_INVOCATION - 1,
     since: Date.now(),
   };
@@ -87,7 +95,11 @@ export async function eligibleNodes(ctx: RoundContext, s: Pick<AsyncState, 'conf
   return withinBudget(ctx.pool, chosen, s.config, s.runId);
 }
 
-/** How many nodes train at once: the configured concurrency, at most the eligible nodes. */
+/**
+ * How many nodes train at once: the configured concurrency, at most the eligible nodes. Unset
+ * behind an activator: as many as it runs processes (more would only queue there and evict
+ * one another's warm processes).
+ */
 export function concurrencyOf(s: Pick<AsyncState, 'strategy' | 'candidates'>): number {
-  return Math.min(s.strategy.async.concurrency ?? s.candidates.length, s.candidates.length);
+  return Math.min(s.strategy.async.concurrency ?? warmthSource()?.capacity ?? s.candidates.length, s.candidates.length);
 }

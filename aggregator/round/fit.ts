@@ -1,3 +1,4 @@
+import { getMaxListeners, setMaxListeners } from 'node:events';
 import { decodeStoredWeights } from '../../services/core/codec.js';
 import * as store from '../../services/store/model-store.js';
 import { invokeTrainer, type InvokeOutcome } from '../invoke.js';
@@ -24,6 +25,8 @@ export async function openPlannedRound(ctx: RoundContext, runId: string, plan: R
 export async function fitRound(ctx: RoundContext, runId: string, plan: RoundPlan, signal: AbortSignal): Promise<Map<string, InvokeOutcome>> {
   const outcomes = new Map<string, InvokeOutcome>();
   const { round, baseVersion, deadline } = plan;
+  // Each invocation listens on the run's signal (its request, its backoff): a round of 10+ nodes is not a leak.
+  setMaxListeners(Math.max(getMaxListeners(signal), 2 * plan.instructions.length + 10), signal);
   await Promise.all(
     plan.instructions.map(async ({ target, config }) => {
       const payload = { ...config, runId, round, modelVersion: baseVersion, deadline: deadline.toISOString() };

@@ -2,6 +2,7 @@ import { createRng } from '../../datasets/rng.js';
 import type { TrainerTarget } from '../invoke.js';
 import type { FitInstruction, Strategy } from '../strategies.js';
 import { availableNodes } from './availability.js';
+import { selectPreferringWarm, warmthSource } from '../warmth.js';
 
 /** A seeded sample of ⌈fraction·n⌉ nodes (at least minCount, default one), different each round, reproducible per run. */
 export function selectNodes<T>(nodes: readonly T[], fraction: number, seed: number, round: number, minCount = 1): T[] {
@@ -16,10 +17,13 @@ export function selectNodes<T>(nodes: readonly T[], fraction: number, seed: numb
   return idx.slice(0, k).sort((a, b) => a - b).map((i) => nodes[i]!);
 }
 
-/** The round's nodes: those a re-entered round already chose (`keep`), or a fresh seeded sample. */
+/** The round's nodes: those a re-entered round already chose (`keep`), or a fresh seeded sample (preferring warm trainers where that is known). */
 export function chooseNodes(candidates: readonly TrainerTarget[], config: { fraction: number; seed: number; availability?: number; minNodes?: number }, round: number, keep?: readonly string[]): TrainerTarget[] {
   if (keep) return candidates.filter((t) => keep.includes(t.nodeId));
-  return selectNodes(availableNodes(candidates, config.availability ?? 1, config.seed, round), config.fraction, config.seed, round, config.minNodes);
+  const available = availableNodes(candidates, config.availability ?? 1, config.seed, round);
+  const warm = warmthSource()?.warm();
+  if (warm) return selectPreferringWarm(available, Math.max(config.minNodes ?? 1, 1, Math.ceil(config.fraction * available.length)), warm, config.seed, round);
+  return selectNodes(available, config.fraction, config.seed, round, config.minNodes);
 }
 
 /** The round row as it stands, when the round was opened before (a resumed or retried round). */

@@ -12,6 +12,7 @@ import { bearerToken, verifyInvokeToken } from '../shared/auth.js';
 import { startActivator, type ActivatorServer } from '../harness/activator-proxy.js';
 import { edgeflCli, spawnService } from '../harness/process.js';
 import { assignDevices, deviceEnv, loadDeviceProfile, type Device } from '../trainer/device-profile.js';
+import { setWarmthSource, worthKeeping } from '../../aggregator/warmth.js';
 import { UsageError, fromNumberSchema, int, num, text } from './flags.js';
 
 const RUN_FIELDS = RunConfigSchema.shape;
@@ -19,13 +20,16 @@ const RUN_FIELDS = RunConfigSchema.shape;
 /** Above this many nodes, trainers start on demand even without --max-active. */
 export const ON_DEMAND_ABOVE = 16;
 export const DEFAULT_MAX_ACTIVE = 4;
-/** Knative's scale-to-zero-grace-period default. */
-export const DEFAULT_IDLE_S = 30;
+/**
+ * How long Knative keeps an idle revision's pod by default: the autoscaler's 60 s stable window
+ * must see no traffic before it scales to zero, then scale-to-zero-grace-period (30 s) applies.
+ */
+export const DEFAULT_IDLE_S = 90;
 
 /** Spread into UP_FLAGS. */
 export const SCALE_FLAGS = {
   'max-active': int(`trainer processes at once; trainers start on demand (default ${DEFAULT_MAX_ACTIVE}; implied above ${ON_DEMAND_ABOVE} nodes)`, { min: 1, max: 256 }),
-  'idle-s': num(`stop a trainer idle this many seconds (default ${DEFAULT_IDLE_S}, Knative's scale-to-zero grace)`, { above: 0, arg: 'S' }),
+  'idle-s': num(`stop a trainer idle this many seconds (default ${DEFAULT_IDLE_S}: Knative's 60 s stable window + 30 s scale-to-zero grace)`, { above: 0, arg: 'S' }),
   'serving-nodes': int('serving functions (default: every node, at most 3 when trainers start on demand)', { min: 1, max: 1000 }),
   profile: text('emulated devices: stragglers (20% 4x slower, 10% failing half their updates), none, or a JSON file', { arg: 'P' }),
   fraction: fromNumberSchema(RUN_FIELDS.fraction.unwrap(), 'share of the available nodes sampled per round (default 1)', { optional: true }),
@@ -119,6 +123,8 @@ export async function startOnDemandTrainers(plan: ScalePlan, envFor: (node: numb
       }
     },
   });
+  // The aggregator runs in this process: its selection prefers the nodes whose trainer is warm (aggregator/warmth.ts).
+  setWarmthSource({ warm: () => worthKeeping(activator.activator.warmSlots()), capacity: plan.maxActive });
   const devices = plan.devices.filter((d) => d.slowdown !== 1 || d.failProbability > 0).length;
   say(`edgefl: ${plan.nodes} edge nodes registered behind the activator at ${activator.url}/activator: trainers start on demand (at most ${plan.maxActive} at once, stopped after ${plan.idleMs / 1000} s idle)${devices ? `; ${devices} emulated slow or flaky devices` : ''}`);
   return activator;
@@ -137,6 +143,7 @@ export function mountActivatorRoute(app: Express, activator: ActivatorServer | u
 /** Stops the on-demand trainers, leaving their record in DATA_DIR/activator.json (the scale benchmark reads it). */
 export async function stopOnDemandTrainers(activator: ActivatorServer | undefined, dataDir: string): Promise<void> {
   if (!activator) return;
+  setWarmthSource(undefined);
   writeFileSync(path.join(dataDir, 'activator.json'), JSON.stringify(activator.activator.snapshot()));
   await activator.close();
 }

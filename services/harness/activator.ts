@@ -4,7 +4,8 @@
  * the HTTP proxy in activator-proxy.ts) starts a node's trainer on its first request, holds the
  * request until the trainer is ready (Knative's activator does the same), caps concurrent
  * processes at maxActive (requests past the cap wait in a FIFO queue; an idle process is evicted
- * first), and stops a process after an idle window (Knative's scale-to-zero grace period, 30 s).
+ * first), and stops a process after an idle window (edgefl up's default 90 s: Knative's 60 s
+ * stable window, then its 30 s scale-to-zero grace period).
  */
 
 export type NodeState = 'cold' | 'starting' | 'training' | 'idle' | 'failed';
@@ -26,7 +27,7 @@ export interface ActivatorOptions {
   nodes: number;
   start: StartInstance;
   maxActive: number;
-  /** An idle process is stopped after this long without a request (Knative default 30 s). */
+  /** An idle process is stopped after this long without a request (edgefl up: 90 s, as Knative scales a revision to zero). */
   idleMs: number;
   /**
    * A process idle for less than this is not evicted for a waiting node (default 1 s): a caller
@@ -57,6 +58,9 @@ interface Slot {
   coldStarts: number;
   failures: number;
   invocations: number;
+  /** Invocations its current process has answered, and how long the last one took (ms, from ready to answered). */
+  served: number;
+  lastMs?: number;
 }
 
 /** Node ids as the aggregator names them: node-0 … node-(n-1). */
@@ -74,11 +78,21 @@ export class Activator {
   peakActive = 0;
 
   constructor(private readonly opts: ActivatorOptions) {
-    this.slots = Array.from({ length: opts.nodes }, (_, node) => ({ node, state: 'cold', inflight: 0, lastUsed: 0, coldStarts: 0, failures: 0, invocations: 0 }));
+    this.slots = Array.from({ length: opts.nodes }, (_, node) => ({ node, state: 'cold', inflight: 0, lastUsed: 0, coldStarts: 0, failures: 0, invocations: 0, served: 0 }));
   }
 
   has(node: number): boolean {
     return Number.isInteger(node) && node >= 0 && node < this.slots.length;
+  }
+
+  /** Nodes whose process runs now (starting, training or idle): asking them again costs no cold start. */
+  warmNodes(): Set<string> {
+    return new Set(this.warmSlots().map((s) => s.nodeId));
+  }
+
+  /** The running processes' nodes, with what their process has answered so far (aggregator/warmth.ts judges which to keep). */
+  warmSlots(): { nodeId: string; served: number; lastMs?: number }[] {
+    return this.slots.filter((s) => s.state === 'starting' || s.state === 'training' || s.state === 'idle').map((s) => ({ nodeId: nodeIdOf(s.node), served: s.served, lastMs: s.lastMs }));
   }
 
   /** Processes running now: starting, training or idle (what maxActive caps). */
@@ -99,7 +113,11 @@ export class Activator {
     try {
       instance = await this.ready(slot);
       slot.state = 'training';
-      return await fn(instance);
+      const t0 = performance.now();
+      const out = await fn(instance);
+      slot.served++;
+      slot.lastMs = performance.now() - t0;
+      return out;
     } catch (e) {
       // The request broke mid-way (the process died, or answers nothing): that process is done for.
       if (instance && slot.instance === instance) this.fail(slot);
@@ -149,6 +167,8 @@ export class Activator {
 
   private async coldStart(slot: Slot): Promise<Instance> {
     slot.coldStarts++;
+    slot.served = 0;
+    slot.lastMs = undefined;
     const t0 = performance.now();
     try {
       const instance = await this.opts.start(slot.node);

@@ -6,13 +6,17 @@ import { describeAuth, resolveAuth } from '../shared/secrets.js';
 import { resolveNodeSecret } from '../shared/node-secret.js';
 import { buildModel } from '../core/model.js';
 import { listen } from '../http/runtime.js';
-import { loadDeploymentModel, loadNodeShard, nodeDataFor } from '../core/node-data.js';
+import { loadDeploymentModel, loadNodeShard, nodeDataFor, type NodeShardData } from '../core/node-data.js';
+import { REFERENCE_CNN, type ModelSpec } from '../core/model-spec.js';
+import { labelHistogram } from '../../datasets/types.js';
 import { openDatabase } from '../store/database.js';
 import { upsertNode } from '../store/model-store.js';
 import { KNATIVE_TUNING, RESOURCES } from '../kube/constants.js';
 import { createTrainerApp } from './app.js';
 import { maxBatchForMemory } from './train-request.js';
 import { deviceFromEnv } from './device-profile.js';
+import { cachedNodeShard } from './shard-cache.js';
+import type { NodeData } from './run-model.js';
 
 export const nodeName = (id: number) => `node-${id}`;
 
@@ -20,13 +24,25 @@ export const nodeName = (id: number) => `node-${id}`;
 const MANIFEST_LIMIT_MIB = parseInt(RESOURCES.trainer.limits.memory, 10);
 
 /** The node's data as the deployment's model takes it; unreadable data is logged here and fails each round with a 422. */
-function startupShard(cfg: Config, log: Logger) {
+function startupShard(cfg: Config, log: Logger): NodeShardData & { spec: ModelSpec; ok: boolean } {
+  let spec = REFERENCE_CNN;
   try {
-    return loadNodeShard(cfg, loadDeploymentModel(cfg)?.spec);
+    spec = loadDeploymentModel(cfg)?.spec ?? REFERENCE_CNN;
+    if (cfg.nodeData) return { ...loadNodeShard(cfg, spec), spec, ok: true };
+    // The built-in partition: this node's file from the shared cache, not the whole dataset cut again.
+    const shard = cachedNodeShard(cfg, (msg, fields) => log.info(msg, fields));
+    return { shard, histogram: labelHistogram(shard.labels, Math.max(shard.numClasses, spec.classes)), skipped: 0, source: 'the built-in partition', spec, ok: true };
   } catch (e) {
     log.error('node data unusable; rounds will fail until it is fixed', { err: (e as Error).message });
-    return { shard: emptySet(), histogram: [], skipped: 0, source: cfg.nodeData ?? '' };
+    return { shard: emptySet(), histogram: [], skipped: 0, source: cfg.nodeData ?? '', spec, ok: false };
   }
+}
+
+/** Per run model: the data loaded at start-up serves every model of its input shape (it is not decoded again on the first round). */
+function dataForRuns(cfg: Config, startup: ReturnType<typeof startupShard>): (spec: ModelSpec) => NodeData {
+  const load = nodeDataFor(cfg);
+  const shape = startup.spec.inputShape.join('x');
+  return (spec) => (startup.ok && spec.inputShape.join('x') === shape ? { set: startup.shard, skipped: startup.skipped, source: startup.source } : load(spec));
 }
 
 const emptySet = () => ({ images: new Float32Array(0), labels: new Uint8Array(0), count: 0, rows: 0, cols: 0, numClasses: 0 });
@@ -41,17 +57,21 @@ export async function startTrainer(cfg: Config) {
   log[authLine.level](authLine.msg, authLine.fields);
   const memory = memoryLimit(cfg.memoryLimitMiB, MANIFEST_LIMIT_MIB);
   const maxBatchSize = maxBatchForMemory(memory.mib);
+  // The database connects while the backend and the data load (a cold start waits on all three).
+  const opening = openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
+  opening.catch(() => {}); // awaited below; a failure there is the one reported
   const backend = await initBackend(cfg.backend, (m) => log.info(m));
   // The node's data as the deployment's model takes it; a run of another model reloads it in that shape.
-  const { shard, histogram, skipped, source } = startupShard(cfg, log);
+  const startup = startupShard(cfg, log);
+  const { shard, histogram, skipped, source } = startup;
   if (skipped) log.warn('skipped unreadable data files', { skipped, source });
   const model = buildModel(1);
-  const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
+  const db = await opening;
   await upsertNode(db.pool, { id: nodeId, shardSize: shard.count, labelHistogram: histogram, info: { backend: backend.name, partition: cfg.partition.kind, alpha: cfg.partition.alpha } });
   log.info('node data ready', { samples: shard.count, histogram, backend: backend.name, memory_limit_mib: memory.mib, memory_limit_from: memory.source, max_batch_size: maxBatchSize });
   const device = deviceFromEnv(process.env);
   if (device) log.info('emulating an edge device', { slowdown: device.slowdown, fail_probability: device.failProbability });
-  const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize, dataFor: nodeDataFor(cfg), nodeSecret: resolveNodeSecret(cfg, nodeId), device });
+  const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize, dataFor: dataForRuns(cfg, startup), nodeSecret: resolveNodeSecret(cfg, nodeId), device });
   // A round in flight at SIGTERM finishes and stores its update: up to the revision timeout Knative grants.
   const server = await listen(app, { port: cfg.port, host: cfg.host }, log, () => db.close(), true, KNATIVE_TUNING.trainerTimeoutSeconds * 1000);
   return { server, db, app };

@@ -63,7 +63,7 @@ export function warmFirst<T extends { nodeId: string }>(nodes: readonly T[], war
 }
 
 /** How many invocations in a row a warm node may be given before it makes room for another. */
-export const MAX_WARM_RUN = 3;
+export const MAX_WARM_RUN = 5;
 
 /** A running trainer as the activator reports it: invocations its process answered, the last one's duration. */
 export interface WarmSlot {

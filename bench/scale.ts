@@ -14,7 +14,7 @@ import { edgeflCli, spawnService } from '../services/harness/process.js';
 import { parseRoundLines, type RoundLine } from './fl.js';
 import { benchmark, int, num, text, type BenchContext } from './lib/flags.js';
 import { makeTarget, mdTable, type BenchOutput } from './lib/output.js';
-import { watchPeakRss } from './lib/process-tree.js';
+import { watchPeakMemory } from './lib/process-tree.js';
 import { round } from './lib/stats.js';
 import { lineChart } from './lib/svg.js';
 
@@ -51,6 +51,8 @@ export interface ModeResult {
   cold_start_median_ms: number | null;
   peak_active_trainers: number | null;
   peak_rss_mib: number;
+  /** The same peak with shared pages split among their processes (smaps_rollup Pss). */
+  peak_pss_mib: number;
   best_accuracy: number | null;
   exit_code: number | null;
   /** Accuracy against seconds since the run started. */
@@ -81,7 +83,7 @@ async function runMode(strategy: string, p: Params, ctx: BenchContext): Promise<
   for (const [flag, v] of [['--idle-s', p.idle_s], ['--max-train-samples', p.max_train_samples], ['--test-size', p.test_size]] as const) if (v !== undefined) args.push(flag, String(v));
   try {
     const child = spawnService({ name: `edgefl-up-${strategy}`, args, env: { EDGEFL_LOG_LEVEL: 'info' }, stdout: 'pipe' });
-    const rss = watchPeakRss(child.pid);
+    const memory = watchPeakMemory(child.pid);
     let runStart: number | undefined;
     let runEnd: number | undefined;
     const curve: [number, number][] = [];
@@ -107,7 +109,7 @@ async function runMode(strategy: string, p: Params, ctx: BenchContext): Promise<
     }, p.timeout_min * 60_000);
     const code = await child.exited;
     clearTimeout(timer);
-    const peak = rss.stop();
+    const peak = memory.stop();
     if (runStart === undefined) return { strategy, skipped: `edgefl up --strategy ${strategy} exited (${code}) before starting a run: ${child.tail.slice(-3).join(' ').slice(0, 300)}` };
     const lines = existsSync(jsonLog) ? parseRoundLines(readFileSync(jsonLog, 'utf8')) : [];
     const snapshotFile = path.join(dir, 'activator.json');
@@ -131,7 +133,8 @@ async function runMode(strategy: string, p: Params, ctx: BenchContext): Promise<
       cold_starts_per_update: useful ? round(coldStarts / useful, 3) : null,
       cold_start_median_ms: median((snap?.recentColdStarts ?? []).filter((e) => e.ok).map((e) => e.ms)),
       peak_active_trainers: snap?.peakActive ?? null,
-      peak_rss_mib: peak,
+      peak_rss_mib: peak.rssMib,
+      peak_pss_mib: peak.pssMib,
       best_accuracy: best,
       exit_code: code,
       curve,
@@ -157,6 +160,7 @@ export const scale = benchmark({
     const speedupAtLeast = !s?.reached && s?.run_wall_s && a?.wall_s_to_97 ? round(s.run_wall_s / a.wall_s_to_97, 2) : null;
     const coldPerUpdate = a?.cold_starts_per_update ?? s?.cold_starts_per_update ?? null;
     const peakRss = Math.max(s?.peak_rss_mib ?? 0, a?.peak_rss_mib ?? 0) || null;
+    const peakPss = Math.max(s?.peak_pss_mib ?? 0, a?.peak_pss_mib ?? 0) || null;
     const strip = (m: ModeResult | null) => (m ? { ...m, curve: undefined } : null);
     const headline = {
       sync: strip(s) ?? sync,
@@ -166,9 +170,10 @@ export const scale = benchmark({
       cold_starts_per_update: coldPerUpdate,
       cold_starts_per_update_of: a ? 'async' : 'sync',
       peak_rss_mib: peakRss,
+      peak_pss_mib: peakPss,
     };
     const row = (m: ModeResult | null, name: string, why?: string) =>
-      m ? [name, m.reached ? 'yes' : 'no', m.wall_s_to_97, m.rounds, m.useful_updates, m.updates_lost, m.cold_starts, m.cold_starts_per_update, m.cold_start_median_ms, m.peak_active_trainers, m.peak_rss_mib] : [name, `not run: ${why ?? ''}`];
+      m ? [name, m.reached ? 'yes' : 'no', m.wall_s_to_97, m.rounds, m.useful_updates, m.updates_lost, m.cold_starts, m.cold_starts_per_update, m.cold_start_median_ms, m.peak_active_trainers, m.peak_rss_mib, m.peak_pss_mib] : [name, `not run: ${why ?? ''}`];
     return {
       params: p,
       headline,
@@ -184,7 +189,7 @@ export const scale = benchmark({
         '',
         `\`edgefl up --nodes ${p.nodes} --fraction ${p.fraction} --profile ${p.profile} --max-active ${p.max_active}\`, once per mode, until ${p.target * 100} % held-out accuracy (built-in digits). Trainers start on demand behind the activator; wall time counts from the run's start (PostgreSQL and serving start-up excluded).`,
         '',
-        mdTable(['mode', 'reached', 'wall s to target', 'rounds', 'useful updates', 'lost', 'cold starts', 'cold starts / update', 'cold start median ms', 'peak trainers', 'peak RSS MiB'], [
+        mdTable(['mode', 'reached', 'wall s to target', 'rounds', 'useful updates', 'lost', 'cold starts', 'cold starts / update', 'cold start median ms', 'peak trainers', 'peak RSS MiB', 'peak PSS MiB'], [
           row(s, 'sync (fedavg)', 'skipped' in sync ? sync.skipped : undefined),
           row(a, `async (${p.async_strategy})`, 'skipped' in asyncRun ? asyncRun.skipped : undefined),
         ]),

@@ -91,11 +91,14 @@ describe('scale from zero', () => {
     expect(r.sync.cold_starts).toBeGreaterThanOrEqual(1);
     expect(r.sync.useful_updates).toBeGreaterThanOrEqual(1);
     expect(r.sync.peak_rss_mib).toBeGreaterThan(0);
+    // PSS splits the pages the processes share (the node binary, PostgreSQL's buffers): above 0, below the RSS sum.
+    expect(r.sync.peak_pss_mib).toBeGreaterThan(0);
+    expect(r.sync.peak_pss_mib).toBeLessThan(r.sync.peak_rss_mib);
     expect(r.sync.wall_s_to_97).toBeGreaterThan(0);
     // Until the asynchronous strategy exists, async says why it did not run.
     if (r.async.skipped) expect(r.async.skipped).toMatch(/fedbuff/);
     else expect(r.async).toMatchObject({ strategy: 'fedbuff' });
-    expect(Object.keys(r)).toEqual(expect.arrayContaining(['speedup', 'cold_starts_per_update', 'peak_rss_mib']));
+    expect(Object.keys(r)).toEqual(expect.arrayContaining(['speedup', 'cold_starts_per_update', 'peak_rss_mib', 'peak_pss_mib']));
     expect(existsSync(path.join(dir, 'bench', 'report.md'))).toBe(true);
   });
 });

@@ -99,6 +99,14 @@ export function scaleQuorum(v: ScaleValues): number | undefined {
  * `envFor(node)`: the node's whole environment (its data directory, its long-term secret), as
  * always-on trainers get it.
  */
+/**
+ * On-demand trainers run --max-active at a time on one machine, so their memory adds up: a 2 MiB
+ * semi-space (V8's default is 16) measured 15 MiB less RSS idle and 32 MiB less at the peak of
+ * training 80 digits, for about 3 % fewer samples/s. Training's own memory is the wasm heap, which
+ * this does not touch.
+ */
+const ON_DEMAND_TRAINER_HEAP = { NODE_OPTIONS: '--max-semi-space-size=2' };
+
 export async function startOnDemandTrainers(plan: ScalePlan, envFor: (node: number) => Record<string, string>, logDir: string, say: (l: string) => void): Promise<ActivatorServer> {
   // The invoke secret is the same for every node: read once, not per wake request.
   const secret = envFor(0)[ENV.invokeSecret];
@@ -112,7 +120,7 @@ export async function startOnDemandTrainers(plan: ScalePlan, envFor: (node: numb
     },
     async start(node) {
       const name = `trainer-${node}`;
-      const child = spawnService({ name, args: [edgeflCli(), 'trainer'], env: { ...envFor(node), ...deviceEnv(plan.devices[node] ?? { slowdown: 1, failProbability: 0 }), [ENV.nodeId]: String(node), [ENV.port]: '0' }, logFile: path.join(logDir, `${name}.log`) });
+      const child = spawnService({ name, args: [edgeflCli(), 'trainer'], env: { ...envFor(node), ...deviceEnv(plan.devices[node] ?? { slowdown: 1, failProbability: 0 }), ...ON_DEMAND_TRAINER_HEAP, [ENV.nodeId]: String(node), [ENV.port]: '0' }, logFile: path.join(logDir, `${name}.log`) });
       try {
         const url = `http://127.0.0.1:${await child.port()}`;
         await child.waitReady(url + '/readyz');

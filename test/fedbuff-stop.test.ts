@@ -49,10 +49,12 @@ describe('stopping a fedbuff run', () => {
     await waitFor('an aggregation while the gated node trains', async () => gatedRequests > 0 && (await store.listRounds(db.pool, run.id)).some((r) => r.status === 'completed'), 120_000);
     expect(await federation.stop(run.id)).toBe(true);
     // Everything else comes back; the run waits on the gated node's invocation instead of abandoning it.
+    // An update that came back after the stop may wait in a part-full buffer: the drain's last
+    // aggregation, after the gated one arrives, takes it (checked below: nothing stays buffered).
     await waitFor('only the gated invocation in flight', async () => {
       const rows = await listAsyncUpdates(db.pool, run.id);
       const training = rows.filter((r) => r.status === 'training');
-      return training.length === 1 && training[0]!.nodeId === 'gated' && !rows.some((r) => r.status === 'buffered' && r.nodeId !== 'gated') ? rows : undefined;
+      return training.length === 1 && training[0]!.nodeId === 'gated' ? rows : undefined;
     }, 120_000);
     expect((await store.getRun(db.pool, run.id))!.status).toBe('running');
     const invocationsAtStop = (await listAsyncUpdates(db.pool, run.id)).length;

@@ -9,6 +9,8 @@ import { openDatabase } from '../services/store/database.js';
 import { createAggregatorApp } from './app.js';
 import { Federation } from './federation.js';
 import { trainerSource } from './trainers.js';
+import { kubeWarmth, readClusterWarmth } from './kube-warmth.js';
+import { setWarmthSource } from './warmth.js';
 import type { RunConfig } from './run-config.js';
 import type express from 'express';
 import { createWriteStream } from 'node:fs';
@@ -41,6 +43,12 @@ export async function startAggregator(cfg: Config, opts: AggregatorOptions = {})
   const heldOut = loadHeldOut(cfg, model?.spec);
   const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
   const trainers = trainerSource(cfg, log);
+  // In a cluster, warm-aware selection learns which trainers have a ready pod from the API.
+  const warmth = cfg.discovery === 'kube' ? kubeWarmth(() => readClusterWarmth(cfg.namespace), log) : undefined;
+  if (warmth) {
+    setWarmthSource(warmth.source);
+    void warmth.refresh();
+  }
   const federation = new Federation({ pool: db.pool, log, heldOut, trainers, invokeSecret: auth.invokeSecret, metrics, brokerUrl: cfg.eventSink, model });
   if (cfg.eventSink) log.info('rounds travel through Knative Eventing', { broker: cfg.eventSink });
   const app = createAggregatorApp({
@@ -60,6 +68,7 @@ export async function startAggregator(cfg: Config, opts: AggregatorOptions = {})
     },
   });
   const server = await listen(app, { port: cfg.port, host: cfg.host }, log, async () => {
+    warmth?.stop();
     await federation.shutdown();
     await db.close();
   }, opts.handleSignals ?? true);

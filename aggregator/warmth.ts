@@ -7,16 +7,17 @@
  * rest by a fair draw, so no node's data drops out of the model.
  *
  * Where warmth is known: `edgefl up` runs the aggregator in the same process as its activator
- * (services/harness/activator.ts) and registers the activator's view here. Elsewhere (Knative)
- * nothing is registered and selection is as before.
+ * (services/harness/activator.ts) and registers the activator's view here; in a cluster the
+ * aggregator registers the Kubernetes API's view (aggregator/kube-warmth.ts: trainers with a
+ * ready pod). With static trainer URLs nothing is registered and selection is as before.
  */
 import { createRng } from '../datasets/rng.js';
 
 export interface WarmthSource {
   /** Node ids whose trainer process runs now (starting, training or idle). */
   warm(): ReadonlySet<string>;
-  /** Trainer processes that may run at once (the activator's --max-active). */
-  capacity: number;
+  /** Trainer processes that may run at once (the activator's --max-active); unset where each node scales on its own (Knative). */
+  capacity?: number;
 }
 
 let registered: WarmthSource | undefined;

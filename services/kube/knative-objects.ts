@@ -72,6 +72,11 @@ function nodeIdOf(obj: { metadata?: { labels?: Record<string, string> } }): numb
   return Number(raw);
 }
 
+/** Node ids whose trainer has a ready pod that is not terminating: a request reaches a running process (no cold start). */
+export function warmTrainerNodes(nodes: readonly EdgeNodeStatus[]): number[] {
+  return nodes.filter((n) => (n.trainer?.readyPods ?? 0) > 0).map((n) => n.nodeId);
+}
+
 /** Trainer endpoints from a Knative Service list, sorted by node id; unlabelled services are skipped. */
 export function trainersFromList(items: KnativeServiceObject[]): TrainerEndpoint[] {
   const out: TrainerEndpoint[] = [];

@@ -230,8 +230,12 @@ export function aggregatorObjects(opts: ResolvedOptions) {
     new Role({
       metadata: { name, namespace: opts.namespace, labels: podLabels },
       // Kube discovery (services/kube/discovery.ts discoverTrainers) only lists trainer Knative
-      // Services; it neither gets nor watches them, so neither is granted.
-      rules: [{ apiGroups: ['serving.knative.dev'], resources: ['services'], verbs: ['list'] }],
+      // Services, and warm-aware selection (aggregator/kube-warmth.ts) lists their pods; nothing
+      // is read one by one or watched, so get and watch are not granted.
+      rules: [
+        { apiGroups: ['serving.knative.dev'], resources: ['services'], verbs: ['list'] },
+        { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
+      ],
     }),
     new RoleBinding({
       metadata: { name, namespace: opts.namespace, labels: podLabels },

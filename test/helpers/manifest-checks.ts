@@ -140,9 +140,12 @@ export function crossCheck(objects: Obj[], nodes: number, opts: { eventing: bool
     }
   }
 
-  // RBAC: discovery only lists Knative Services; bound to the account the aggregator runs as.
+  // RBAC: discovery only lists Knative Services, warm-aware selection their pods; bound to the account the aggregator runs as.
   const role = objects.find((o) => o.kind === 'Role' && o.metadata.name === NAMES.aggregator)!;
-  expect(role.rules).toEqual([{ apiGroups: ['serving.knative.dev'], resources: ['services'], verbs: ['list'] }]);
+  expect(role.rules).toEqual([
+    { apiGroups: ['serving.knative.dev'], resources: ['services'], verbs: ['list'] },
+    { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
+  ]);
   const binding = objects.find((o) => o.kind === 'RoleBinding' && o.metadata.name === NAMES.aggregator)!;
   const agg = objects.find((o) => o.kind === 'Deployment')!;
   checkSecretsInit(objects, GENERATED_SECRETS);

@@ -25,7 +25,39 @@ export const DP_CNN: ModelSpec = {
   ],
 };
 
-export const BUILTIN_MODELS: Readonly<Record<string, ModelSpec>> = { reference: REFERENCE_CNN, 'dp-cnn': DP_CNN };
+/**
+ * Tramèr & Boneh (2021)'s ScatterNet + linear model: fixed scattering features (J = 2, L = 8:
+ * 81 channels at 7x7 on a digit, scattering.ts), normalised per example in 27 groups of 3
+ * channels (GroupNorm without learned scale, so it costs no privacy), then one softmax layer:
+ * 39,700 parameters, all of them in a convex problem.
+ */
+export const SCATTER_LINEAR: ModelSpec = {
+  name: 'mnist',
+  inputShape: [28, 28, 1],
+  classes: 10,
+  layers: [
+    { kind: 'scattering', name: 'scatter', J: 2, L: 8, groups: 27 },
+    { kind: 'flatten', name: 'flatten' },
+    { kind: 'dense', name: 'dense1', units: 10, activation: 'softmax' },
+  ],
+};
+
+/** The same features under a small tanh CNN (their ScatterNet + CNN, scaled to digits): 33,130 parameters. */
+export const SCATTER_CNN: ModelSpec = {
+  name: 'mnist',
+  inputShape: [28, 28, 1],
+  classes: 10,
+  layers: [
+    { kind: 'scattering', name: 'scatter', J: 2, L: 8, groups: 27 },
+    { kind: 'conv2d', name: 'conv1', filters: 32, kernelSize: 3, padding: 'same', activation: 'tanh' },
+    { kind: 'maxPooling2d', name: 'pool1', poolSize: 2 },
+    { kind: 'flatten', name: 'flatten' },
+    { kind: 'dense', name: 'dense1', units: 32, activation: 'tanh' },
+    { kind: 'dense', name: 'dense2', units: 10, activation: 'softmax' },
+  ],
+};
+
+export const BUILTIN_MODELS: Readonly<Record<string, ModelSpec>> = { reference: REFERENCE_CNN, 'dp-cnn': DP_CNN, 'scatter-linear': SCATTER_LINEAR, 'scatter-cnn': SCATTER_CNN };
 
 /** A built-in spec by name, or undefined. */
 export const builtinModel = (name: string): ModelSpec | undefined => (Object.hasOwn(BUILTIN_MODELS, name) ? BUILTIN_MODELS[name] : undefined);

@@ -12,6 +12,9 @@ import { privateGradient } from '../services/core/privacy/dp-sgd.js';
 import { fixedFeatureStage } from '../services/core/privacy/fixed-features.js';
 import { builtinMnistSplit } from '../datasets/builtin-mnist.js';
 import { createRng } from '../datasets/rng.js';
+import { loadDeploymentModel } from '../services/core/node-data.js';
+import { byomEnv } from '../services/cli/byom-flags.js';
+import { ENV, type Config } from '../services/shared/config.js';
 
 const split = builtinMnistSplit({ testSize: 100, seed: 5 });
 const digit = (i: number) => split.test.images.slice(i * 784, (i + 1) * 784);
@@ -164,5 +167,14 @@ describe('a model with a scattering layer', () => {
     const huge = parseModelSpec({ ...SCATTER_LINEAR, inputShape: [1024, 1024, 4], layers: [{ ...layers[0], J: 4, L: 16 }, ...layers.slice(1)] });
     expect(huge).toEqual({ error: expect.stringContaining('64 MiB') });
     expect(parseModelSpec(SCATTER_CNN)).toEqual({ spec: SCATTER_CNN });
+  });
+});
+
+describe('a built-in model by name', () => {
+  it('is what --model / EDGEFL_MODEL name, where a path stays a path', () => {
+    expect(loadDeploymentModel({ model: 'scatter-linear' } as Config)).toEqual({ spec: SCATTER_LINEAR, source: 'the built-in scatter-linear' });
+    expect(byomEnv({ model: 'scatter-cnn' })).toEqual({ [ENV.model]: 'scatter-cnn' });
+    expect(byomEnv({ model: 'models/x.json' })[ENV.model]).toMatch(/^\/.*models\/x\.json$/);
+    expect(() => loadDeploymentModel({ model: 'no-such-model' } as Config)).toThrow(/no-such-model/);
   });
 });

@@ -16,6 +16,7 @@ import { createRng } from '../datasets/rng.js';
 import { loadDeploymentModel } from '../services/core/node-data.js';
 import { byomEnv } from '../services/cli/byom-flags.js';
 import { ENV, type Config } from '../services/shared/config.js';
+import { toRunModel } from '../aggregator/run-model-config.js';
 
 const split = builtinMnistSplit({ testSize: 100, seed: 5 });
 const digit = (i: number) => split.test.images.slice(i * 784, (i + 1) * 784);
@@ -188,5 +189,11 @@ describe('a built-in model by name', () => {
     expect(byomEnv({ model: 'scatter-cnn' })).toEqual({ [ENV.model]: 'scatter-cnn' });
     expect(byomEnv({ model: 'models/x.json' })[ENV.model]).toMatch(/^\/.*models\/x\.json$/);
     expect(() => loadDeploymentModel({ model: 'no-such-model' } as Config)).toThrow(/no-such-model/);
+  });
+
+  it("is what POST /runs takes as a string 'model'; an unknown name is a clear error", () => {
+    expect(toRunModel('scatter-linear')).toEqual({ spec: SCATTER_LINEAR });
+    expect(toRunModel('scatter-linear\u0000'.repeat(40))).toEqual({ error: expect.stringContaining('is not a built-in model (reference, dp-cnn, scatter-linear, scatter-cnn)') });
+    expect(toRunModel(SCATTER_CNN)).toEqual({ spec: SCATTER_CNN });
   });
 });

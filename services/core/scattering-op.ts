@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import type * as Core from '@tensorflow/tfjs-core';
-import { filterBank, scatteringChannels, type Kernel2D, type ScatteringParams } from './scattering.js';
+import { filterBank, type Kernel2D, type ScatteringParams } from './scattering.js';
 
 // require, as forward.ts does: serving loads this without tfjs-layers, on the one tfjs-core instance.
 const tf = createRequire(import.meta.url)('@tensorflow/tfjs-core') as typeof Core;
@@ -96,6 +96,3 @@ export function scatter(x: Tensor4D, p: ScatteringLayerParams): Tensor4D {
     return tf.concat(parts, 0);
   });
 }
-
-/** Channels of a scattering layer's output on `inputChannels` channels. */
-export const scatterOutputChannels = (p: ScatteringParams, inputChannels: number): number => inputChannels * scatteringChannels(p);

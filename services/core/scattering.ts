@@ -111,8 +111,8 @@ export function scatteringOutputShape(input: readonly number[], p: ScatteringPar
 }
 
 /**
- * Bytes of float32 activations one example holds while its features are computed (order-1 and
- * order-2 complex responses at full resolution): what a trainer budgets per sample.
+ * Floats one example holds while its features are computed (order-1 and order-2 real and
+ * imaginary responses and moduli at full resolution, and the output): what memory budgets count.
  */
 export function scatteringActivationFloats(input: readonly number[], p: ScatteringParams): number {
   const pixels = input[0]! * input[1]! * input[2]!;

@@ -8,7 +8,7 @@ import { coldStarts, coldTable, coldWarmChart, summariseCold, startServingReady,
 import { benchmark, int, intList, named, num, type BenchContext } from './lib/flags.js';
 import { TARGETS, mdTable, type BenchOutput } from './lib/output.js';
 import { memoryTable, servingMemory, trainerChart, trainerMemory } from './memory.js';
-import { ceilingFor, measureCeiling, withBenchEnv, predictBody } from './lib/setup.js';
+import { binaryInferRequest, ceilingFor, measureCeiling, withBenchEnv, predictBody, timedBinaryInfer } from './lib/setup.js';
 import { median, ratio, round } from './lib/stats.js';
 
 export const summary = benchmark({
@@ -36,6 +36,7 @@ export const summary = benchmark({
       const serving = await servingMemory(child, p.requests, 10, ctx.log);
       const warm = await warmRuns(child.url, body1, p.connections, p.duration_s, ctx.log);
       const batchTimes = (await warmBatches(child, [p.batch], p.reps, new Map([[p.batch, bodyB]]), ctx.log)).get(p.batch)!;
+      const binaryTimes = await binaryBatches(child.url, p.batch, p.reps, ctx.log);
       await child.stop();
       const trainer = await trainerMemory(env, { max_train_samples: p.max_train_samples, epochs: 1, sample_ms: 50 }, ctx.log);
 
@@ -44,18 +45,21 @@ export const summary = benchmark({
       const batchMs = median(batchTimes);
       const batchIps = (p.batch * 1000) / batchMs;
       const efficiency = ratio(batchIps, cb?.images_per_s);
+      const binaryMs = median(binaryTimes);
+      const binaryEfficiency = ratio((p.batch * 1000) / binaryMs, cb?.images_per_s);
       const warmHeadline = Object.fromEntries(Object.entries(warm).map(([k, w]) => [k, { p50_ms: w.p50_ms, p90_ms: w.p90_ms, p99_ms: w.p99_ms, rps: w.rps, rps_vs_inprocess: ratio(w.rps, c1?.calls_per_s) }]));
       const headline = {
         cold_start_ms: { min: coldSummary.total_ms.min, median: coldSummary.total_ms.median, p90: coldSummary.total_ms.p90 },
         warm: warmHeadline,
         [`batch${p.batch}_efficiency`]: efficiency,
+        [`batch${p.batch}_binary_efficiency`]: binaryEfficiency,
         serving_rss_mib: serving.after_rss_mib,
         serving_rss_requests: serving.requests,
         trainer_rss_mib: trainer.peak_rss_mib,
       };
       const targets = [TARGETS.coldStartMedian(coldSummary.total_ms.median)];
       if (warm.c10) targets.push(TARGETS.warmC10P50(warm.c10.p50_ms), TARGETS.warmC10P99(warm.c10.p99_ms), TARGETS.warmC10TailRatio(warm.c10.p99_ms, warm.c10.p50_ms), TARGETS.warmC10RpsVsInProcess(warmHeadline.c10?.rps_vs_inprocess));
-      if (p.batch === 100) targets.push(TARGETS.batch100Efficiency(efficiency));
+      if (p.batch === 100) targets.push(TARGETS.batch100Efficiency(efficiency), TARGETS.batch100BinaryEfficiency(binaryEfficiency));
       targets.push(TARGETS.servingRss(serving.after_rss_mib, serving.requests), TARGETS.trainerRss(trainer.peak_rss_mib));
       return {
         backend: env.backend.name,
@@ -65,7 +69,7 @@ export const summary = benchmark({
           model_version: env.modelVersion,
           cold: { ...coldSummary, runs: cold },
           warm,
-          batch: { batch: p.batch, warm_ms_median: round(batchMs, 2), images_per_s: round(batchIps, 1), in_process_ms: cb?.ms_median ?? null, in_process_images_per_s: cb?.images_per_s ?? null, efficiency },
+          batch: { batch: p.batch, warm_ms_median: round(batchMs, 2), images_per_s: round(batchIps, 1), in_process_ms: cb?.ms_median ?? null, in_process_images_per_s: cb?.images_per_s ?? null, efficiency, binary: { warm_ms_median: round(binaryMs, 2), images_per_s: round((p.batch * 1000) / binaryMs, 1), efficiency: binaryEfficiency } },
           memory: { serving, trainer },
           ceiling,
           served_vs_in_process: { ...Object.fromEntries(Object.entries(warm).map(([k, w]) => [`${k}_rps`, ratio(w.rps, c1?.calls_per_s)])), [`batch${p.batch}_images_per_s`]: efficiency },
@@ -84,7 +88,12 @@ export const summary = benchmark({
           '',
           `## Batch ${p.batch}`,
           '',
-          mdTable(['served ms (median of ' + p.reps + ')', 'served images/s', 'in-process ms', 'in-process images/s', 'served / in-process'], [[round(batchMs, 2), round(batchIps, 1), cb?.ms_median, cb?.images_per_s, efficiency]]),
+          'The same images as a TF Serving JSON request (`/v1/models/mnist:predict`, pixels as JSON numbers) and as an Open Inference Protocol request with the binary tensor data extension (`/v2/models/mnist/infer`, UINT8 pixels after a JSON header).',
+          '',
+          mdTable(['request', 'served ms (median of ' + p.reps + ')', 'served images/s', 'in-process ms', 'in-process images/s', 'served / in-process'], [
+            ['JSON', round(batchMs, 2), round(batchIps, 1), cb?.ms_median, cb?.images_per_s, efficiency],
+            ['V2 binary', round(binaryMs, 2), round((p.batch * 1000) / binaryMs, 1), cb?.ms_median, cb?.images_per_s, binaryEfficiency],
+          ]),
           '',
           '## Memory',
           '',
@@ -101,3 +110,14 @@ export const summary = benchmark({
     });
   },
 });
+
+/** Warm binary-extension requests of `n` images: one untimed, then `reps` timed. */
+async function binaryBatches(url: string, n: number, reps: number, log: (m: string) => void): Promise<number[]> {
+  const req = binaryInferRequest(n);
+  const first = await timedBinaryInfer(url, req);
+  if (first.count !== n) throw new Error(`binary infer of ${n} images answered ${first.count} classes`);
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) times.push((await timedBinaryInfer(url, req)).ms);
+  log(`warm batch ${n}, V2 binary: median ${round(median(times), 2)} ms (${round((n * 1000) / median(times), 0)} images/s)`);
+  return times;
+}

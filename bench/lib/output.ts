@@ -76,7 +76,8 @@ export const TARGETS = {
   warmC10RpsVsInProcess: (r: number | null | undefined) => makeTarget('warm 1 image c10 requests/s ÷ in-process batch-1 calls/s', '>=', 2, '', r),
   warmC10P50: (ms: number | null | undefined) => makeTarget('warm 1 image c10 p50', '<=', 3, 'ms', ms),
   warmC10P99: (ms: number | null | undefined) => makeTarget('warm 1 image c10 p99', '<=', 15, 'ms', ms),
-  batch100Efficiency: (r: number | null | undefined) => makeTarget('batch 100 served / in-process images/s', '>=', 0.9, '', r),
+  batch100Efficiency: (r: number | null | undefined) => makeTarget('batch 100 served / in-process images/s (JSON request)', '>=', 0.9, '', r),
+  batch100BinaryEfficiency: (r: number | null | undefined) => makeTarget('batch 100 served / in-process images/s (V2 binary tensor data)', '>=', 0.9, '', r),
   servingRss: (mib: number | null | undefined, requests: number) =>
     makeTarget(`serving RSS after ${requests.toLocaleString('en-US')} requests${requests < 10_000 ? ' (target is after 10,000)' : ''}`, '<=', 100, 'MiB', mib),
   trainerRss: (mib: number | null | undefined) => makeTarget('trainer RSS during an epoch (peak)', '<=', 250, 'MiB', mib),

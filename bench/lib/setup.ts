@@ -121,6 +121,29 @@ export function predictBody(n: number): string {
 }
 
 export const PREDICT_PATH = '/v1/models/mnist:predict';
+export const V2_INFER_PATH = '/v2/models/mnist/infer';
+
+/** The same n digits as an Open Inference Protocol request with the binary tensor data extension: a JSON header, then n·784 UINT8 pixels. */
+export function binaryInferRequest(n: number): { body: Buffer; headerLength: number } {
+  const px = digitPixels(n);
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'images', shape: [n, PIXELS], datatype: 'UINT8', parameters: { binary_data_size: n * PIXELS } }], outputs: [{ name: 'class' }] }));
+  return { body: Buffer.concat([header, Uint8Array.from(px, (v) => Math.round(v * 255))]), headerLength: header.length };
+}
+
+/** One timed binary inference request (until the whole response body has arrived). */
+export async function timedBinaryInfer(baseUrl: string, req: { body: Buffer; headerLength: number }, timeoutMs = 120_000): Promise<{ ms: number; count: number }> {
+  const start = performance.now();
+  const res = await fetch(baseUrl + V2_INFER_PATH, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(req.headerLength) },
+    body: new Uint8Array(req.body),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const text = await res.text();
+  const ms = performance.now() - start;
+  if (!res.ok) throw new Error(`binary infer answered ${res.status}: ${text.slice(0, 300)}`);
+  return { ms, count: (JSON.parse(text) as { outputs: { data: number[] }[] }).outputs[0]!.data.length };
+}
 
 /** One timed predict request (until the whole response body has arrived). */
 export async function timedPredict(baseUrl: string, body: string, timeoutMs = 120_000): Promise<{ ms: number; status: number; count: number }> {

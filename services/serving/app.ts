@@ -64,7 +64,7 @@ export function createServingApp(deps: ServingDeps) {
     trim.started();
     res.once('close', () => trim.ended());
     res.setHeader('Access-Control-Allow-Origin', '*');
-    res.setHeader('Access-Control-Allow-Headers', 'Content-Type, Authorization, X-API-Key');
+    res.setHeader('Access-Control-Allow-Headers', 'Content-Type, Authorization, X-API-Key, Inference-Header-Content-Length');
     next();
   });
   app.options(/.*/, (_req, res) => void res.status(204).end());

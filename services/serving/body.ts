@@ -2,6 +2,7 @@ import type { Request, Response } from 'express';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { WorkBudget } from './admission.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
+import { BINARY_HEADER, parseHeaderLength } from './binary-tensor.js';
 import { parseJsonInTurns } from './json-turns.js';
 import { jsonParseCost } from './limits.js';
 import type { ModelRef, Predictor } from './predictor.js';
@@ -43,14 +44,24 @@ export function countJsonValues(bytes: Buffer): { values: number; containers: nu
 export async function readJsonBody(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<unknown> {
   const type = req.headers['content-type'];
   if (type !== undefined && !/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type)) throw new UnsupportedMedia('unsupported_media_type', 'send the request body as application/json');
+  const bytes = await receiveUnderBudget(req, res, limits, budget);
+  if (bytes.length === 0) throw new InvalidInput('invalid_body', 'the request has no body: send a JSON object');
+  return parseJsonUnderBudget(bytes, res, limits, budget);
+}
+
+/** The body's bytes, refused before they arrive when Content-Length is over the limit or the body is compressed, and reserved from the budget. */
+async function receiveUnderBudget(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<Buffer> {
   const encoding = String(req.headers['content-encoding'] ?? 'identity').toLowerCase();
   if (encoding !== 'identity') throw new UnsupportedMedia('unsupported_encoding', `content-encoding ${encoding} is not accepted: a compressed body could expand past the memory limit; send it uncompressed`);
   const length = Number(req.headers['content-length']);
   const declared = req.headers['content-length'] !== undefined && Number.isSafeInteger(length) && length >= 0 ? length : undefined;
   if (declared !== undefined && declared > limits.maxBodyBytes) throw new TooLarge('body_too_large', `request body is ${declared} bytes; the limit is ${limits.maxBodyBytes}`);
   res.once('close', budget.reserve(declared ?? limits.maxBodyBytes));
-  const bytes = await receive(req, declared, limits.maxBodyBytes);
-  if (bytes.length === 0) throw new InvalidInput('invalid_body', 'the request has no body: send a JSON object');
+  return receive(req, declared, limits.maxBodyBytes);
+}
+
+/** JSON.parse of `bytes` once their values and containers are counted, within the limits, and what parsing builds is reserved. */
+async function parseJsonUnderBudget(bytes: Buffer, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<unknown> {
   const { values, containers } = countJsonValues(bytes);
   if (values > limits.maxValues) throw new TooLarge('batch_too_large', `the body holds up to ${values} values; the limit is ${limits.maxValues}`);
   if (containers > limits.maxContainers) {
@@ -68,6 +79,28 @@ export async function readJsonBody(req: Request, res: Response, limits: JsonBody
   }
   if (bytes.length > YIELD_AFTER_BYTES) await nextTurn();
   return parsed;
+}
+
+/**
+ * A request in the binary tensor data extension's form (binary-tensor.ts): the JSON header,
+ * parsed under the same limits as a JSON body, and the bytes after it. What decoding the
+ * bytes builds (at most 4 bytes of Float32 per byte received) is reserved before the caller decodes.
+ */
+export async function readBinaryBody(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<{ header: unknown; data: Buffer }> {
+  const type = req.headers['content-type'];
+  if (type !== undefined && !/^application\/(octet-stream|([\w.+-]+\+)?json)\s*(;|$)/i.test(type)) throw new UnsupportedMedia('unsupported_media_type', 'send a binary tensor request as application/octet-stream');
+  const bytes = await receiveUnderBudget(req, res, limits, budget);
+  const headerLength = parseHeaderLength(req.headers[BINARY_HEADER], bytes.length);
+  let header: unknown;
+  try {
+    header = await parseJsonUnderBudget(bytes.subarray(0, headerLength), res, limits, budget);
+  } catch (e) {
+    if (e instanceof InvalidInput && e.code === 'invalid_json') throw new InvalidInput('invalid_json', `the first ${headerLength} bytes (Inference-Header-Content-Length) are not a valid JSON inference request`);
+    throw e;
+  }
+  const data = bytes.subarray(headerLength);
+  res.once('close', budget.reserve(4 * data.length));
+  return { header, data };
 }
 
 const YIELD_AFTER_BYTES = 64 * 1024;

@@ -2,12 +2,13 @@ import express, { type Request, type Response } from 'express';
 import { REFERENCE_CNN } from '../core/model-spec.js';
 import type { Logger } from '../shared/log.js';
 import type { WorkBudget } from './admission.js';
-import { readModelRequest, type JsonBodyLimits } from './body.js';
+import { BINARY_EXTENSION, BINARY_HEADER, binaryDataSize, binaryResponse, encodeOutput, sliceBinaryInputs } from './binary-tensor.js';
+import { readBinaryBody, readModelRequest, type JsonBodyLimits } from './body.js';
 import { protocolErrors, requireKey } from './edge.js';
 import { InvalidInput } from './errors.js';
 import type { ModelRef, Prediction, Predictor } from './predictor.js';
-import { oipInferRequest, type OipInferRequest } from './schema.js';
-import { imagesFromV2, V2_SUPPORTED } from './tensor-input.js';
+import { oipInferRequest, parseBody, type OipInferRequest } from './schema.js';
+import { checkV2Header, imagesFromV2, imagesFromV2Binary, V2_SUPPORTED } from './tensor-input.js';
 
 export interface OipDeps {
   predictor: Predictor;
@@ -21,10 +22,15 @@ export interface OipDeps {
 const INPUT = 'images';
 /** The model's outputs, in the order they are returned when a request names none. */
 const OUTPUTS = {
-  probabilities: (p: Prediction) => ({ name: 'probabilities', shape: [p.count, p.model.spec?.classes ?? REFERENCE_CNN.classes], datatype: 'FP32', data: Array.from(p.probs) }),
-  class: (p: Prediction) => ({ name: 'class', shape: [p.count], datatype: 'INT64', data: p.classes }),
+  probabilities: (p: Prediction) => ({ name: 'probabilities', shape: [p.count, p.model.spec?.classes ?? REFERENCE_CNN.classes], datatype: 'FP32' as const, values: p.probs }),
+  class: (p: Prediction) => ({ name: 'class', shape: [p.count], datatype: 'INT64' as const, values: p.classes }),
 } as const;
 type OutputName = keyof typeof OUTPUTS;
+/** An output the request asked for, and whether it goes back as binary data (the extension's `binary_data`). */
+interface RequestedOutput {
+  name: OutputName;
+  binary: boolean;
+}
 
 const refOf = (req: Request): ModelRef => ({ name: String(req.params.name), version: req.params.version === undefined ? undefined : String(req.params.version) });
 
@@ -36,7 +42,7 @@ const refOf = (req: Request): ModelRef => ({ name: String(req.params.name), vers
 export function oipRouter(deps: OipDeps): express.Router {
   const v2 = express.Router();
   const { predictor } = deps;
-  v2.get('/', (_req, res) => void res.json({ name: 'edgefl-serving', version: '1', extensions: [] }));
+  v2.get('/', (_req, res) => void res.json({ name: 'edgefl-serving', version: '1', extensions: [BINARY_EXTENSION] }));
 
   const metadata = (req: Request, res: Response) => {
     const model = predictor.resolve(refOf(req));
@@ -70,20 +76,48 @@ export function oipRouter(deps: OipDeps): express.Router {
 
   const infer = async (req: Request, res: Response) => {
     const ref = refOf(req);
-    const body = await readModelRequest(req, res, deps, ref, oipInferRequest, 'inference request');
+    // The binary extension's form is announced by its header; without it the body is plain JSON.
+    const binaryForm = req.headers[BINARY_HEADER] !== undefined;
+    let body: OipInferRequest;
+    let binaryData: Buffer | undefined;
+    if (binaryForm) {
+      predictor.resolve(ref);
+      const read = await readBinaryBody(req, res, deps.body, deps.budget);
+      body = parseBody(oipInferRequest, read.header, 'inference request');
+      binaryData = read.data;
+    } else {
+      body = await readModelRequest(req, res, deps, ref, oipInferRequest, 'inference request');
+    }
     const outputs = requestedOutputs(body);
     if (body.inputs.length !== 1) throw new InvalidInput('invalid_input', `this model has one input, '${INPUT}'; the request has ${body.inputs.length}`);
     const input = body.inputs[0]!;
     if (input.name !== INPUT) throw new InvalidInput('invalid_input', `input '${input.name}' is not an input of this model; its input is '${INPUT}' (${V2_SUPPORTED.join('/')}, shape [-1,${predictor.spec.inputShape.join(',')}])`);
-    refuseBinary(input.parameters, `input '${input.name}'`);
-    const prediction = await predictor.predict(imagesFromV2(input, deps.maxBatch, predictor.spec.inputShape), ref);
+    const size = binaryDataSize(input.parameters, `input '${input.name}'`);
+    if (size !== undefined && !binaryForm) {
+      throw new InvalidInput('missing_binary_header', `input '${input.name}' sets binary_data_size, but the request has no Inference-Header-Content-Length header saying where its JSON ends`);
+    }
+    // The shape and the batch limit first: a huge declared batch is a 413 whatever bytes came with it.
+    if (binaryData) checkV2Header(input, deps.maxBatch, predictor.spec.inputShape);
+    const [bytes] = binaryData ? sliceBinaryInputs(binaryData, [size]) : [undefined];
+    const batch = bytes ? imagesFromV2Binary(input, bytes, deps.maxBatch, predictor.spec.inputShape) : imagesFromV2(input, deps.maxBatch, predictor.spec.inputShape);
+    const prediction = await predictor.predict(batch, ref);
     res.setHeader('X-Model-Version', String(prediction.model.version));
-    res.json({
-      model_name: predictor.name,
-      model_version: String(prediction.model.version),
-      ...(body.id !== undefined ? { id: body.id } : {}),
-      outputs: outputs.map((name) => OUTPUTS[name](prediction)),
+    const header = { model_name: predictor.name, model_version: String(prediction.model.version), ...(body.id !== undefined ? { id: body.id } : {}) };
+    const tensors = outputs.map((o) => ({ ...o, tensor: OUTPUTS[o.name](prediction) }));
+    if (!tensors.some((t) => t.binary)) {
+      res.json({ ...header, outputs: tensors.map(({ tensor: { values, ...meta } }) => ({ ...meta, data: Array.from(values) })) });
+      return;
+    }
+    const binaries: Buffer[] = [];
+    const described = tensors.map(({ binary, tensor: { values, ...meta } }) => {
+      if (!binary) return { ...meta, data: Array.from(values) };
+      const encoded = encodeOutput(meta.datatype, values);
+      binaries.push(encoded);
+      return { ...meta, parameters: { binary_data_size: encoded.length } };
     });
+    const reply = binaryResponse({ ...header, outputs: described }, binaries);
+    res.setHeader('Inference-Header-Content-Length', String(reply.headerLength));
+    res.type('application/octet-stream').send(reply.body);
   };
   v2.post('/models/:name/infer', requireKey(deps.apiKeys), infer);
   v2.post('/models/:name/versions/:version/infer', requireKey(deps.apiKeys), infer);
@@ -92,22 +126,25 @@ export function oipRouter(deps: OipDeps): express.Router {
   return v2;
 }
 
-/** The outputs a request asks for (all, in model order, when it names none); binary data is refused. */
-function requestedOutputs(body: OipInferRequest): OutputName[] {
-  refuseBinary(body.parameters, 'the request');
-  if (!body.outputs) return Object.keys(OUTPUTS) as OutputName[];
-  const names: OutputName[] = [];
+/**
+ * The outputs a request asks for (all, in model order, when it names none), each as JSON or
+ * binary data: an output's `binary_data`, else the request's `binary_data_output`, else JSON.
+ */
+function requestedOutputs(body: OipInferRequest): RequestedOutput[] {
+  const byDefault = flag(body.parameters, 'binary_data_output', 'the request') ?? false;
+  if (!body.outputs) return (Object.keys(OUTPUTS) as OutputName[]).map((name) => ({ name, binary: byDefault }));
+  const out: RequestedOutput[] = [];
   for (const o of body.outputs) {
     if (!(o.name in OUTPUTS)) throw new InvalidInput('invalid_output', `output '${o.name}' is not an output of this model; its outputs are ${Object.keys(OUTPUTS).join(', ')}`);
-    if (names.includes(o.name as OutputName)) throw new InvalidInput('invalid_output', `output '${o.name}' is requested twice`);
-    refuseBinary(o.parameters, `output '${o.name}'`);
-    names.push(o.name as OutputName);
+    if (out.some((r) => r.name === o.name)) throw new InvalidInput('invalid_output', `output '${o.name}' is requested twice`);
+    out.push({ name: o.name as OutputName, binary: flag(o.parameters, 'binary_data', `output '${o.name}'`) ?? byDefault });
   }
-  return names;
+  return out;
 }
 
-/** The binary tensor data extension is not implemented: asking for it is a clear 400, not a silent JSON answer. */
-function refuseBinary(parameters: Record<string, unknown> | undefined, where: string): void {
-  const asked = ['binary_data', 'binary_data_output', 'binary_data_size'].find((k) => parameters?.[k] !== undefined && parameters[k] !== false);
-  if (asked) throw new InvalidInput('binary_data_unsupported', `${where} sets parameter '${asked}': the binary tensor data extension is not supported; send and receive tensors as JSON data`);
+/** A boolean parameter of the extension, or undefined when unset; any other value is a 400. */
+function flag(parameters: Record<string, unknown> | undefined, key: string, where: string): boolean | undefined {
+  const v = parameters?.[key];
+  if (v === undefined || typeof v === 'boolean') return v;
+  throw new InvalidInput('invalid_parameter', `${where}: parameter '${key}' must be true or false; got ${JSON.stringify(v)}`);
 }

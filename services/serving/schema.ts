@@ -23,7 +23,7 @@ export const oipInferRequest = z.looseObject({
         shape: z.unknown(),
         datatype: z.unknown(),
         parameters: parameters.optional(),
-        data: z.unknown(),
+        data: z.unknown().optional(),
       }),
     )
     .min(1),

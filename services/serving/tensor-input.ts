@@ -1,4 +1,5 @@
 import { REFERENCE_CNN } from '../core/model-spec.js';
+import { BINARY_ELEMENT_BYTES, decodeIntensities } from './binary-tensor.js';
 import { InvalidInput, TooLarge } from './errors.js';
 
 /** Images as the model takes them: `count` rows of H·W·C intensities in [0,1]. */
@@ -99,14 +100,17 @@ export interface V2Input {
   data?: unknown;
 }
 
-/**
- * Open Inference Protocol tensor: FP32/FP64/FP16 intensities in [0,1] or UINT8 0..255, of
- * shape [N,PIXELS], [N,H,W] or [N,H,W,C], data flat or nested in row-major order. The shape
- * is checked against the batch limit before anything is allocated, and the data is walked
- * in place, never flattened into a copy.
- */
-export function imagesFromV2(input: V2Input, maxBatch: number, inputShape: InputShape = REFERENCE_CNN.inputShape): Batch {
-  const { shapes: IMAGE_SHAPES, text: IMAGE_SHAPES_TEXT, pixels: PIXELS } = imageShapes(inputShape);
+/** An Open Inference Protocol input's shape and datatype, checked against the model and the batch limit. */
+export interface V2Header {
+  count: number;
+  datatype: string;
+  element: Element;
+  shape: number[];
+  pixels: number;
+}
+
+export function checkV2Header(input: V2Input, maxBatch: number, inputShape: InputShape): V2Header {
+  const { shapes: IMAGE_SHAPES, text: IMAGE_SHAPES_TEXT, pixels } = imageShapes(inputShape);
   if (input === null || typeof input !== 'object' || Array.isArray(input)) throw invalid('invalid_input', 'each input must be an object with name, shape, datatype and data');
   const datatype = input.datatype;
   if (typeof datatype !== 'string' || !(datatype in V2_DATATYPES)) {
@@ -120,13 +124,39 @@ export function imagesFromV2(input: V2Input, maxBatch: number, inputShape: Input
   if (!IMAGE_SHAPES.some((s) => shapeText(s) === shapeText(imageShape))) {
     throw invalid('invalid_shape', `shape ${shapeText(shape)} is not [N,...] with an image of ${IMAGE_SHAPES_TEXT}`);
   }
-  const n = shape[0] as number;
-  if (n > maxBatch) throw tooMany(n, maxBatch);
+  const count = shape[0] as number;
+  if (count > maxBatch) throw tooMany(count, maxBatch);
+  return { count, datatype, element, shape: shape as number[], pixels };
+}
+
+/**
+ * Open Inference Protocol tensor: FP32/FP64/FP16 intensities in [0,1] or UINT8 0..255, of
+ * shape [N,PIXELS], [N,H,W] or [N,H,W,C], data flat or nested in row-major order. The shape
+ * is checked against the batch limit before anything is allocated, and the data is walked
+ * in place, never flattened into a copy.
+ */
+export function imagesFromV2(input: V2Input, maxBatch: number, inputShape: InputShape = REFERENCE_CNN.inputShape): Batch {
+  const { count: n, element, shape, pixels: PIXELS } = checkV2Header(input, maxBatch, inputShape);
   const data = input.data;
   if (!Array.isArray(data)) throw invalid('invalid_input', 'data must be an array (flat, or nested as the shape says)');
   const pixels = new Float32Array(n * PIXELS);
   const flat = data.length === n * PIXELS && !(n === 1 && shape.length === 2 && Array.isArray(data[0]));
   if (!flat && data.length !== n) throw invalid('invalid_shape', `shape ${shapeText(shape)} needs ${n * PIXELS} values flat or ${n} nested rows; data has ${data.length}`);
-  writeNested(data, flat ? [n * PIXELS] : (shape as number[]), 0, pixels, { at: 0 }, element, () => 'data');
+  writeNested(data, flat ? [n * PIXELS] : shape, 0, pixels, { at: 0 }, element, () => 'data');
   return { pixels, count: n };
+}
+
+/**
+ * The same input sent with the binary tensor data extension: its shape and datatype from the
+ * JSON header, its elements from `bytes` (exactly shape × element size, little-endian).
+ */
+export function imagesFromV2Binary(input: V2Input, bytes: Uint8Array, maxBatch: number, inputShape: InputShape = REFERENCE_CNN.inputShape): Batch {
+  const { count, datatype, pixels: PIXELS } = checkV2Header(input, maxBatch, inputShape);
+  if (input.data !== undefined) throw invalid('invalid_input', 'an input sent as binary data (binary_data_size) must not also carry JSON data');
+  const elementBytes = BINARY_ELEMENT_BYTES[datatype]!;
+  const expected = count * PIXELS * elementBytes;
+  if (bytes.length !== expected) throw invalid('binary_size_mismatch', `binary_data_size is ${bytes.length} bytes; shape [${input.shape as number[]}] of ${datatype} needs ${expected}`);
+  const pixels = new Float32Array(count * PIXELS);
+  decodeIntensities(bytes, datatype, pixels, 'binary data');
+  return { pixels, count };
 }

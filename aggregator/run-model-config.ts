@@ -3,17 +3,23 @@ import type { ModelSpec } from '../services/core/model-spec.js';
 import { parseModelSpec } from '../services/core/model-spec-schema.js';
 import { ModelFormatError, specFromTopology } from '../services/core/layers-model.js';
 import { missingTrainingKernels } from '../services/core/kernel-check.js';
+import { BUILTIN_MODELS, builtinModel } from '../services/core/model-zoo.js';
 
 /**
  * The run config's `model`: null for the deployment's model (EDGEFL_MODEL / `up --model`, else
- * the reference CNN), a ModelSpec, or a Layers model.json's topology ({modelTopology} or the
+ * the reference CNN), a built-in model's name, a ModelSpec, or a Layers model.json's topology ({modelTopology} or the
  * topology itself). Whatever arrives is converted and checked here, so POST /runs refuses a
  * model edgefl cannot train (an unsupported layer, a kernel the backend lacks) with a 400.
  */
 export function toRunModel(value: unknown): { spec: ModelSpec } | { error: string } {
   let spec: ModelSpec;
   const v = value as Record<string, unknown>;
-  if (v && typeof v === 'object' && ('modelTopology' in v || 'class_name' in v)) {
+  if (typeof value === 'string') {
+    // A built-in model by name (model-zoo.ts): the scattering models, which no Layers topology describes.
+    const builtin = builtinModel(value);
+    if (!builtin) return { error: `'${value.slice(0, 64)}' is not a built-in model (${Object.keys(BUILTIN_MODELS).join(', ')}); give a model spec or a Layers topology` };
+    spec = builtin;
+  } else if (v && typeof v === 'object' && ('modelTopology' in v || 'class_name' in v)) {
     try {
       spec = specFromTopology(v.modelTopology ?? v, typeof v.name === 'string' ? v.name : 'model');
     } catch (e) {

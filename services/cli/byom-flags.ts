@@ -3,10 +3,11 @@ import path from 'node:path';
 import { ENV } from '../shared/config.js';
 import { REFERENCE_CNN, inputSize, type ModelSpec } from '../core/model-spec.js';
 import { text } from './flags.js';
+import { BUILTIN_MODELS, builtinModel } from '../core/model-zoo.js';
 
 /** `edgefl up`'s flags for a user's own model and each node's own data (spread into UP_FLAGS). */
 export const BYOM_UP_FLAGS = {
-  model: text(`a TensorFlow.js Layers model.json to train and serve (default: the reference CNN, or $${ENV.model})`, { arg: 'FILE' }),
+  model: text(`a TensorFlow.js Layers model.json to train and serve, or a built-in model (${Object.keys(BUILTIN_MODELS).join(', ')}; default: the reference CNN, or $${ENV.model})`, { arg: 'FILE|NAME' }),
   'node-data': text(`node-local data: DIR/node-<i>/ for node i when present, else DIR for every node (IDX, CSV or <class>/<image> folders; $${ENV.nodeData})`, { arg: 'DIR' }),
   'eval-data': text(`the aggregator's held-out data (default: DIR/eval of --node-data when present, else the dataset's test split; $${ENV.evalData})`, { arg: 'DIR' }),
 };
@@ -14,7 +15,7 @@ export const BYOM_UP_FLAGS = {
 /** The shared environment these flags set (the model and the held-out data); paths are made absolute for the children. */
 export function byomEnv(v: { model?: string; 'node-data'?: string; 'eval-data'?: string }): Record<string, string> {
   const env: Record<string, string> = {};
-  if (v.model) env[ENV.model] = path.resolve(v.model);
+  if (v.model) env[ENV.model] = builtinModel(v.model) ? v.model : path.resolve(v.model);
   if (v['node-data']) env[ENV.nodeData] = path.resolve(v['node-data']);
   const evalDir = v['eval-data'] ?? (v['node-data'] && existsSync(path.join(v['node-data'], 'eval')) ? path.join(v['node-data'], 'eval') : undefined);
   if (evalDir) env[ENV.evalData] = path.resolve(evalDir);

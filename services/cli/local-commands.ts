@@ -8,6 +8,7 @@ import { subset } from '../../datasets/types.js';
 import { envFromFlags, SERVICE_FLAGS } from './args.js';
 import { BYOM_UP_FLAGS } from './byom-flags.js';
 import { readLayersModelFile } from '../core/layers-model.js';
+import { builtinModel } from '../core/model-zoo.js';
 import { REFERENCE_CNN } from '../core/model-spec.js';
 import { HELP_FLAG, flagHelp, int, num, oneOf, parseFlags, toggle, type Flags } from './flags.js';
 
@@ -34,7 +35,7 @@ function help(usage: string, flags: Flags): number {
 export async function modelSummary(argv: string[]): Promise<number> {
   const values = parseFlags(SUMMARY_FLAGS, argv);
   if (values.help) return help('edgefl model summary [--model FILE] [--json]', SUMMARY_FLAGS);
-  const spec = values.model ? readLayersModelFile(values.model).spec : REFERENCE_CNN;
+  const spec = values.model ? (builtinModel(values.model) ?? readLayersModelFile(values.model).spec) : REFERENCE_CNN;
   const model = buildModel(1, spec);
   const params = countParams(model);
   const flat = getFlatWeights(model);

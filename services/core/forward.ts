@@ -7,6 +7,8 @@
 import { createRequire } from 'node:module';
 import type * as Core from '@tensorflow/tfjs-core';
 import type { Activation, LayerSpec, ModelSpec } from './model-spec.js';
+import { scatteringOutputShape } from './scattering.js';
+import { scatter } from './scattering-op.js';
 
 // require, not import: an ESM import of the CommonJS bundle costs a serving cold start tens of ms
 // (see tf.ts). The training threads import tfjs-core themselves; both get the one cached instance.
@@ -55,6 +57,9 @@ export function weightSpecs(spec: ModelSpec): WeightSpec[] {
       case 'dense':
         out.push({ name: `${layer.name}/kernel`, shape: [units || h * w * c, layer.units] }, { name: `${layer.name}/bias`, shape: [layer.units] });
         units = layer.units;
+        break;
+      case 'scattering':
+        [h, w, c] = scatteringOutputShape([h, w, c], layer);
         break;
       case 'dropout':
         break;
@@ -120,6 +125,9 @@ export function forward(spec: ModelSpec, weights: readonly tf.Tensor[], input: t
         x = tf.maxPool(x as tf.Tensor4D, layer.poolSize, s, 'valid');
         break;
       }
+      case 'scattering':
+        x = scatter(x as tf.Tensor4D, layer);
+        break;
       case 'dropout':
         if (dropout && layer.rate > 0) x = dropout(x, i, layer.rate);
         break;

@@ -19,6 +19,8 @@ function kernelsOf(layer: LayerSpec): string[] {
     case 'dropout':
     case 'flatten':
       return ['Reshape'];
+    case 'scattering':
+      return ['DepthwiseConv2dNative', 'Sqrt', 'Square', 'Concat', 'Reshape'];
   }
 }
 

@@ -1,5 +1,9 @@
 import { z } from 'zod';
 import type { ModelSpec } from './model-spec.js';
+import { scatteringActivationFloats, scatteringOutputShape } from './scattering.js';
+
+/** Floats one example's scattering responses may take (64 MiB): its full-resolution order-2 responses are the largest activation. */
+const MAX_SCATTERING_FLOATS = 2 ** 24;
 
 /**
  * A ModelSpec as it arrives from outside (a run config, the store): checked field by field so a
@@ -16,6 +20,8 @@ const layerSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('dropout'), name, rate: z.number().min(0).max(0.99) }).strict(),
   z.object({ kind: z.literal('flatten'), name }).strict(),
   z.object({ kind: z.literal('dense'), name, units: dim(65_536), activation }).strict(),
+  // J ≤ 4 and L ≤ 16: 1 + 64 + 16²·6 = 1,601 channels per input channel at most, computed at full resolution.
+  z.object({ kind: z.literal('scattering'), name, J: dim(4), L: dim(16), groups: dim(4096).optional() }).strict(),
 ]);
 
 /** The largest model a run may ask for: 100 MB of float32 weights, per node and per serving function. */
@@ -28,8 +34,14 @@ export const MAX_PARAMS = 25_000_000;
 export function shapeIssue(spec: Pick<ModelSpec, 'inputShape' | 'layers'>): { params: number } | { error: string } {
   let shape: number[] = [...spec.inputShape];
   let params = 0;
-  for (const l of spec.layers) {
-    if (l.kind === 'conv2d' || l.kind === 'maxPooling2d') {
+  for (const [i, l] of spec.layers.entries()) {
+    if (l.kind === 'scattering') {
+      // First only: nothing trains through it, so DP-SGD can compute its features once per shard.
+      if (i !== 0) return { error: `layer '${l.name}' (scattering) must be the first layer` };
+      if (scatteringActivationFloats(shape, l) > MAX_SCATTERING_FLOATS) return { error: `layer '${l.name}' (scattering): J = ${l.J}, L = ${l.L} on a ${shape.join('x')} input needs more than 64 MiB of responses per example` };
+      shape = scatteringOutputShape(shape, l);
+      if (l.groups !== undefined && shape[2]! % l.groups !== 0) return { error: `layer '${l.name}' (scattering): ${shape[2]} channels do not split into ${l.groups} equal groups` };
+    } else if (l.kind === 'conv2d' || l.kind === 'maxPooling2d') {
       if (shape.length !== 3) return { error: `layer '${l.name}' (${l.kind}) needs an image input, but follows a Flatten` };
       const k = l.kind === 'conv2d' ? l.kernelSize : l.poolSize;
       const s = l.strides ?? (l.kind === 'conv2d' ? 1 : l.poolSize);

@@ -11,7 +11,9 @@ export type LayerSpec =
   | { kind: 'maxPooling2d'; name: string; poolSize: number; strides?: number }
   | { kind: 'dropout'; name: string; rate: number }
   | { kind: 'flatten'; name: string }
-  | { kind: 'dense'; name: string; units: number; activation: Activation };
+  | { kind: 'dense'; name: string; units: number; activation: Activation }
+  /** Fixed wavelet scattering features (scattering.ts): no weights; J scales, L orientations, optional per-example GroupNorm. */
+  | { kind: 'scattering'; name: string; J: number; L: number; groups?: number };
 
 export interface ModelSpec {
   /** The name the serving protocols publish (TF Serving's model name, V2's model id). */

@@ -1,6 +1,7 @@
 import { tf, tfl } from './tf.js';
 import { REFERENCE_CNN, inputSize, specKey, type LayerSpec, type ModelSpec } from './model-spec.js';
 import { weightSpecs, type WeightSpec } from './forward.js';
+import { scatteringLayer } from './scattering-layer.js';
 
 /** One weight tensor of the model, in the order the model holds them (forward.ts computes them from the spec). */
 export type TensorSpec = WeightSpec;
@@ -45,6 +46,8 @@ function layerFor(layer: LayerSpec, offset: number, seed: number, inputShape?: n
       return tfl.layers.flatten({ ...first, name: layer.name });
     case 'dense':
       return tfl.layers.dense({ ...first, name: layer.name, units: layer.units, activation: layer.activation, kernelInitializer });
+    case 'scattering':
+      return scatteringLayer(layer, inputShape);
   }
 }
 

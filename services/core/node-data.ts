@@ -5,6 +5,7 @@ import { labelHistogram, subset, type ImageSet } from '../../datasets/types.js';
 import { REFERENCE_CNN, type ModelSpec } from './model-spec.js';
 import { orderWeights, readLayersModelFile } from './layers-model.js';
 import { tensorSpecsOf } from './model.js';
+import { builtinModel } from './model-zoo.js';
 import { HttpError } from '../http/errors.js';
 
 export interface NodeShardData {
@@ -16,9 +17,12 @@ export interface NodeShardData {
   source: string;
 }
 
-/** The deployment's model from EDGEFL_MODEL (spec and, when the file has them, weights), or undefined for the reference CNN. */
+/** The deployment's model from EDGEFL_MODEL, a built-in name or a model.json (spec and, when the file has them, weights), or undefined for the reference CNN. */
 export function loadDeploymentModel(cfg: Config): { spec: ModelSpec; weights?: Float32Array; source: string } | undefined {
   if (!cfg.model) return undefined;
+  // A built-in name (model-zoo.ts): the scattering models have a layer no Layers model.json describes.
+  const builtin = builtinModel(cfg.model);
+  if (builtin) return { spec: builtin, source: `the built-in ${cfg.model}` };
   const file = readLayersModelFile(cfg.model);
   const weights = file.weights.size ? orderWeights(file.weights, tensorSpecsOf(file.spec)) : undefined;
   return { spec: file.spec, weights, source: cfg.model };

@@ -5,6 +5,7 @@ import type { ImageSet } from '../../datasets/types.js';
 import { TrainingProgress, epochBatches } from './train-progress.js';
 import { parallelPlan, trainParallel } from './parallel-train.js';
 import type { ModelSpec } from './model-spec.js';
+import { featureHead } from './feature-head.js';
 
 export type OptimizerName = 'adam' | 'sgd';
 
@@ -51,6 +52,9 @@ function makeOptimizer(name: OptimizerName, lr: number): tf.Optimizer {
  */
 export async function trainLocal(model: tfl.LayersModel, data: ImageSet, opts: TrainOptions): Promise<TrainResult> {
   if (data.count === 0) throw new Error('cannot train on an empty shard');
+  // A leading scattering layer: train the layers after it on the shard's features, computed once.
+  const head = featureHead(model, data);
+  if (head) return trainLocal(head.model, head.data, { ...opts, spec: undefined, threads: 1 });
   const plan = parallelPlan(model, opts);
   if (plan) return trainParallel(model, data, opts, plan);
   const rng = createRng(opts.seed ?? 1);

@@ -15,7 +15,8 @@ import { trainLocal } from '../core/train.js';
 import { privacyMetrics, trainWithPrivacy } from './private-round.js';
 import type { ImageSet } from '../../datasets/types.js';
 import { findUpdate, getModel, getRound, insertUpdate, type UpdateMeta } from '../store/model-store.js';
-import { MAX_BATCH_SIZE, parseTrainRequest, type TrainRequest } from './train-request.js';
+import { MAX_BATCH_SIZE, parseTrainRequest, refuseBatchAboveMemory, type TrainRequest } from './train-request.js';
+import { REFERENCE_CNN } from '../core/model-spec.js';
 import { sendStageReply, runSecaggStage, storeMaskedInput } from './secagg-round.js';
 import { deviceDraw, emulateDevice, type Device } from './device-profile.js';
 
@@ -28,8 +29,8 @@ export interface TrainerDeps {
   /** Undefined only when the user opted out of authentication (--insecure): then anyone may make it train. */
   invokeSecret?: string;
   maxBodyBytes?: number;
-  /** The largest batchSize this trainer's memory allows (default MAX_BATCH_SIZE). */
-  maxBatchSize?: number;
+  /** The largest batchSize this trainer's memory allows (default MAX_BATCH_SIZE); a function: for the run's model. */
+  maxBatchSize?: number | ((spec: ModelSpec) => number);
   metrics?: Metrics;
   /** This node's own data shaped for a model (services/trainer/run-model.ts); unset: `shard` as it is. */
   dataFor?: (spec: ModelSpec) => NodeData;
@@ -66,7 +67,9 @@ export function createTrainerApp(deps: TrainerDeps) {
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', (_req, res) => void res.json({ status: 'ready', node: deps.nodeId, busy: Boolean(busy), samples: deps.shard.count }));
-  const maxBatchSize = deps.maxBatchSize ?? MAX_BATCH_SIZE;
+  const batchCap = deps.maxBatchSize ?? MAX_BATCH_SIZE;
+  // A per-model cap is checked once the run's model is known (trainRound); GET / shows the reference CNN's.
+  const maxBatchSize = typeof batchCap === 'number' ? batchCap : batchCap(REFERENCE_CNN);
   app.get('/', (_req, res) =>
     void res.json({ service: 'edgefl-trainer', node: deps.nodeId, samples: deps.shard.count, busy: busy ?? null, insecure: !deps.invokeSecret, maxBatchSize }),
   );
@@ -80,7 +83,7 @@ export function createTrainerApp(deps: TrainerDeps) {
       const event = readEvent(req.headers, Buffer.isBuffer(req.body) ? req.body : undefined, EVENT_TYPES.roundTrain);
       const check = deps.invokeSecret ? verifyInvokeToken(deps.invokeSecret, headerToken ?? event.auth, deps.nodeId) : undefined;
       if (check && !check.ok) throw unauthorized(check.reason);
-      const request = parseTrainRequest(event.data, { maxBatchSize });
+      const request = parseTrainRequest(event.data, { maxBatchSize: typeof batchCap === 'number' ? batchCap : MAX_BATCH_SIZE });
       // A token is for one (run, round, base version): replaying it for anything else is refused.
       const mismatch = check?.ok ? tokenMismatch(check.claims, { runId: request.runId, round: request.round, baseVersion: request.modelVersion }) : undefined;
       if (mismatch) throw unauthorized(mismatch);
@@ -127,7 +130,8 @@ export function createTrainerApp(deps: TrainerDeps) {
   }
 
   async function trainRound(request: TrainRequest, log: Logger): Promise<UpdateMeta> {
-    const { model, tensors, data } = await runModels.forRun(request.runId);
+    const { model, tensors, data, spec } = await runModels.forRun(request.runId);
+    if (typeof batchCap === 'function') refuseBatchAboveMemory(request.batchSize, batchCap(spec));
     const global = await loadGlobal(request.modelVersion, tensors);
     setFlatWeights(model, global);
     log.info('training started', { model_version: request.modelVersion, epochs: request.epochs, samples: data.set.count });

@@ -56,7 +56,8 @@ export async function startTrainer(cfg: Config) {
   const authLine = describeAuth('trainer', auth);
   log[authLine.level](authLine.msg, authLine.fields);
   const memory = memoryLimit(cfg.memoryLimitMiB, MANIFEST_LIMIT_MIB);
-  const maxBatchSize = maxBatchForMemory(memory.mib);
+  // Per run model: a small model's batches take a fraction of the reference CNN's memory.
+  const maxBatchSize = (spec: ModelSpec) => maxBatchForMemory(memory.mib, spec);
   // The database connects while the backend and the data load (a cold start waits on all three).
   const opening = openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log: (m) => log.info(m), stopEmbeddedOnClose: true });
   opening.catch(() => {}); // awaited below; a failure there is the one reported
@@ -68,7 +69,7 @@ export async function startTrainer(cfg: Config) {
   const model = buildModel(1);
   const db = await opening;
   await upsertNode(db.pool, { id: nodeId, shardSize: shard.count, labelHistogram: histogram, info: { backend: backend.name, partition: cfg.partition.kind, alpha: cfg.partition.alpha } });
-  log.info('node data ready', { samples: shard.count, histogram, backend: backend.name, memory_limit_mib: memory.mib, memory_limit_from: memory.source, max_batch_size: maxBatchSize });
+  log.info('node data ready', { samples: shard.count, histogram, backend: backend.name, memory_limit_mib: memory.mib, memory_limit_from: memory.source, max_batch_size: maxBatchSize(REFERENCE_CNN) });
   const device = deviceFromEnv(process.env);
   if (device) log.info('emulating an edge device', { slowdown: device.slowdown, fail_probability: device.failProbability });
   const app = createTrainerApp({ pool: db.pool, nodeId, shard, model, log, invokeSecret: auth.invokeSecret, maxBatchSize, dataFor: dataForRuns(cfg, startup), nodeSecret: resolveNodeSecret(cfg, nodeId), device });

@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { badRequest } from '../http/errors.js';
 import { dpConfigSchema } from '../core/privacy/config.js';
 import { secaggRequestSchema } from './secagg-request.js';
+import { trainingMiB } from './batch-memory.js';
+import { REFERENCE_CNN, type ModelSpec } from '../core/model-spec.js';
 
 export const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -14,11 +16,23 @@ export const MAX_BATCH_SIZE = 4096;
  * sample; a started trainer (runtime, shard, model, pool) holds about 190 MiB.
  */
 export const TRAINER_BASE_MIB = 192;
+/** The reference CNN's, as measured; batch-memory.ts scales other models' from their layers. */
 export const TRAINING_MIB_PER_SAMPLE = 1.1;
 
-/** The largest batch that trains within `limitMiB`; at least 1 so a trainer can always make progress. */
-export function maxBatchForMemory(limitMiB: number): number {
-  return Math.max(1, Math.min(MAX_BATCH_SIZE, Math.floor((limitMiB - TRAINER_BASE_MIB) / TRAINING_MIB_PER_SAMPLE)));
+/**
+ * The largest batch of `spec` (the reference CNN's unless told) that trains within `limitMiB`, from
+ * the model's own activations (batch-memory.ts); at least 1 so a trainer can always make progress.
+ */
+export function maxBatchForMemory(limitMiB: number, spec: ModelSpec = REFERENCE_CNN): number {
+  const mib = trainingMiB(spec);
+  return Math.max(1, Math.min(MAX_BATCH_SIZE, Math.floor((limitMiB - TRAINER_BASE_MIB - mib.fixed) / mib.perSample)));
+}
+
+/** The 400 for a batch above what this trainer's memory allows for the run's model (the same words the request schema uses). */
+export function refuseBatchAboveMemory(batchSize: number, maxBatchSize: number): void {
+  if (batchSize > maxBatchSize) {
+    throw badRequest('invalid_field', `'batchSize' must be <= ${maxBatchSize}, the largest batch this trainer's memory limit allows for the run's model (set EDGEFL_MEMORY_LIMIT_MIB or give it more memory)`);
+  }
 }
 
 // null means "use the default", as absent does.

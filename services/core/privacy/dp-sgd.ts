@@ -10,7 +10,6 @@
  * towards the global weights) is post-processing and costs no privacy.
  */
 import { tf, type tfl } from '../tf.js';
-import { inputSizeOf } from '../model.js';
 import type { TrainOptions, TrainResult } from '../train.js';
 import { TrainingProgress } from '../train-progress.js';
 import { randomFillSync } from 'node:crypto';
@@ -18,6 +17,7 @@ import { createRng, normal, type Rng } from '../../../datasets/rng.js';
 import type { ImageSet } from '../../../datasets/types.js';
 import type { GaussianEvent } from './rdp.js';
 import { convGradients, disposeTrace, opsOf, perExampleSquaredNorms, traceBatch, weightedGradientSum, type Op } from './per-example.js';
+import { fixedFeatureStage } from './fixed-features.js';
 
 export interface DpSgdConfig {
   /** σ: noise standard deviation as a multiple of the clip norm. */
@@ -129,11 +129,11 @@ function makeOptimizer(opts: TrainOptions): tf.Optimizer {
 }
 
 /** Local DP-SGD training, running exactly the mechanism `dpSgdPlan` describes (reported in `privacy`). */
-export async function trainLocalDp(model: tfl.LayersModel, data: ImageSet, opts: TrainOptions & { dp: DpSgdConfig }): Promise<DpTrainResult> {
-  if (data.count === 0) throw new Error('cannot train on an empty shard');
+export async function trainLocalDp(model: tfl.LayersModel, shard: ImageSet, opts: TrainOptions & { dp: DpSgdConfig }): Promise<DpTrainResult> {
+  if (shard.count === 0) throw new Error('cannot train on an empty shard');
   if (!(opts.dp.clipNorm > 0) || !(opts.dp.noiseMultiplier >= 0)) throw new Error('DP-SGD needs clipNorm > 0 and noiseMultiplier ≥ 0');
-  const ops = opsOf(model);
-  const PIXELS = inputSizeOf(model);
+  // A leading scattering layer's features are computed once per shard; the ops after it train.
+  const { ops, data, inputSize: PIXELS } = fixedFeatureStage(opsOf(model), shard);
   const variables = ops.flatMap((o) => (o.kind === 'conv' || o.kind === 'dense' ? [o.kernel, o.bias] : []));
   const rng = opts.dp.insecureSeed === undefined ? secureRng() : createRng(opts.dp.insecureSeed);
   const dropoutRng = createRng(opts.seed ?? 1);

@@ -6,6 +6,8 @@
 import type { tf, tfl } from '../tf.js';
 import { inputShapeOf } from '../model.js';
 import { REFERENCE_CNN } from '../model-spec.js';
+import { scatteringParamsOf } from '../scattering-layer.js';
+import type { ScatteringLayerParams } from '../scattering-op.js';
 
 export type Activation = 'relu' | 'softmax' | 'linear' | 'tanh' | 'sigmoid';
 const ACTIVATIONS: readonly string[] = ['relu', 'softmax', 'linear', 'tanh', 'sigmoid'];
@@ -16,7 +18,9 @@ export type Op =
   | { kind: 'dense'; kernel: tf.Variable; bias: tf.Variable; activation: Activation }
   | { kind: 'pool'; size: [number, number]; strides: [number, number] }
   | { kind: 'dropout'; rate: number }
-  | { kind: 'flatten' };
+  | { kind: 'flatten' }
+  /** Fixed features with no weights (the first layer only): computed before the traced pass, see fixed-features.ts. */
+  | { kind: 'scatter'; params: ScatteringLayerParams };
 
 function pair(v: unknown): [number, number] {
   return Array.isArray(v) ? [v[0] as number, v[1] as number] : [v as number, v as number];
@@ -31,6 +35,12 @@ function activationOf(cfg: Record<string, unknown>): Activation {
 /** Each op list's input shape [H, W, C], kept beside the list so Op stays a plain layer description. */
 const inputShapes = new WeakMap<readonly Op[], readonly [number, number, number]>();
 export const inputShapeFor = (ops: readonly Op[]) => inputShapes.get(ops) ?? REFERENCE_CNN.inputShape;
+/** The same ops (a new list) taking inputs of `shape`: the layers after a fixed feature layer. */
+export function withInputShape(ops: readonly Op[], shape: readonly [number, number, number]): Op[] {
+  const out = [...ops];
+  inputShapes.set(out, shape);
+  return out;
+}
 /** Classes: the width of the last dense layer. */
 export const classesFor = (ops: readonly Op[]) => [...ops].reverse().find((o) => o.kind === 'dense')!.kernel.shape[1]!;
 
@@ -65,6 +75,8 @@ function opsOfLayers(model: tfl.LayersModel): Op[] {
     if (cls === 'MaxPooling2D') return { kind: 'pool', size: pair(cfg.poolSize), strides: pair(cfg.strides ?? cfg.poolSize) };
     if (cls === 'Dropout') return { kind: 'dropout', rate: cfg.rate as number };
     if (cls === 'Flatten') return { kind: 'flatten' };
+    const scattering = scatteringParamsOf(layer);
+    if (scattering) return { kind: 'scatter', params: scattering };
     throw new Error(`DP-SGD: unsupported layer ${cls}`);
   });
 }

@@ -84,6 +84,7 @@ export function traceBatch(ops: readonly Op[], pixels: Float32Array, labels: Int
           h = activate(tf.add(tf.add(z, op.bias), probe[w++]!), op.activation);
         } else if (op.kind === 'pool') h = tf.maxPool(h as tf.Tensor4D, op.size, op.strides, 'valid');
         else if (op.kind === 'flatten') h = tf.reshape(h, [n, -1]);
+        else if (op.kind === 'scatter') throw new Error('DP-SGD traces the layers after a scattering layer (fixed-features.ts), not the layer itself');
         else if (dropoutSeed !== undefined && op.rate > 0) h = tf.dropout(h, op.rate, undefined, dropoutSeed + 7919 * dropouts++);
       }
       const probs = h;

@@ -1,4 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+
+/** Counts scattering transforms (the real one runs): what an evaluation computes, and what it reuses. */
+const scatterCalls = vi.hoisted(() => ({ n: 0 }));
+vi.mock('../services/core/scattering-op.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../services/core/scattering-op.js')>();
+  return { ...real, scatter: (...args: Parameters<typeof real.scatter>) => (scatterCalls.n++, real.scatter(...args)) };
+});
 import { tf } from '../services/core/tf.js';
 import { initBackend } from '../services/core/backend.js';
 import { filterBank, scatteringChannels, type Kernel2D } from '../services/core/scattering.js';
@@ -17,6 +24,8 @@ import { loadDeploymentModel } from '../services/core/node-data.js';
 import { byomEnv } from '../services/cli/byom-flags.js';
 import { ENV, type Config } from '../services/shared/config.js';
 import { toRunModel } from '../aggregator/run-model-config.js';
+import { createEvaluator } from '../aggregator/round/evaluate.js';
+import { splitHeldOut } from '../aggregator/promotion.js';
 
 const split = builtinMnistSplit({ testSize: 100, seed: 5 });
 const digit = (i: number) => split.test.images.slice(i * 784, (i + 1) * 784);
@@ -168,6 +177,24 @@ describe('a model with a scattering layer', () => {
     const after = evaluate(m, split.test.images, split.test.labels).accuracy;
     expect(before).toBeLessThan(0.3);
     expect(after).toBeGreaterThan(0.5); // measured 0.67 after 3 epochs on 400 digits
+    m.dispose();
+  });
+
+  it('is evaluated by the aggregator on held-out features computed once: the same figures as the whole model, and no scattering in later rounds', () => {
+    const m = buildModel(6, SCATTER_CNN);
+    const flat = getFlatWeights(m);
+    const heldOut = { ...split.test, images: split.test.images.slice() };
+    const evaluator = createEvaluator(heldOut, SCATTER_CNN);
+    const first = evaluator.evaluate(flat);
+    const whole = evaluate(m, splitHeldOut(heldOut).validation.images, splitHeldOut(heldOut).validation.labels);
+    expect(first.accuracy).toBe(whole.accuracy);
+    expect(first.loss).toBeCloseTo(whole.loss, 5);
+    // The first evaluation computed the validation half's features; the next one only runs the head.
+    const computed = scatterCalls.n;
+    expect(computed).toBeGreaterThan(0);
+    expect(evaluator.evaluate(flat)).toEqual(first);
+    expect(scatterCalls.n).toBe(computed);
+    evaluator.dispose();
     m.dispose();
   });
 

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseFlags } from '../services/cli/flags.js';
 import { UP_FLAGS } from '../services/cli/up.js';
-import { DP_SGD_TRAINING, dpRunFields } from '../services/cli/dp-flags.js';
+import { DP_SGD_BENCH_BATCH, DP_SGD_TRAINING, dpRunFields } from '../services/cli/dp-flags.js';
+import { SCATTER_LINEAR } from '../services/core/model-zoo.js';
 import { parseRunConfig } from '../aggregator/run-config.js';
 import { dpSgdPlan } from '../services/core/privacy/dp-sgd.js';
 import { dpSgdEpsilon } from '../services/core/privacy/rdp.js';
@@ -27,6 +28,19 @@ describe('edgefl up --dp', () => {
     expect(eps).toBeGreaterThan(2.99);
     // The whole run config is valid as POST /runs would take it.
     expect(parseRunConfig({ rounds: 10, epochs: 2, ...f }).dp?.noiseMultiplier).toBe(f.dp!.noiseMultiplier);
+  });
+
+  it("--dp local trains at the bench's batch of 512 where the model's batches fit a trainer's 512 MiB, else 256, and prices σ for that batch", () => {
+    const v = parseFlags(UP_FLAGS, ['--dp', 'local', '--dp-epsilon', '8', '--rounds', '20', '--epochs', '2']);
+    const shape = { ...v, testSize: v['test-size'], maxTrainSamples: v['max-train-samples'] };
+    const reference = dpRunFields(v, shape);
+    const scatter = dpRunFields(v, { ...shape, model: SCATTER_LINEAR });
+    expect(reference.batchSize).toBe(256);
+    expect(scatter.batchSize).toBe(DP_SGD_BENCH_BATCH);
+    // A batch twice as large samples each record twice as often: it needs more noise for the same ε.
+    expect(scatter.dp!.noiseMultiplier).toBeGreaterThan(reference.dp!.noiseMultiplier);
+    const plan = dpSgdPlan(Math.floor(8000 / 3), 2, DP_SGD_BENCH_BATCH, scatter.dp!.noiseMultiplier);
+    expect(dpSgdEpsilon({ ...plan, steps: plan.steps * 20, delta: 1e-5 }).epsilon).toBeLessThanOrEqual(8);
   });
 
   it('--dp client: dp-fedavg, client-level σ, optional adaptive clipping; nonsense is a usage error', () => {

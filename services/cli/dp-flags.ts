@@ -10,6 +10,9 @@ import { noiseForEpsilon } from '../core/privacy/rdp.js';
 import { dpSgdPlan } from '../core/privacy/dp-sgd.js';
 import type { RunConfig } from '../../aggregator/run-config.js';
 import { UsageError, fromNumberSchema, num, oneOf, type FlagValues } from './flags.js';
+import type { ModelSpec } from '../core/model-spec.js';
+import { RESOURCES } from '../kube/constants.js';
+import { maxBatchForMemory } from '../trainer/train-request.js';
 
 const DP = dpConfigSchema.shape;
 
@@ -18,10 +21,19 @@ const BUILTIN_DIGITS = 10_000;
 
 /**
  * What `--dp local` trains with: SGD with momentum and a large learning rate, as
- * bench/privacy.ts measured best. The bench's expected batch was 512; 256 here because a
- * trainer under its default 512 MiB memory limit refuses batches above 290.
+ * bench/privacy.ts measured best. For the reference CNN the expected batch is 256, because a
+ * trainer under its default 512 MiB memory limit refuses that model's batches above 290.
  */
 export const DP_SGD_TRAINING = { optimizer: 'sgd', learningRate: 0.5, batchSize: 256 } as const;
+/** The bench's expected batch (its ε = 8 figures), for models whose batches of it fit a trainer's memory. */
+export const DP_SGD_BENCH_BATCH = 512;
+/** The memory limit of the trainers `up` starts (the manifests' trainer limit, their default too). */
+const TRAINER_MIB = parseInt(RESOURCES.trainer.limits.memory, 10);
+
+/** DP-SGD's training settings for the run's model: the bench's batch where the model's cap allows it, else 256. */
+export function dpSgdTraining(model?: ModelSpec): { optimizer: 'sgd'; learningRate: number; batchSize: number } {
+  return { ...DP_SGD_TRAINING, batchSize: maxBatchForMemory(TRAINER_MIB, model) >= DP_SGD_BENCH_BATCH ? DP_SGD_BENCH_BATCH : DP_SGD_TRAINING.batchSize };
+}
 
 export const DP_UP_FLAGS = {
   dp: oneOf(['local', 'client'] as const, 'differential privacy: DP-SGD on every node (record-level) or DP-FedAvg at the aggregator (client-level)', { arg: 'MODE' }),
@@ -42,6 +54,8 @@ export interface UpShape {
   dataset?: string;
   testSize?: number;
   maxTrainSamples?: number;
+  /** The deployment model (--model); the reference CNN when unset. */
+  model?: ModelSpec;
 }
 
 /**
@@ -60,14 +74,14 @@ export function dpRunFields(v: DpFlagValues, shape: UpShape): Partial<RunConfig>
   const delta = v['dp-delta'];
   const local = v.dp === 'local';
   if (local && v['dp-clip-quantile'] !== undefined) throw new UsageError('--dp-clip-quantile is for --dp client (client-level DP-FedAvg)');
-  const training = local ? DP_SGD_TRAINING : {};
+  const training = local ? dpSgdTraining(shape.model) : undefined;
   const shard = local ? averageShard(shape) : undefined;
   if (local && shard === undefined && v['dp-noise'] === undefined) throw new UsageError('--dp local with --dataset idx: give --dp-noise (the shard sizes are not known before the nodes start)');
-  const noiseMultiplier = v['dp-noise'] ?? defaultNoise(shard, epsilonBudget, delta, shape);
+  const noiseMultiplier = v['dp-noise'] ?? defaultNoise(shard, epsilonBudget, delta, shape, training?.batchSize ?? DP_SGD_TRAINING.batchSize);
   const adaptiveClip = v['dp-clip-quantile'] === undefined ? undefined : { targetQuantile: v['dp-clip-quantile'], learningRate: 0.2, countNoiseMultiplier: noiseMultiplier };
   const dp = dpConfigSchema.parse({ mode: local ? 'local' : 'central', epsilonBudget, delta, noiseMultiplier, clip: v['dp-clip'], ...(adaptiveClip ? { adaptiveClip } : {}) });
   // What POST /runs would refuse (a budget not even one round fits in), refused before anything starts.
-  const problems = dpProblems(dp, { epochs: shape.epochs, batchSize: DP_SGD_TRAINING.batchSize, shardSizes: shard ? [shard] : [], participationRate: 1 });
+  const problems = dpProblems(dp, { epochs: shape.epochs, batchSize: training?.batchSize ?? DP_SGD_TRAINING.batchSize, shardSizes: shard ? [shard] : [], participationRate: 1 });
   if (problems.length) throw new UsageError(problems.join('; '));
   return { ...training, ...(local ? {} : { strategy: 'dp-fedavg' }), dp };
 }
@@ -78,10 +92,10 @@ function averageShard(shape: UpShape): number | undefined {
   return Math.min(shape.maxTrainSamples ?? Infinity, Math.floor((BUILTIN_DIGITS - (shape.testSize ?? 2000)) / shape.nodes));
 }
 
-function defaultNoise(shard: number | undefined, epsilon: number, delta: number, shape: UpShape): number {
+function defaultNoise(shard: number | undefined, epsilon: number, delta: number, shape: UpShape, batchSize: number): number {
   let event = { samplingRate: 1, steps: shape.rounds };
   if (shard !== undefined) {
-    const round = dpSgdPlan(shard, shape.epochs, DP_SGD_TRAINING.batchSize, 1);
+    const round = dpSgdPlan(shard, shape.epochs, batchSize, 1);
     event = { samplingRate: round.samplingRate, steps: round.steps * shape.rounds };
   }
   try {

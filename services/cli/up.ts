@@ -18,6 +18,7 @@ import { detectMemoryLimit, servingNodeOptions } from '../serving/limits.js';
 import { INBOX_FLAGS, startInboxes, type Inboxes } from '../inbox/cli.js';
 import { BYOM_UP_FLAGS, byomEnv, nodeDataEnv, tryOneHint } from './byom-flags.js';
 import { loadDeploymentModel } from '../core/node-data.js';
+import type { ModelSpec } from '../core/model-spec.js';
 import { localNodeSecretEnv } from '../shared/node-secret.js';
 import { nodeName } from '../trainer/main.js';
 import { SCALE_FLAGS, mountActivatorRoute, scalePlanOf, scaleQuorum, scaleRunFields, startOnDemandTrainers, stopOnDemandTrainers } from './up-scale.js';
@@ -109,8 +110,8 @@ export async function up(argv: string[]): Promise<number> {
   shared[ENV.invokeSecret] = cfg.invokeSecret ?? local.invokeSecret;
   shared[ENV.adminToken] = cfg.adminToken ?? local.adminToken;
   resolveAuth({ ...cfg, invokeSecret: shared[ENV.invokeSecret], adminToken: shared[ENV.adminToken] }, 'aggregator');
-  const runConfig = runConfigOf(v);
   const spec = loadDeploymentModel(cfg)?.spec; // a bad model file stops here, before anything starts
+  const runConfig = runConfigOf(v, spec);
   const scale = scalePlanOf(v);
 
   const logDir = path.join(cfg.dataDir, 'logs');
@@ -203,9 +204,9 @@ export async function up(argv: string[]): Promise<number> {
 }
 
 /** The run `up` starts, from its flags; RunConfig's cross-field rules apply on top. */
-function runConfigOf(v: ReturnType<typeof parseFlags<typeof UP_FLAGS>>) {
+function runConfigOf(v: ReturnType<typeof parseFlags<typeof UP_FLAGS>>, model: ModelSpec | undefined) {
   try {
-    const dp = dpRunFields(v, { ...v, testSize: v['test-size'], maxTrainSamples: v['max-train-samples'] });
+    const dp = dpRunFields(v, { ...v, testSize: v['test-size'], maxTrainSamples: v['max-train-samples'], model });
     return parseRunConfig(
       { rounds: v.rounds, targetAccuracy: v.target, epochs: v.epochs, ...dp, ...(v.strategy ? { strategy: v.strategy } : {}), patience: 6, ...scaleRunFields(v) },
       // A default, not a demand: a robust strategy raises it to what it needs (median: 3).

@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import type * as Core from '@tensorflow/tfjs-core';
-import type { Activation, LayerSpec, ModelSpec } from './model-spec.js';
+import { slideSize, windowOf, type Activation, type LayerSpec, type ModelSpec } from './model-spec.js';
 import { scatteringOutputShape } from './scattering.js';
 import { scatter } from './scattering-op.js';
 
@@ -26,10 +26,6 @@ export interface WeightSpec {
   shape: number[];
 }
 
-function outSize(size: number, window: number, stride: number, padding: 'valid' | 'same'): number {
-  return padding === 'same' ? Math.ceil(size / stride) : Math.floor((size - window) / stride) + 1;
-}
-
 /**
  * The weight manifest of a spec, computed from its shapes (the same names and shapes as
  * modelSpec(buildModel(seed, spec)), without building a tfjs-layers model).
@@ -41,14 +37,14 @@ export function weightSpecs(spec: ModelSpec): WeightSpec[] {
   for (const layer of spec.layers) {
     switch (layer.kind) {
       case 'conv2d': {
-        const s = layer.strides ?? 1;
+        const win = windowOf(layer);
         out.push({ name: `${layer.name}/kernel`, shape: [layer.kernelSize, layer.kernelSize, c, layer.filters] }, { name: `${layer.name}/bias`, shape: [layer.filters] });
-        [h, w, c] = [outSize(h, layer.kernelSize, s, layer.padding), outSize(w, layer.kernelSize, s, layer.padding), layer.filters];
+        [h, w, c] = [slideSize(h, win), slideSize(w, win), layer.filters];
         break;
       }
       case 'maxPooling2d': {
-        const s = layer.strides ?? layer.poolSize;
-        [h, w] = [outSize(h, layer.poolSize, s, 'valid'), outSize(w, layer.poolSize, s, 'valid')];
+        const win = windowOf(layer);
+        [h, w] = [slideSize(h, win), slideSize(w, win)];
         break;
       }
       case 'flatten':

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { ModelSpec } from './model-spec.js';
+import { slideSize, windowOf, type ModelSpec } from './model-spec.js';
 import { scatteringActivationFloats, scatteringOutputShape } from './scattering.js';
 
 /** Floats one example's scattering responses may take (64 MiB): its full-resolution order-2 responses are the largest activation. */
@@ -43,11 +43,9 @@ export function shapeIssue(spec: Pick<ModelSpec, 'inputShape' | 'layers'>): { pa
       if (l.groups !== undefined && shape[2]! % l.groups !== 0) return { error: `layer '${l.name}' (scattering): ${shape[2]} channels do not split into ${l.groups} equal groups` };
     } else if (l.kind === 'conv2d' || l.kind === 'maxPooling2d') {
       if (shape.length !== 3) return { error: `layer '${l.name}' (${l.kind}) needs an image input, but follows a Flatten` };
-      const k = l.kind === 'conv2d' ? l.kernelSize : l.poolSize;
-      const s = l.strides ?? (l.kind === 'conv2d' ? 1 : l.poolSize);
-      const same = l.kind === 'conv2d' && l.padding === 'same';
-      const side = (n: number) => (same ? Math.ceil(n / s) : Math.floor((n - k) / s) + 1);
-      const [h, w] = [side(shape[0]!), side(shape[1]!)];
+      const win = windowOf(l);
+      const k = win.size;
+      const [h, w] = [slideSize(shape[0]!, win), slideSize(shape[1]!, win)];
       if (h < 1 || w < 1) return { error: `layer '${l.name}' (${l.kind}): a ${k}x${k} window does not fit its ${shape[0]}x${shape[1]} input` };
       if (l.kind === 'conv2d') params += k * k * shape[2]! * l.filters + l.filters;
       shape = [h, w, l.kind === 'conv2d' ? l.filters : shape[2]!];

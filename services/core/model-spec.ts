@@ -54,6 +54,16 @@ export const REFERENCE_CNN: ModelSpec = {
   ],
 };
 
+/** A conv or pooling layer's window: its size, its stride (a pooling layer's defaults to its size) and whether it pads 'same'. */
+export function windowOf(l: Extract<LayerSpec, { kind: 'conv2d' | 'maxPooling2d' }>): { size: number; stride: number; same: boolean } {
+  return l.kind === 'conv2d' ? { size: l.kernelSize, stride: l.strides ?? 1, same: l.padding === 'same' } : { size: l.poolSize, stride: l.strides ?? l.poolSize, same: false };
+}
+
+/** How many positions that window takes along a side of `n` (TensorFlow's 'valid' and 'same' padding). */
+export function slideSize(n: number, w: { size: number; stride: number; same: boolean }): number {
+  return w.same ? Math.ceil(n / w.stride) : Math.floor((n - w.size) / w.stride) + 1;
+}
+
 /** Values in one input image (H·W·C). */
 export const inputSize = (spec: ModelSpec): number => spec.inputShape[0] * spec.inputShape[1] * spec.inputShape[2];
 

@@ -2,13 +2,13 @@ import express, { type Request, type Response } from 'express';
 import { REFERENCE_CNN } from '../core/model-spec.js';
 import type { Logger } from '../shared/log.js';
 import type { WorkBudget } from './admission.js';
-import { BINARY_EXTENSION, BINARY_HEADER, binaryDataSize, binaryResponse, encodeOutput, sliceBinaryInputs } from './binary-tensor.js';
+import { BINARY_EXTENSION, BINARY_HEADER, binaryDataSize, binaryResponse, encodeOutput } from './binary-tensor.js';
 import { readBinaryBody, readModelRequest, type JsonBodyLimits } from './body.js';
 import { protocolErrors, requireKey } from './edge.js';
 import { InvalidInput } from './errors.js';
 import type { ModelRef, Prediction, Predictor } from './predictor.js';
 import { oipInferRequest, parseBody, type OipInferRequest } from './schema.js';
-import { checkV2Header, imagesFromV2, imagesFromV2Binary, V2_SUPPORTED } from './tensor-input.js';
+import { imagesFromV2, imagesFromV2Binary, V2_SUPPORTED } from './tensor-input.js';
 
 export interface OipDeps {
   predictor: Predictor;
@@ -96,10 +96,10 @@ export function oipRouter(deps: OipDeps): express.Router {
     if (size !== undefined && !binaryForm) {
       throw new InvalidInput('missing_binary_header', `input '${input.name}' sets binary_data_size, but the request has no Inference-Header-Content-Length header saying where its JSON ends`);
     }
-    // The shape and the batch limit first: a huge declared batch is a 413 whatever bytes came with it.
-    if (binaryData) checkV2Header(input, deps.maxBatch, predictor.spec.inputShape);
-    const [bytes] = binaryData ? sliceBinaryInputs(binaryData, [size]) : [undefined];
-    const batch = bytes ? imagesFromV2Binary(input, bytes, deps.maxBatch, predictor.spec.inputShape) : imagesFromV2(input, deps.maxBatch, predictor.spec.inputShape);
+    // A binary-form request whose one input is JSON (no binary_data_size, nothing after the header) reads as JSON.
+    const batch = binaryData && (size !== undefined || binaryData.length > 0)
+      ? imagesFromV2Binary(input, size, binaryData, deps.maxBatch, predictor.spec.inputShape)
+      : imagesFromV2(input, deps.maxBatch, predictor.spec.inputShape);
     const prediction = await predictor.predict(batch, ref);
     res.setHeader('X-Model-Version', String(prediction.model.version));
     const header = { model_name: predictor.name, model_version: String(prediction.model.version), ...(body.id !== undefined ? { id: body.id } : {}) };

@@ -1,5 +1,5 @@
 import { REFERENCE_CNN } from '../core/model-spec.js';
-import { BINARY_ELEMENT_BYTES, decodeIntensities } from './binary-tensor.js';
+import { BINARY_ELEMENT_BYTES, decodeIntensities, sliceBinaryInputs } from './binary-tensor.js';
 import { InvalidInput, TooLarge } from './errors.js';
 
 /** Images as the model takes them: `count` rows of H·W·C intensities in [0,1]. */
@@ -101,7 +101,7 @@ export interface V2Input {
 }
 
 /** An Open Inference Protocol input's shape and datatype, checked against the model and the batch limit. */
-export interface V2Header {
+interface V2Header {
   count: number;
   datatype: string;
   element: Element;
@@ -109,7 +109,7 @@ export interface V2Header {
   pixels: number;
 }
 
-export function checkV2Header(input: V2Input, maxBatch: number, inputShape: InputShape): V2Header {
+function checkV2Header(input: V2Input, maxBatch: number, inputShape: InputShape): V2Header {
   const { shapes: IMAGE_SHAPES, text: IMAGE_SHAPES_TEXT, pixels } = imageShapes(inputShape);
   if (input === null || typeof input !== 'object' || Array.isArray(input)) throw invalid('invalid_input', 'each input must be an object with name, shape, datatype and data');
   const datatype = input.datatype;
@@ -148,10 +148,13 @@ export function imagesFromV2(input: V2Input, maxBatch: number, inputShape: Input
 
 /**
  * The same input sent with the binary tensor data extension: its shape and datatype from the
- * JSON header, its elements from `bytes` (exactly shape × element size, little-endian).
+ * JSON header, its elements from the bytes after it (`data`: every one of them, as this model
+ * has one input; exactly `declaredSize` = shape × element size, little-endian). The shape and
+ * the batch limit are checked first: a huge declared batch is a 413 whatever bytes came with it.
  */
-export function imagesFromV2Binary(input: V2Input, bytes: Uint8Array, maxBatch: number, inputShape: InputShape = REFERENCE_CNN.inputShape): Batch {
+export function imagesFromV2Binary(input: V2Input, declaredSize: number | undefined, data: Uint8Array, maxBatch: number, inputShape: InputShape = REFERENCE_CNN.inputShape): Batch {
   const { count, datatype, pixels: PIXELS } = checkV2Header(input, maxBatch, inputShape);
+  const [bytes = new Uint8Array(0)] = sliceBinaryInputs(data, [declaredSize]);
   if (input.data !== undefined) throw invalid('invalid_input', 'an input sent as binary data (binary_data_size) must not also carry JSON data');
   const elementBytes = BINARY_ELEMENT_BYTES[datatype]!;
   const expected = count * PIXELS * elementBytes;

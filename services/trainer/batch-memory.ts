@@ -10,7 +10,7 @@
  * pass's gradients of each activation and the wasm heap's slack. A scattering layer computes its
  * responses 32 examples at a time (scattering-op.ts): a fixed cost, and its output per sample.
  */
-import { REFERENCE_CNN, type ModelSpec } from '../core/model-spec.js';
+import { REFERENCE_CNN, slideSize, windowOf, type ModelSpec } from '../core/model-spec.js';
 import { scatteringActivationFloats, scatteringOutputShape } from '../core/scattering.js';
 
 const BYTES_PER_FLOAT = 4;
@@ -19,10 +19,6 @@ const OVERHEAD = 1.89;
 /** Examples a scattering layer computes at once. */
 const SCATTERING_SLICE = 32;
 
-function side(n: number, k: number, s: number, same: boolean): number {
-  return same ? Math.ceil(n / s) : Math.floor((n - k) / s) + 1;
-}
-
 /** Floats a training step holds per sample of the batch, and floats it holds whatever the batch (scattering's slices). */
 export function trainingFloats(spec: Pick<ModelSpec, 'inputShape' | 'layers'>): { perSample: number; fixed: number } {
   let shape: number[] = [...spec.inputShape];
@@ -30,10 +26,9 @@ export function trainingFloats(spec: Pick<ModelSpec, 'inputShape' | 'layers'>): 
   let fixed = 0;
   for (const l of spec.layers) {
     if (l.kind === 'conv2d' || l.kind === 'maxPooling2d') {
-      const k = l.kind === 'conv2d' ? l.kernelSize : l.poolSize;
-      const s = l.strides ?? (l.kind === 'conv2d' ? 1 : l.poolSize);
-      const same = l.kind === 'conv2d' && l.padding === 'same';
-      const next = [side(shape[0]!, k, s, same), side(shape[1]!, k, s, same), l.kind === 'conv2d' ? l.filters : shape[2]!];
+      const win = windowOf(l);
+      const k = win.size;
+      const next = [slideSize(shape[0]!, win), slideSize(shape[1]!, win), l.kind === 'conv2d' ? l.filters : shape[2]!];
       if (l.kind === 'conv2d') perSample += next[0]! * next[1]! * k * k * shape[2]! + k * k * shape[2]! * l.filters;
       shape = next;
     } else if (l.kind === 'scattering') {

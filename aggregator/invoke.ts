@@ -26,6 +26,14 @@ export interface InvokeOptions {
    * trainer by the edgeflnode attribute) and learn the outcome from the store.
    */
   brokerUrl?: string;
+  /**
+   * Failed attempts (a 5xx or a broken connection) before giving up ahead of the deadline
+   * (default: no limit). A 429 is not a failure: the trainer or the activator is busy and says
+   * when to come back, which costs nothing. The asynchronous driver allows one: it waits for no
+   * particular node, so another free node takes the place of one that failed, and the failed
+   * one cools down before it is asked again (async/schedule.ts).
+   */
+  maxFailures?: number;
   /** Broker mode: looks for the node's stored update; polled until the deadline. */
   findUpdate?: () => Promise<{ updateId: number; metrics: Record<string, unknown> } | undefined>;
 }
@@ -39,6 +47,7 @@ export async function invokeTrainer(target: TrainerTarget, data: Record<string, 
   const started = Date.now();
   let delay = opts.backoffMs ?? 500;
   let attempts = 0;
+  let failures = 0;
   let last = 'no attempt made';
   let lastStatus: number | undefined;
   // Trigger filters match the bare node number (edgeflnode=0), as the manifests render them.
@@ -55,6 +64,7 @@ export async function invokeTrainer(target: TrainerTarget, data: Record<string, 
     if (opts.secret && !opts.brokerUrl) headers.authorization = `Bearer ${signInvokeToken(opts.secret, invokeClaims(target.nodeId, data), Math.min(remaining + 60_000, 3_600_000))}`;
     if (opts.requestId) headers['x-request-id'] = opts.requestId;
     let retryAfterMs: number | undefined;
+    let busy = false;
     try {
       const res = await postOnce(opts.brokerUrl ?? target.url, headers, msg.body, remaining, opts.signal);
       lastStatus = res.status;
@@ -72,11 +82,14 @@ export async function invokeTrainer(target: TrainerTarget, data: Record<string, 
       }
       last = `HTTP ${res.status}: ${errorMessage(res.body)}`;
       if (res.status !== 429 && res.status < 500) return { ok: false, reason: 'rejected', status: res.status, detail: last, attempts, ms: Date.now() - started };
+      busy = res.status === 429;
       const ra = Number(res.headers['retry-after']);
       if (Number.isFinite(ra) && ra > 0) retryAfterMs = ra * 1000;
     } catch (e) {
       last = (e as Error).message;
     }
+    if (!busy) failures++;
+    if (failures >= (opts.maxFailures ?? Infinity)) return { ok: false, reason: 'unreachable', status: lastStatus, detail: `gave up after ${failures} failed attempt(s) (${last})`, attempts, ms: Date.now() - started };
     const wait = Math.min(retryAfterMs ?? delay, Math.max(0, opts.deadline.getTime() - Date.now()));
     await sleep(wait, opts.signal);
     delay = Math.min(delay * 2, opts.maxBackoffMs ?? 8000);

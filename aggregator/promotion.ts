@@ -75,9 +75,10 @@ export class PolicyPromoter {
   /**
    * The promotion a round's model gets under its run's policy, if any: recorded by
    * completeRound in the same transaction that publishes the model, so a crash never
-   * leaves a published round without the promotion its policy gave it.
+   * leaves a published round without the promotion its policy gave it. The test score is
+   * asked for only when the version is promoted (the record keeps it).
    */
-  async decide(r: { round: number; policy: PromotePolicy; minImprovement: number; validationAccuracy: number; testAccuracy: number }): Promise<{
+  async decide(r: { round: number; policy: PromotePolicy; minImprovement: number; validationAccuracy: number; testAccuracy: () => number }): Promise<{
     decision: PolicyDecision;
     promotion?: Omit<NewPromotion, 'version'>;
   }> {
@@ -89,7 +90,7 @@ export class PolicyPromoter {
       promotion: {
         by: `policy:${r.policy}`,
         reason: decision.reason,
-        figures: { validationAccuracy: r.validationAccuracy, testAccuracy: r.testAccuracy, round: r.round, replaced: promoted?.version ?? null },
+        figures: { validationAccuracy: r.validationAccuracy, testAccuracy: r.testAccuracy(), round: r.round, replaced: promoted?.version ?? null },
       },
     };
   }

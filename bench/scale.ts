@@ -31,12 +31,13 @@ const SCALE_FLAGS = {
   // 80 digits per node at 100 nodes are 3 batches an epoch: more local epochs per (costly) cold start.
   epochs: int('local epochs per update', { min: 1, max: 100, default: 5 }),
   'async-strategy': text('the asynchronous strategy', { default: 'fedbuff' }),
+  'buffer-size': int('fedbuff: updates per aggregation, K', { min: 1, max: 1000, default: 3 }),
   'max-train-samples': int("cap each node's shard (smoke runs)", { min: 1 }),
   'test-size': int('held-out digits (smoke runs)', { min: 1 }),
   'timeout-min': num('give up on one mode after this many minutes', { above: 0, default: 30 }),
 };
 
-type Params = { nodes: number; fraction: number; profile: string; max_active: number; idle_s?: number; target: number; rounds: number; epochs: number; async_strategy: string; max_train_samples?: number; test_size?: number; timeout_min: number };
+type Params = { nodes: number; fraction: number; profile: string; max_active: number; idle_s?: number; target: number; rounds: number; epochs: number; async_strategy: string; buffer_size: number; max_train_samples?: number; test_size?: number; timeout_min: number };
 
 export interface ModeResult {
   strategy: string;
@@ -80,6 +81,7 @@ async function runMode(strategy: string, p: Params, ctx: BenchContext): Promise<
   chmodSync(dir, 0o755);
   const jsonLog = path.join(dir, 'rounds.jsonl');
   const args = [edgeflCli(), 'up', '--exit-when-done', '--json-log', jsonLog, '--data-dir', dir, '--port', '0', '--nodes', String(p.nodes), '--fraction', String(p.fraction), '--profile', p.profile, '--max-active', String(p.max_active), '--target', String(p.target), '--rounds', String(p.rounds), '--patience', String(p.rounds), '--strategy', strategy, '--epochs', String(p.epochs)];
+  if (strategy === 'fedbuff') args.push('--buffer-size', String(p.buffer_size));
   for (const [flag, v] of [['--idle-s', p.idle_s], ['--max-train-samples', p.max_train_samples], ['--test-size', p.test_size]] as const) if (v !== undefined) args.push(flag, String(v));
   try {
     const child = spawnService({ name: `edgefl-up-${strategy}`, args, env: { EDGEFL_LOG_LEVEL: 'info' }, stdout: 'pipe' });

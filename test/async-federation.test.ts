@@ -73,6 +73,25 @@ describe('fedbuff on live trainers', () => {
     expect(Object.keys(view.async.stalenessHistogram)).toContain('1');
   });
 
+  it('scores the test split only for the versions it promotes; a synchronous round scores it every round', async () => {
+    const nodes = ['node-0', 'node-1', 'node-2'];
+    const asyncRun = await federation.startRun(parseRunConfig({ ...FAST, strategy: 'fedbuff', bufferSize: 2, concurrency: 3, rounds: 2, nodes, promote: 'latest' }));
+    await waitRunDone(db.pool, asyncRun.id, 120_000);
+    const manualRun = await federation.startRun(parseRunConfig({ ...FAST, strategy: 'fedbuff', bufferSize: 2, concurrency: 3, rounds: 2, nodes, promote: 'manual' }));
+    await waitRunDone(db.pool, manualRun.id, 120_000);
+    const syncRun = await federation.startRun(parseRunConfig({ ...FAST, rounds: 1, nodes, promote: 'manual' }));
+    await waitRunDone(db.pool, syncRun.id, 120_000);
+    const metricsOf = async (id: string) => (await store.listRounds(db.pool, id)).map((r) => r.metrics as { promoted?: boolean; testAccuracy?: number; testedOn?: number });
+    const promoted = await metricsOf(asyncRun.id);
+    expect(promoted).toHaveLength(2);
+    for (const m of promoted) expect(m).toMatchObject({ promoted: true, testAccuracy: expect.any(Number), testedOn: expect.any(Number) });
+    const unpromoted = await metricsOf(manualRun.id);
+    expect(unpromoted).toHaveLength(2);
+    for (const m of unpromoted) expect(m.promoted === false && m.testAccuracy === undefined && m.testedOn === undefined).toBe(true);
+    const [sync] = await metricsOf(syncRun.id);
+    expect(sync).toMatchObject({ promoted: false, testAccuracy: expect.any(Number) });
+  });
+
   it('discards an update staler than maxStaleness, counts it, and an abort stops the run cleanly', async () => {
     // A node whose requests wait until the test lets them through: its update arrives many aggregations late.
     let release!: () => void;
@@ -132,6 +151,28 @@ describe('fedbuff on live trainers', () => {
     expect(dead.every((r) => r.status === 'failed')).toBe(true);
     expect(rows.filter((r) => r.status === 'aggregated')).toHaveLength(8);
     expect(await store.listRunUpdates(db.pool, run.id).then((u) => u.filter((x) => x.nodeId === 'dying'))).toEqual([]);
+  });
+
+  it('asks a failing node once per invocation: another node takes its place, and it is drawn again after its cooldown', async () => {
+    // Answers 503 to everything, as an emulated flaky device does after training.
+    const requestsPerInvocation = new Map<string, number>();
+    const failing = await serve((req, res) => {
+      const id = String(req.headers['x-request-id']);
+      requestsPerInvocation.set(id, (requestsPerInvocation.get(id) ?? 0) + 1);
+      res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'device_failed', message: 'emulated failure' } }));
+    });
+    extra.push(failing);
+    targets.push({ nodeId: 'failing', url: failing.url });
+    const run = await federation.startRun(parseRunConfig({ ...FAST, strategy: 'fedbuff', bufferSize: 2, concurrency: 2, rounds: 3, nodes: ['node-0', 'node-1', 'failing'] }));
+    const done = await waitRunDone(db.pool, run.id, 300_000);
+    expect(done.status).toBe('completed');
+    const failed = (await checkLedger(run.id, done)).filter((r) => r.nodeId === 'failing');
+    expect(failed.length).toBeGreaterThan(0);
+    expect(failed.every((r) => r.status === 'failed')).toBe(true);
+    // Exactly one request per invocation: no retry loop until the deadline.
+    const ours = [...requestsPerInvocation].filter(([id]) => id.startsWith(run.id));
+    expect(ours).toHaveLength(failed.length);
+    expect(ours.every(([, n]) => n === 1)).toBe(true);
   });
 
   it('a restarted aggregator resumes the run with the updates the previous one had buffered', async () => {

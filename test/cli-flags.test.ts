@@ -88,6 +88,7 @@ describe.skipIf(!built)('the built commands', () => {
   it('a bad value is one line on stderr and exit code 2, never a stack trace', () => {
     for (const [args, message] of [
       [[edgeflCli(), 'up', '--rounds', '0'], "edgefl: --rounds must be an integer from 1 to 10000; got '0'\n"],
+      [[edgeflCli(), 'up', '--buffer-size', '6'], "edgefl: --buffer-size is the fedbuff strategy's K: add --strategy fedbuff\n"],
       [[edgeflCli(), 'train', '--aggregator', 'http://127.0.0.1:1', '--fraction', '2'], "edgefl: --fraction must be a number from 0.01 to 1; got '2'\n"],
       [[distPath('bench', 'run.js'), 'chaos', '--iterations', 'x'], "bench: chaos: --iterations must be an integer from 1 to 1000; got 'x'\n"],
     ] as const) {

@@ -107,5 +107,7 @@ describe('edgefl up at scale', () => {
     expect(scaleRunFields(v)).toEqual({ fraction: 0.1, minNodes: 4, patience: 50 });
     expect(scaleQuorum(v)).toBe(5);
     expect(scaleQuorum(parseFlags(UP_FLAGS, ['--nodes', '100']))).toBeUndefined();
+    expect(scaleRunFields(parseFlags(UP_FLAGS, ['--strategy', 'fedbuff', '--buffer-size', '6']))).toEqual({ bufferSize: 6 });
+    expect(() => parseFlags(UP_FLAGS, ['--buffer-size', '0'])).toThrow(/--buffer-size/);
   });
 });

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { chooseNodes } from '../aggregator/round/plan.js';
 import { selectByReliability } from '../aggregator/fedlesscan-strategy.js';
-import { MAX_WARM_RUN, nextWarmRun, pickPreferringWarm, selectPreferringWarm, setWarmthSource, worthKeeping } from '../aggregator/warmth.js';
+import { FIRST_INVOCATION_ALLOWANCE, MAX_WARM_RUN, STRAGGLER_FACTOR, nextWarmRun, pickPreferringWarm, selectPreferringWarm, setWarmthSource, worthKeeping } from '../aggregator/warmth.js';
 import { concurrencyOf } from '../aggregator/async/state.js';
 import { warmNow } from '../aggregator/async/dispatch.js';
 
@@ -59,6 +59,22 @@ describe('which warm trainers are worth keeping', () => {
       { nodeId: 'starting', served: 0 },
     ]);
     expect([...kept].sort()).toEqual(['fast', 'starting', 'typical']);
+  });
+
+  it("allows a process's first invocation its warm-up, and still drops a slow device on its first", () => {
+    // Warm processes take 2.0–2.4 s; a just-started one takes 1.5× that while V8 optimises.
+    const warm = [
+      { nodeId: 'a', served: 3, lastMs: 2000 },
+      { nodeId: 'b', served: 2, lastMs: 2200 },
+      { nodeId: 'c', served: 4, lastMs: 2400 },
+    ];
+    const justStarted = { nodeId: 'new', served: 1, lastMs: 3400 };
+    expect(3400 / 2200).toBeGreaterThan(STRAGGLER_FACTOR); // judged as a warm invocation, it would be dropped
+    expect(worthKeeping([...warm, justStarted]).has('new')).toBe(true);
+    expect(worthKeeping([...warm, { ...justStarted, served: 2 }]).has('new')).toBe(false);
+    // A 4x slower device is a straggler even on its first invocation.
+    const slowFirst = { nodeId: 'slow', served: 1, lastMs: 4 * 2200 * FIRST_INVOCATION_ALLOWANCE * 0.9 };
+    expect(worthKeeping([...warm, slowFirst]).has('slow')).toBe(false);
   });
 });
 

@@ -49,7 +49,8 @@ export function dispatchNext(ctx: RoundContext, s: AsyncState, signal: AbortSign
       const instructions = s.strategy.configureFit(inv.invocation, [target]);
       const deadline = new Date(Date.now() + s.config.roundTimeoutS * 1000);
       const plan = { round: inv.invocation, baseVersion: inv.baseVersion, instructions, deadline, quorum: 1, required: 1 };
-      outcome = (await fitRound(ctx, s.runId, plan, signal)).get(nodeId);
+      // One attempt: a failed node is not retried at once but cools down, and the next free node is asked instead.
+      outcome = (await fitRound(ctx, s.runId, plan, signal, 1)).get(nodeId);
     } catch (e) {
       outcome = { ok: false, reason: 'unreachable', detail: `dispatch failed: ${(e as Error).message}`, attempts: 0, ms: 0 };
     }

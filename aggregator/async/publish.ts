@@ -28,7 +28,7 @@ export async function aggregateBuffer(ctx: RoundContext, s: AsyncState, signal: 
   // Marked before publishing: a crash in between puts them back in the buffer (reopenBuffered), never into two versions.
   await markAggregated(ctx.pool, s.runId, s.buffered.map((b) => b.invocation), round);
   const run = (await store.getRun(ctx.pool, s.runId))!;
-  const summary = await judgeAndPublish(ctx, run, plan, next, nodes, { started: s.since, aggregationMs }, undefined, signal);
+  const summary = await judgeAndPublish(ctx, run, plan, next, nodes, { started: s.since, aggregationMs }, undefined, signal, 'promoted');
   if (!summary) return undefined;
   ctx.metrics?.asyncAggregations.inc();
   s.aggregations = round;

@@ -21,8 +21,8 @@ export async function openPlannedRound(ctx: RoundContext, runId: string, plan: R
   ctx.emit('round-start', { runId, round: plan.round, selected, baseVersion: plan.baseVersion });
 }
 
-/** Sends every node its instruction and waits for all of them (each retries until the deadline). */
-export async function fitRound(ctx: RoundContext, runId: string, plan: RoundPlan, signal: AbortSignal): Promise<Map<string, InvokeOutcome>> {
+/** Sends every node its instruction and waits for all of them (each retries until the deadline, or until `maxFailures` failed attempts). */
+export async function fitRound(ctx: RoundContext, runId: string, plan: RoundPlan, signal: AbortSignal, maxFailures?: number): Promise<Map<string, InvokeOutcome>> {
   const outcomes = new Map<string, InvokeOutcome>();
   const { round, baseVersion, deadline } = plan;
   // Each invocation listens on the run's signal (its request, its backoff): a round of 10+ nodes is not a leak.
@@ -35,6 +35,7 @@ export async function fitRound(ctx: RoundContext, runId: string, plan: RoundPlan
         secret: ctx.invoke.secret,
         signal,
         backoffMs: ctx.invoke.backoffMs,
+        maxFailures,
         requestId: `${runId}-r${round}-${target.nodeId}`,
         brokerUrl: ctx.invoke.brokerUrl,
         findUpdate: async () => {

@@ -10,7 +10,8 @@ import { runTensors, type NodeRoundResult, type RoundContext, type RoundSummary 
 
 /** How the round's model was judged: its test score (reported) and the promotion its run's policy gives it. */
 export interface Judgement {
-  test: EvalResult;
+  /** Absent where the test split is scored only for promoted versions (asynchronous aggregations) and this one was not. */
+  test?: EvalResult;
   decision: PolicyDecision;
   promotion?: Omit<NewPromotion, 'version'>;
 }
@@ -52,9 +53,9 @@ export async function publishRound(
     evaluationMs: timing.evaluationMs,
     overheadShare: durationMs > 0 ? Math.max(0, 1 - trainingMs / durationMs) : 0,
     validationAccuracy: evaluation.accuracy,
-    testAccuracy: judged.test.accuracy,
-    testLoss: judged.test.loss,
-    testedOn: judged.test.samples,
+    testAccuracy: judged.test?.accuracy,
+    testLoss: judged.test?.loss,
+    testedOn: judged.test?.samples,
     promoted: judged.decision.promote,
     promotionReason: judged.decision.reason,
   };
@@ -69,7 +70,7 @@ export async function publishRound(
       samples: evaluation.samples,
       participants: participants.length,
       validationAccuracy: evaluation.accuracy,
-      testAccuracy: judged.test.accuracy,
+      testAccuracy: judged.test?.accuracy,
     },
   };
   const best = Math.max(evaluation.accuracy, run.bestAccuracy ?? 0);
@@ -97,9 +98,18 @@ export async function publishRound(
 }
 
 /**
- * Evaluates an aggregate on the validation and test digits, lets the run's promotion policy
- * judge it, and publishes it. Undefined when the run ended (an abort) while it aggregated:
- * nothing is published for an ended run.
+ * Which versions the test split scores: 'every' round's (synchronous rounds, each one a
+ * cohort's worth of updates), or only the 'promoted' ones. An asynchronous run publishes a
+ * version every K updates, three to ten times as many as rounds; the policy decides on the
+ * validation split alone, and at a hundred nodes scoring each version on the test split as
+ * well cost about a tenth of the federation's CPU, for a figure nobody chooses by.
+ */
+export type TestScoring = 'every' | 'promoted';
+
+/**
+ * Evaluates an aggregate on the validation digits (and the test digits, per `testScoring`),
+ * lets the run's promotion policy judge it, and publishes it. Undefined when the run ended (an
+ * abort) while it aggregated: nothing is published for an ended run.
  */
 export async function judgeAndPublish(
   ctx: RoundContext,
@@ -110,15 +120,29 @@ export async function judgeAndPublish(
   timing: Omit<RoundTiming, 'evaluationMs'>,
   strategyState: Buffer | undefined,
   signal: AbortSignal,
+  testScoring: TestScoring = 'every',
 ): Promise<RoundSummary | undefined> {
   const config = run.config as RunConfig;
   const evalStart = Date.now();
   const evaluation = ctx.evaluate(next);
-  const test = ctx.test(next);
-  const evaluationMs = Date.now() - evalStart;
+  let test = testScoring === 'every' ? ctx.test(next) : undefined;
+  let evaluationMs = Date.now() - evalStart;
   if (signal.aborted || (await store.getRun(ctx.pool, run.id))?.status !== 'running') return undefined;
   // Decide: the run's policy, on the validation figure, against what is promoted now.
-  const promotion = await ctx.promotion.decide({ round: plan.round, policy: config.promote, minImprovement: config.minImprovement, validationAccuracy: evaluation.accuracy, testAccuracy: test.accuracy });
+  const promotion = await ctx.promotion.decide({
+    round: plan.round,
+    policy: config.promote,
+    minImprovement: config.minImprovement,
+    validationAccuracy: evaluation.accuracy,
+    testAccuracy: () => {
+      if (!test) {
+        const testStart = Date.now();
+        test = ctx.test(next);
+        evaluationMs += Date.now() - testStart;
+      }
+      return test.accuracy;
+    },
+  });
   return publishRound(ctx, run, plan, next, evaluation, nodes, { ...timing, evaluationMs }, strategyState, { test, ...promotion });
 }
 

@@ -36,6 +36,7 @@ export const SCALE_FLAGS = {
   availability: fromNumberSchema(RUN_FIELDS.availability.unwrap(), 'share of nodes reachable in a round, seeded (default 1)', { optional: true }),
   'min-nodes': fromNumberSchema(RUN_FIELDS.minNodes.unwrap(), 'fewest nodes a round samples (default 1)', { optional: true }),
   patience: fromNumberSchema(RUN_FIELDS.patience.unwrap(), 'stop after this many rounds without improvement (default 6; sampled rounds are noisy)', { optional: true }),
+  'buffer-size': fromNumberSchema(RUN_FIELDS.bufferSize, 'fedbuff: updates buffered per aggregation, K (default 3)', { optional: true }),
 };
 
 interface ScaleValues {
@@ -48,6 +49,7 @@ interface ScaleValues {
   availability?: number;
   'min-nodes'?: number;
   patience?: number;
+  'buffer-size'?: number;
 }
 
 export interface ScalePlan {
@@ -85,6 +87,7 @@ export function scaleRunFields(v: ScaleValues): Partial<RunConfig> {
   if (v.availability !== undefined) out.availability = v.availability;
   if (v['min-nodes'] !== undefined) out.minNodes = v['min-nodes'];
   if (v.patience !== undefined) out.patience = v.patience;
+  if (v['buffer-size'] !== undefined) out.bufferSize = v['buffer-size'];
   return out;
 }
 

@@ -87,6 +87,7 @@ export async function up(argv: string[]): Promise<number> {
     console.log(`edgefl up — run a whole federation on this machine\n\n${flagHelp(UP_FLAGS)}`);
     return 0;
   }
+  if (v['buffer-size'] !== undefined && v.strategy !== 'fedbuff') throw new UsageError("--buffer-size is the fedbuff strategy's K: add --strategy fedbuff");
   const nodes = v.nodes;
   const shared: Record<string, string> = {
     [ENV.nodes]: String(nodes),

@@ -18,7 +18,7 @@ export const summary = benchmark({
     duration: named('duration_s', num('seconds of each warm run', { above: 0, default: 2, arg: 'S' })),
     connections: intList('concurrent connections of the warm runs', { min: 1, max: 10_000, default: [1, 10, 50] }),
     batch: int('images per request of the batch run', { min: 1, max: 10_000, default: 100 }),
-    reps: int('timed batch requests', { min: 1, max: 1000, default: 5 }),
+    reps: int('timed batch requests', { min: 1, max: 1000, default: 20 }),
     requests: int('requests before the serving memory is read', { min: 1, max: 10_000_000, default: 3000 }),
     'max-train-samples': int("the trainer's shard", { min: 1, max: 1_000_000, default: 1000 }),
   },

@@ -102,7 +102,7 @@ export async function publishRound(
  * cohort's worth of updates), or only the 'promoted' ones. An asynchronous run publishes a
  * version every K updates, three to ten times as many as rounds; the policy decides on the
  * validation split alone, and at a hundred nodes scoring each version on the test split as
- * well cost about a tenth of the federation's CPU, for a figure nobody chooses by.
+ * well cost about 7 % of the federation's CPU, for a figure nobody chooses by.
  */
 export type TestScoring = 'every' | 'promoted';
 

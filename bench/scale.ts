@@ -14,7 +14,7 @@ import { edgeflCli, spawnService } from '../services/harness/process.js';
 import { parseRoundLines, type RoundLine } from './fl.js';
 import { benchmark, int, num, text, type BenchContext } from './lib/flags.js';
 import { makeTarget, mdTable, type BenchOutput } from './lib/output.js';
-import { watchPeakMemory } from './lib/process-tree.js';
+import { watchPeakMemory, type Role } from './lib/process-tree.js';
 import { round } from './lib/stats.js';
 import { lineChart } from './lib/svg.js';
 
@@ -54,6 +54,9 @@ export interface ModeResult {
   peak_rss_mib: number;
   /** The same peak with shared pages split among their processes (smaps_rollup Pss). */
   peak_pss_mib: number;
+  /** CPU seconds of the whole federation from spawn to exit, by role: on 2 cores the asynchronous mode is bound by this. */
+  cpu_s: Record<Role, number> & { total: number };
+  cpu_s_per_update: number | null;
   best_accuracy: number | null;
   exit_code: number | null;
   /** Accuracy against seconds since the run started. */
@@ -122,6 +125,7 @@ async function runMode(strategy: string, p: Params, ctx: BenchContext): Promise<
     const end = runEnd ?? stoppedAt;
     const runWall = end !== undefined ? (end - runStart) / 1000 : null;
     const { useful, lost } = updateCounts(lines);
+    const cpuTotal = round(Object.values(peak.cpuSeconds).reduce((a, b) => a + b, 0), 1);
     const coldStarts = snap?.coldStarts ?? 0;
     return {
       strategy,
@@ -137,6 +141,8 @@ async function runMode(strategy: string, p: Params, ctx: BenchContext): Promise<
       peak_active_trainers: snap?.peakActive ?? null,
       peak_rss_mib: peak.rssMib,
       peak_pss_mib: peak.pssMib,
+      cpu_s: { ...peak.cpuSeconds, total: cpuTotal },
+      cpu_s_per_update: useful ? round(cpuTotal / useful, 3) : null,
       best_accuracy: best,
       exit_code: code,
       curve,
@@ -197,6 +203,12 @@ export const scale = benchmark({
         ]),
         '',
         `Speed-up (sync wall time / async wall time): ${speedup ?? (speedupAtLeast ? `at least ${speedupAtLeast} (sync did not reach the target in ${s?.run_wall_s} s)` : '—')}.`,
+        '',
+        '### CPU of the whole federation',
+        '',
+        'From spawn to exit, PostgreSQL and start-up included, summed over every process of the tree (/proc utime + stime, sampled every 0.5 s). Synchronous rounds wait on slow devices, which sleep; the asynchronous mode keeps the cores busy, so its wall time follows its CPU per useful update.',
+        '',
+        mdTable(['mode', 'CPU s', 'trainers', 'aggregator (edgefl up)', 'PostgreSQL', 'serving', 'CPU s per useful update'], [s, a].flatMap((m, i) => (m ? [[i ? `async (${p.async_strategy})` : 'sync (fedavg)', m.cpu_s.total, m.cpu_s.trainer, m.cpu_s.aggregator, m.cpu_s.postgres, m.cpu_s.serving, m.cpu_s_per_update]] : []))),
       ].join('\n'),
       charts: [
         {

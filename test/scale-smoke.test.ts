@@ -95,6 +95,10 @@ describe('scale from zero', () => {
     expect(r.sync.peak_pss_mib).toBeGreaterThan(0);
     expect(r.sync.peak_pss_mib).toBeLessThan(r.sync.peak_rss_mib);
     expect(r.sync.wall_s_to_97).toBeGreaterThan(0);
+    // Every role of the federation used CPU; the total is their sum and the per-update figure divides it.
+    for (const role of ['trainer', 'aggregator', 'postgres', 'serving']) expect(r.sync.cpu_s[role], role).toBeGreaterThan(0);
+    expect(r.sync.cpu_s.total).toBeCloseTo(r.sync.cpu_s.trainer + r.sync.cpu_s.aggregator + r.sync.cpu_s.postgres + r.sync.cpu_s.serving, 0);
+    expect(r.sync.cpu_s_per_update).toBeCloseTo(r.sync.cpu_s.total / r.sync.useful_updates, 2);
     // Until the asynchronous strategy exists, async says why it did not run.
     if (r.async.skipped) expect(r.async.skipped).toMatch(/fedbuff/);
     else expect(r.async).toMatchObject({ strategy: 'fedbuff' });

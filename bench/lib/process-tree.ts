@@ -49,11 +49,11 @@ export interface TreeMemory {
   pssMib: number;
 }
 
-/** RSS and PSS in MiB of `root` and all its descendants right now. */
-export function treeMemory(root: number): TreeMemory {
+/** RSS and PSS in MiB of these processes right now. */
+function memoryOf(pids: Iterable<number>): TreeMemory {
   let rss = 0;
   let pss = 0;
-  for (const pid of treeOf(root)) {
+  for (const pid of pids) {
     rss += kib(`/proc/${pid}/status`, /^VmRSS:\s+(\d+)/m);
     pss += kib(`/proc/${pid}/smaps_rollup`, /^Pss:\s+(\d+)/m);
   }
@@ -95,10 +95,12 @@ export function watchPeakMemory(root: number, intervalMs = 500): { stop(): TreeU
   // pid → [role, its CPU seconds at the latest sample] (from its start: the watch begins as the tree is spawned).
   const cpu = new Map<number, [Role, number]>();
   const sample = () => {
-    const now = treeMemory(root);
+    // One walk of /proc per sample serves both the memory and the CPU figures.
+    const tree = treeOf(root);
+    const now = memoryOf(tree);
     peak.rssMib = Math.max(peak.rssMib, now.rssMib);
     peak.pssMib = Math.max(peak.pssMib, now.pssMib);
-    for (const pid of treeOf(root)) {
+    for (const pid of tree) {
       const used = cpuSeconds(pid);
       if (used === undefined) continue;
       const seen = cpu.get(pid);

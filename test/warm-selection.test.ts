@@ -107,4 +107,20 @@ describe('warm-aware picks of the asynchronous driver', () => {
     expect([...warmNow({ lastDone: new Map() }, now)]).toEqual(['node-5']);
     expect(concurrencyOf(s)).toBe(4);
   });
+
+  it('keeps a running slow device that the synchronous view drops as a straggler', () => {
+    // node-1's last update took 4x the others': no place in a synchronous round, but still running.
+    const slots = [{ nodeId: 'node-0', served: 2, lastMs: 1000 }, { nodeId: 'node-1', served: 2, lastMs: 4000 }, { nodeId: 'node-2', served: 2, lastMs: 1100 }];
+    const running = new Set(slots.map((x) => x.nodeId));
+    setWarmthSource({ warm: () => worthKeeping(slots), running: () => running, capacity: 3 });
+    expect([...worthKeeping(slots)].sort()).toEqual(['node-0', 'node-2']);
+    const warm = warmNow({ lastDone: new Map() }, 0);
+    expect([...warm].sort()).toEqual(['node-0', 'node-1', 'node-2']);
+    // node-1 is the only free node besides a never-run one: the driver re-invokes it rather than start node-3.
+    const pick = pickPreferringWarm(['node-1', 'node-3'], warm, { lastInvoked: new Map([['node-1', 7]]), warmRun: new Map([['node-1', 1]]) }, 3, 8);
+    expect(pick).toBe('node-1');
+    // A source that only knows which nodes are worth keeping (Knative pods) serves both drivers.
+    setWarmthSource({ warm: () => new Set(['node-0']) });
+    expect([...warmNow({ lastDone: new Map() }, 0)]).toEqual(['node-0']);
+  });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { tf } from '../services/core/tf.js';
 import { createRng } from '../datasets/rng.js';
+import { columnSums } from '../services/core/wasm/reduce.js';
 import { expectClose, on, randInt, randomValues, randomWindow, runOn, size, useWasmKernels, type Shape4 } from './helpers/kernel-check.js';
 
 // edgefl's wasm MaxPoolGrad, BatchMatMul and Sum against tfjs's cpu kernels; the conv gradients: wasm-kernels.test.ts.
@@ -55,6 +56,19 @@ describe('BatchMatMul vs cpu', () => {
     const inputs = { a: { values: randomValues(rng, size(c.aShape)), shape: c.aShape }, b: { values: randomValues(rng, size(c.bShape)), shape: c.bShape } };
     const attrs = { transposeA: c.transposeA, transposeB: c.transposeB };
     expectClose(await runOn('wasm', 'BatchMatMul', inputs, attrs), await runOn('cpu', 'BatchMatMul', inputs, attrs), 'BatchMatMul');
+  });
+});
+
+describe('columnSums', () => {
+  it('sums every row, whatever the row count modulo the four rows it adds at a time', () => {
+    const rng = createRng(99);
+    for (let rows = 0; rows <= 9; rows++) {
+      const cols = 3;
+      const x = randomValues(rng, rows * cols);
+      const naive = Array.from({ length: cols }, (_, c) => Array.from({ length: rows }, (_, r) => x[r * cols + c]!).reduce((a, b) => a + b, 0));
+      const sums = [...columnSums(x, rows, cols)];
+      sums.forEach((v, c) => expect(v).toBeCloseTo(naive[c]!, 12));
+    }
   });
 });
 

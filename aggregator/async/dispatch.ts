@@ -5,15 +5,15 @@ import type { RoundContext } from '../round/types.js';
 import type { Arrival, Invocation } from './arrival.js';
 import { freeNodes, pickNode } from './schedule.js';
 import type { AsyncState } from './state.js';
-import { nextWarmRun, pickPreferringWarm, warmthSource } from '../warmth.js';
+import { nextWarmRun, pickPreferringWarm, warmForAsync, warmthSource } from '../warmth.js';
 
 /** Without an activator to ask, a node that came back this recently is presumed warm (Knative keeps a pod about this long: 60 s stable window + 30 s grace). */
 export const PRESUMED_WARM_MS = 90_000;
 
-/** The nodes presumed warm now: the activator's view where registered, else those that came back within PRESUMED_WARM_MS. */
+/** The nodes presumed warm now: the registered view (slow devices included) where there is one, else those that came back within PRESUMED_WARM_MS. */
 export function warmNow(s: Pick<AsyncState, 'lastDone'>, now: number): ReadonlySet<string> {
   const source = warmthSource();
-  if (source) return source.warm();
+  if (source) return warmForAsync(source);
   return new Set([...s.lastDone].filter(([, at]) => now - at < PRESUMED_WARM_MS).map(([n]) => n));
 }
 

@@ -135,7 +135,7 @@ export async function startOnDemandTrainers(plan: ScalePlan, envFor: (node: numb
     },
   });
   // The aggregator runs in this process: its selection prefers the nodes whose trainer is warm (aggregator/warmth.ts).
-  setWarmthSource({ warm: () => worthKeeping(activator.activator.warmSlots()), capacity: plan.maxActive });
+  setWarmthSource({ warm: () => worthKeeping(activator.activator.warmSlots()), running: () => activator.activator.warmNodes(), capacity: plan.maxActive });
   const devices = plan.devices.filter((d) => d.slowdown !== 1 || d.failProbability > 0).length;
   say(`edgefl: ${plan.nodes} edge nodes registered behind the activator at ${activator.url}/activator: trainers start on demand (at most ${plan.maxActive} at once, stopped after ${plan.idleMs / 1000} s idle)${devices ? `; ${devices} emulated slow or flaky devices` : ''}`);
   return activator;

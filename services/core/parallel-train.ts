@@ -6,11 +6,10 @@
  * gradient is summed in a different order). The main thread only deals out rows, so the event
  * loop stays free for health checks while a round trains.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { compiledSibling } from '../shared/compiled.js';
 import { createRng } from '../../datasets/rng.js';
 import type { ImageSet } from '../../datasets/types.js';
 import { weightSpecs } from './forward.js';
@@ -59,13 +58,9 @@ export function trainThreads(env: NodeJS.ProcessEnv = process.env, cpuMax: strin
   return Math.max(1, Math.min(cores, cgroupCpus(cpuMax) ?? cores, byMemory));
 }
 
-/** The compiled worker: next to this file when running from dist, else dist's copy (tests run the TypeScript). */
+/** The compiled worker (tests run the TypeScript; see compiledSibling). */
 export function workerScript(): string | undefined {
-  const here = fileURLToPath(import.meta.url);
-  const sibling = path.join(path.dirname(here), 'parallel-worker.js');
-  if (here.endsWith('.js')) return existsSync(sibling) ? sibling : undefined;
-  const built = path.resolve(path.dirname(here), '../../dist/services/core/parallel-worker.js');
-  return existsSync(built) ? built : undefined;
+  return compiledSibling(import.meta.url, 'parallel-worker.js');
 }
 
 /** A fixed set of training threads; kept between rounds so a round does not pay for their start-up. */

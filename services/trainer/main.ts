@@ -24,13 +24,13 @@ export const nodeName = (id: number) => `node-${id}`;
 const MANIFEST_LIMIT_MIB = parseInt(RESOURCES.trainer.limits.memory, 10);
 
 /** The node's data as the deployment's model takes it; unreadable data is logged here and fails each round with a 422. */
-function startupShard(cfg: Config, log: Logger): NodeShardData & { spec: ModelSpec; ok: boolean } {
+async function startupShard(cfg: Config, log: Logger): Promise<NodeShardData & { spec: ModelSpec; ok: boolean }> {
   let spec = REFERENCE_CNN;
   try {
     spec = loadDeploymentModel(cfg)?.spec ?? REFERENCE_CNN;
     if (cfg.nodeData) return { ...loadNodeShard(cfg, spec), spec, ok: true };
     // The built-in partition: this node's file from the shared cache, not the whole dataset cut again.
-    const shard = cachedNodeShard(cfg, (msg, fields) => log.info(msg, fields));
+    const shard = await cachedNodeShard(cfg, (msg, fields) => log.info(msg, fields));
     return { shard, histogram: labelHistogram(shard.labels, Math.max(shard.numClasses, spec.classes)), skipped: 0, source: 'the built-in partition', spec, ok: true };
   } catch (e) {
     log.error('node data unusable; rounds will fail until it is fixed', { err: (e as Error).message });
@@ -39,7 +39,7 @@ function startupShard(cfg: Config, log: Logger): NodeShardData & { spec: ModelSp
 }
 
 /** Per run model: the data loaded at start-up serves every model of its input shape (it is not decoded again on the first round). */
-function dataForRuns(cfg: Config, startup: ReturnType<typeof startupShard>): (spec: ModelSpec) => NodeData {
+function dataForRuns(cfg: Config, startup: Awaited<ReturnType<typeof startupShard>>): (spec: ModelSpec) => NodeData {
   const load = nodeDataFor(cfg);
   const shape = startup.spec.inputShape.join('x');
   return (spec) => (startup.ok && spec.inputShape.join('x') === shape ? { set: startup.shard, skipped: startup.skipped, source: startup.source } : load(spec));
@@ -63,7 +63,7 @@ export async function startTrainer(cfg: Config) {
   opening.catch(() => {}); // awaited below; a failure there is the one reported
   const backend = await initBackend(cfg.backend, (m) => log.info(m));
   // The node's data as the deployment's model takes it; a run of another model reloads it in that shape.
-  const startup = startupShard(cfg, log);
+  const startup = await startupShard(cfg, log);
   const { shard, histogram, skipped, source } = startup;
   if (skipped) log.warn('skipped unreadable data files', { skipped, source });
   const model = buildModel(1);

@@ -10,6 +10,8 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { compiledSibling } from '../shared/compiled.js';
 import type { Config } from '../shared/config.js';
 import { loadDataset, partition, subset } from '../../datasets/index.js';
 import type { ImageSet } from '../../datasets/types.js';
@@ -38,19 +40,25 @@ export function shardCacheKey(cfg: Config): string {
 export const shardFile = (dir: string, node: number) => path.join(dir, `node-${node}.bin`);
 
 /** This node's shard from the cache, cutting and writing every node's first when it is missing. */
-export function cachedNodeShard(cfg: Config, log: (msg: string, fields?: Record<string, unknown>) => void): ImageSet {
+export async function cachedNodeShard(cfg: Config, log: (msg: string, fields?: Record<string, unknown>) => void): Promise<ImageSet> {
   const dir = path.join(cfg.dataDir, 'shards', shardCacheKey(cfg));
   const file = shardFile(dir, cfg.nodeId);
-  try {
-    return decodeShard(readFileSync(file));
-  } catch {
-    // Missing or unreadable (a torn file cannot appear: files are renamed into place): cut again.
+  const cached = readShard(file);
+  if (cached) return cached;
+  // The cut decodes the whole dataset: some 60 MB of buffers that, cut here, would stay in this
+  // trainer's RSS until a garbage collection that an idle function may never run. A worker
+  // thread cuts and writes instead, and its memory goes when it exits.
+  const cut = await cutInWorker({ data: cfg.data, partition: cfg.partition }, dir);
+  const written = cut.ok ? readShard(file) : undefined;
+  if (written) {
+    log('cut the partition once for every node', { dir, nodes: cut.ok && cut.nodes, in: 'a worker thread' });
+    return written;
   }
+  // No compiled worker, or it could not write (a read-only data directory): cut here.
   const shards = allNodeShards(cfg);
   try {
-    mkdirSync(dir, { recursive: true });
-    shards.forEach((set, node) => writeAtomically(shardFile(dir, node), encodeShard(set)));
-    log('cut the partition once for every node', { dir, nodes: shards.length });
+    writeShards(shards, dir);
+    log('cut the partition once for every node', { dir, nodes: shards.length, in: 'the trainer thread', why: cut.ok ? 'its file was not readable' : cut.err });
   } catch (e) {
     // A read-only data directory costs speed, not correctness.
     log('could not cache the partition; each start will cut it again', { dir, err: (e as Error).message });
@@ -58,8 +66,45 @@ export function cachedNodeShard(cfg: Config, log: (msg: string, fields?: Record<
   return shards[cfg.nodeId]!;
 }
 
+/** A shard file's contents, or undefined when it is missing or unreadable (a torn file cannot appear: files are renamed into place). */
+function readShard(file: string): ImageSet | undefined {
+  try {
+    return decodeShard(readFileSync(file));
+  } catch {
+    return undefined;
+  }
+}
+
+/** What cutting the built-in partition depends on (what a worker thread is sent). */
+export type ShardCut = Pick<Config, 'data' | 'partition'>;
+
+type CutResult = { ok: true; nodes: number } | { ok: false; err: string };
+
+/** Cuts the partition and writes every node's file into `dir`; run in the worker thread (shard-cut-worker.ts). */
+export function cutAndWriteShards(cut: ShardCut, dir: string): number {
+  const shards = allNodeShards(cut);
+  writeShards(shards, dir);
+  return shards.length;
+}
+
+function writeShards(shards: readonly ImageSet[], dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  shards.forEach((set, node) => writeAtomically(shardFile(dir, node), encodeShard(set)));
+}
+
+function cutInWorker(cut: ShardCut, dir: string): Promise<CutResult> {
+  const script = compiledSibling(import.meta.url, 'shard-cut-worker.js');
+  if (!script) return Promise.resolve({ ok: false, err: 'no compiled shard-cut-worker.js' });
+  return new Promise((resolve) => {
+    const worker = new Worker(script, { workerData: { cut, dir } });
+    worker.once('message', (r: CutResult) => resolve(r));
+    worker.once('error', (e) => resolve({ ok: false, err: e.message }));
+    worker.once('exit', (code) => resolve({ ok: false, err: `the worker exited with code ${code} before answering` }));
+  });
+}
+
 /** Every node's shard, exactly as loadNodeShard (services/core/node-data.ts) cuts one. */
-export function allNodeShards(cfg: Config): ImageSet[] {
+export function allNodeShards(cfg: ShardCut): ImageSet[] {
   const split = loadDataset({ dataset: cfg.data.dataset, idxDir: cfg.data.idxDir, testSize: cfg.data.testSize, seed: cfg.data.seed });
   const p = cfg.partition;
   const shards = partition(split.train.labels, split.train.numClasses, { kind: p.kind, nodes: p.nodes, seed: p.seed, alpha: p.alpha, shardsPerNode: p.shardsPerNode });

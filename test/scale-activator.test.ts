@@ -55,11 +55,14 @@ interface Setup {
   hold?: boolean;
   /** Resolves a start only when the test says so. */
   gateStarts?: boolean;
+  /** A stopped "process" exits only when the test says so. */
+  gateStops?: boolean;
 }
 
 async function setup(o: Setup = {}) {
   const started: FakeTrainer[] = [];
   const gates: (() => void)[] = [];
+  const stopGates: (() => void)[] = [];
   activator = await startActivator({
     nodes: o.nodes ?? 4,
     maxActive: o.maxActive ?? 2,
@@ -70,13 +73,15 @@ async function setup(o: Setup = {}) {
       const t = new FakeTrainer(node, o.hold ?? false);
       started.push(t);
       if (o.gateStarts) await new Promise<void>((r) => gates.push(r));
-      return t.start();
+      const instance = await t.start();
+      if (!o.gateStops) return instance;
+      return { ...instance, stop: async () => (o.gateStops && (await new Promise<void>((r) => stopGates.push(r))), instance.stop()) };
     },
   });
   const a = activator;
   const post = (node: number, body = 'x', path = '') => fetch(`${a.nodeUrl(node)}${path}`, { method: 'POST', body });
   const state = async () => (await (await fetch(`${a.url}/activator`)).json()) as any;
-  return { a, started, gates, post, state };
+  return { a, started, gates, stopGates, post, state };
 }
 
 describe('activator', () => {
@@ -127,6 +132,25 @@ describe('activator', () => {
     started[2]!.held.shift()!();
     expect((await second).status).toBe(200);
     expect((await third).status).toBe(200);
+  });
+
+  it('counts a process that is stopping until it has exited: the start that evicted it waits', async () => {
+    const opts = { maxActive: 1, gateStops: true };
+    const { started, stopGates, post, state } = await setup(opts);
+    expect((await post(0)).status).toBe(200);
+    const second = post(1);
+    // Node 0 is told to stop for node 1, but has not exited: node 1 may not start yet.
+    await vi.waitFor(() => expect(stopGates).toHaveLength(1));
+    const s = await state();
+    expect(s.nodes[0].state).toBe('cold');
+    expect(s.active).toBe(1);
+    expect(s.queued).toBe(1);
+    expect(started).toHaveLength(1);
+    opts.gateStops = false; // later stops (the test's own teardown) exit at once
+    stopGates[0]!();
+    expect((await second).status).toBe(200);
+    expect(started.map((t) => t.node)).toEqual([0, 1]);
+    expect((await state()).peakActive).toBe(1);
   });
 
   it('starts one process for concurrent requests to one cold node, and never more than maxActive for many', async () => {

@@ -73,6 +73,8 @@ export class Activator {
   private readonly slots: Slot[];
   private readonly queue: { slot: Slot; admit: () => void }[] = [];
   private readonly retiring = new Set<Instance>();
+  /** Processes told to stop that have not exited yet: they still hold their memory, so they count against maxActive. */
+  private stopping = 0;
   private readonly events: ColdStartEvent[] = [];
   private closed = false;
   peakActive = 0;
@@ -95,9 +97,9 @@ export class Activator {
     return this.slots.filter((s) => s.state === 'starting' || s.state === 'training' || s.state === 'idle').map((s) => ({ nodeId: nodeIdOf(s.node), served: s.served, lastMs: s.lastMs }));
   }
 
-  /** Processes running now: starting, training or idle (what maxActive caps). */
+  /** Processes alive now: starting, training, idle, or stopping and not yet exited (what maxActive caps). */
   get active(): number {
-    return this.slots.filter((s) => s.state === 'starting' || s.state === 'training' || s.state === 'idle').length;
+    return this.slots.filter((s) => s.state === 'starting' || s.state === 'training' || s.state === 'idle').length + this.stopping;
   }
 
   /**
@@ -143,26 +145,34 @@ export class Activator {
 
   /** Resolves once slot may start a process (it is then 'starting'); FIFO behind the cap. */
   private admit(slot: Slot): Promise<void> {
-    if (this.queue.length === 0 && this.tryAdmit(slot)) return Promise.resolve();
+    if (this.queue.length === 0 && this.tryAdmit(slot, 1)) return Promise.resolve();
     return new Promise((admit) => this.queue.push({ slot, admit }));
   }
 
-  private tryAdmit(slot: Slot): boolean {
-    if (this.active >= this.opts.maxActive) {
-      // The least recently used idle process makes room (nothing waits on it).
-      const idleSince = performance.now() - (this.opts.evictAfterMs ?? 1000);
-      const victim = this.slots.filter((s) => s.state === 'idle' && s.inflight === 0 && s.lastUsed <= idleSince).sort((a, b) => a.lastUsed - b.lastUsed)[0];
-      if (!victim) return false;
+  /**
+   * Admits slot when a process may start now. At the cap, idle processes make room instead,
+   * least recently used first, as many as there are `waiting` starts (counting those already
+   * stopping); a start then waits until they have exited: until then they hold their memory,
+   * and the cap is what bounds the federation's memory.
+   */
+  private tryAdmit(slot: Slot, waiting: number): boolean {
+    if (this.active < this.opts.maxActive) {
+      slot.state = 'starting';
+      this.changed();
+      return true; // the caller starts it (never a second one: tryAdmit does not pump)
+    }
+    const idleSince = performance.now() - (this.opts.evictAfterMs ?? 1000);
+    const victims = this.slots.filter((s) => s.state === 'idle' && s.inflight === 0 && s.lastUsed <= idleSince).sort((a, b) => a.lastUsed - b.lastUsed);
+    for (const victim of victims) {
+      if (this.stopping >= waiting) break;
       void this.retire(victim);
     }
-    slot.state = 'starting';
-    this.changed();
-    return true; // the caller starts it (never a second one: tryAdmit does not pump)
+    return false;
   }
 
   /** Admits queued starts while there is room; called whenever room may have appeared. */
   private pump(): void {
-    while (this.queue.length && this.tryAdmit(this.queue[0]!.slot)) this.queue.shift()!.admit();
+    while (this.queue.length && this.tryAdmit(this.queue[0]!.slot, this.queue.length)) this.queue.shift()!.admit();
   }
 
   private async coldStart(slot: Slot): Promise<Instance> {
@@ -227,7 +237,7 @@ export class Activator {
     if (this.queue.length) setTimeout(() => this.pump(), (this.opts.evictAfterMs ?? 1000) + 1).unref();
   }
 
-  /** Stops slot's process on purpose: the node is cold again at once (its room is free). */
+  /** Stops slot's process on purpose: the node is cold again at once; its room is free once the process has exited. */
   private retire(slot: Slot): Promise<unknown> {
     clearTimeout(slot.reapTimer);
     const instance = slot.instance;
@@ -235,7 +245,12 @@ export class Activator {
     if (slot.state !== 'failed') slot.state = 'cold';
     if (!instance) return Promise.resolve();
     this.retiring.add(instance);
-    return instance.stop();
+    this.stopping++;
+    return instance.stop().finally(() => {
+      this.stopping--;
+      this.changed();
+      this.pump();
+    });
   }
 
   private changed(): void {

@@ -49,10 +49,12 @@ export async function cachedNodeShard(cfg: Config, log: (msg: string, fields?: R
   // trainer's RSS until a garbage collection that an idle function may never run. A worker
   // thread cuts and writes instead, and its memory goes when it exits.
   const cut = await cutInWorker({ data: cfg.data, partition: cfg.partition }, dir);
-  const written = cut.ok ? readShard(file) : undefined;
-  if (written) {
-    log('cut the partition once for every node', { dir, nodes: cut.ok && cut.nodes, in: 'a worker thread' });
-    return written;
+  if (cut.ok) {
+    const written = readShard(file);
+    if (written) {
+      log('cut the partition once for every node', { dir, nodes: cut.nodes, in: 'a worker thread' });
+      return written;
+    }
   }
   // No compiled worker, or it could not write (a read-only data directory): cut here.
   const shards = allNodeShards(cfg);

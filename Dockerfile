@@ -38,8 +38,10 @@ RUN if [ "$WITH_TFJS_NODE" = "1" ]; then \
  && npm cache clean --force
 
 FROM ${NODE_IMAGE} AS runtime
+# MALLOC_ARENA_MAX: at most two glibc malloc arenas (MALLOC_ENV in services/shared/memory.ts says why).
 ENV NODE_ENV=production \
-    PORT=8080
+    PORT=8080 \
+    MALLOC_ARENA_MAX=2
 WORKDIR /app
 # Only what runs: no sources, no dev deps, and no npm lifecycle (so "prepare" never runs here).
 COPY --from=build /app/package.json ./package.json

@@ -7,6 +7,7 @@ import { containerEnv, loadManifestObjects, parseQuantity, roleContainer, securi
 import { baseImageAvailable } from '../services/harness/base-image.js';
 import { podmanAvailable } from '../services/harness/podman.js';
 import { ENV, ROLES } from '../services/shared/config.js';
+import { MALLOC_ENV } from '../services/shared/memory.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const objects = loadManifestObjects(path.join(root, 'knative/base'));
@@ -71,6 +72,12 @@ describe('reading the Knative manifests for the container check', () => {
     expect(dockerfile).toMatch(/--omit=optional/);
     expect(dockerfile).not.toMatch(/\|\|\s*echo/);
     expect(dockerfile).toMatch(/ARG NODE_IMAGE=node:(2[4-9]|[3-9]\d)\.\d+\.\d+-/);
+  });
+
+  it("sets the runtime stage's malloc arena limit to the value edgefl starts its own processes with", () => {
+    const runtime = readFileSync(path.join(root, 'Dockerfile'), 'utf8').split(/^FROM .* AS runtime$/m)[1] ?? '';
+    const env = /^ENV ((?:.*\\\n)*.*)$/m.exec(runtime)?.[1] ?? '';
+    expect(env).toContain(`MALLOC_ARENA_MAX=${MALLOC_ENV.MALLOC_ARENA_MAX}`);
   });
 });
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { waitUntil } from '../services/harness/poll.js';
-import { liveChildren, spawnService } from '../services/harness/process.js';
+import { childEnv, liveChildren, spawnService } from '../services/harness/process.js';
+import { MALLOC_ENV } from '../services/shared/memory.js';
 
 /** A Node script given inline: `node -e CODE`. */
 const script = (code: string) => ['-e', code];
@@ -29,6 +30,14 @@ describe('process harness', () => {
     expect((await child.waitForLog('listening', 1000)).fields.port).toBe(port);
     expect(await child.stop()).toBe(0);
     expect(child.alive).toBe(false);
+  });
+
+  it("starts children with edgefl's malloc arena limit, which the environment or the caller may override", async () => {
+    const child = spawnService({ name: 'env', args: script(`console.error(JSON.stringify({ msg: 'env', arenas: process.env.MALLOC_ARENA_MAX ?? null }))`) });
+    expect((await child.waitForLog('env', 30_000)).fields.arenas).toBe(process.env.MALLOC_ARENA_MAX ?? MALLOC_ENV.MALLOC_ARENA_MAX);
+    expect(childEnv({}, {}).MALLOC_ARENA_MAX).toBe('2');
+    expect(childEnv({}, { MALLOC_ARENA_MAX: '8' }).MALLOC_ARENA_MAX).toBe('8');
+    expect(childEnv({ MALLOC_ARENA_MAX: '1' }, { MALLOC_ARENA_MAX: '8' }).MALLOC_ARENA_MAX).toBe('1');
   });
 
   it('fails a readiness wait as soon as the child exits, naming the exit and its last output', async () => {

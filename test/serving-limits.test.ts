@@ -73,6 +73,21 @@ describe('limits derived from the memory limit', () => {
   it('counts values and containers of a JSON body without parsing it', () => {
     expect(countJsonValues(Buffer.from('{"instances":[[0,0.5,1],[1,2]]}'))).toEqual({ values: 5, containers: 4 });
   });
+
+  it('counts four bytes at a time exactly as one at a time, at every alignment and length', () => {
+    const oneAtATime = (b: Uint8Array) => ({ values: b.filter((x) => x === 0x2c).length + 1, containers: b.filter((x) => x === 0x5b || x === 0x7b).length });
+    // The three counted bytes, their neighbours and bit-flipped look-alikes (0x0c, 0xab, 0xdb, 0xfb: one bit from one of them), 0x00 and 0xff.
+    const alphabet = [0x2c, 0x5b, 0x7b, 0x2b, 0x2d, 0x5a, 0x5d, 0x7d, 0x0c, 0xab, 0xdb, 0xfb, 0x00, 0xff, 0x30];
+    let seed = 7;
+    const next = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % alphabet.length;
+    const backing = new Uint8Array(64);
+    for (let trial = 0; trial < 3000; trial++) {
+      for (let i = 0; i < backing.length; i++) backing[i] = alphabet[next()]!;
+      const offset = trial % 4;
+      const bytes = backing.subarray(offset, offset + (trial % 53));
+      expect(countJsonValues(bytes)).toEqual(oneAtATime(bytes));
+    }
+  });
 });
 
 describe('load shedding', () => {

@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MALLOC_ENV } from '../shared/memory.js';
 import { waitHttpOk, type PollOptions } from './poll.js';
 
 export interface LogLine {
@@ -20,7 +21,7 @@ export interface SpawnOptions {
   name: string;
   /** Script and its arguments, run with this Node binary. */
   args: string[];
-  /** Added to this process's environment. */
+  /** Added to this process's environment (over MALLOC_ENV, which this environment may also override). */
   env?: Record<string, string | undefined>;
   cwd?: string;
   /** The child's stderr (its JSON log) is appended here as well. */
@@ -69,11 +70,16 @@ function installExitHook(): void {
 /** How many lines of each distinct msg are remembered for a later waitForLog. */
 const REMEMBERED_MSGS = 200;
 
+/** A child's environment: edgefl's allocator settings, then this process's environment, then the caller's. */
+export function childEnv(env: Record<string, string | undefined> = {}, parent: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return { ...MALLOC_ENV, ...parent, ...env };
+}
+
 export function spawnService(opts: SpawnOptions): ServiceChild {
   installExitHook();
   const spawnedAt = performance.now();
   // detached: the child leads its own process group, so stop() reaches whatever it starts.
-  const proc = spawn(process.execPath, opts.args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'], detached: true });
+  const proc = spawn(process.execPath, opts.args, { cwd: opts.cwd, env: childEnv(opts.env), stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'], detached: true });
   const tail: string[] = [];
   const seen = new Map<string, LogLine>();
   const waiters: { msg: string; resolve: (l: LogLine) => void }[] = [];

@@ -68,10 +68,22 @@ function writeNested(data: unknown, shape: readonly number[], dim: number, out: 
     throw invalid('invalid_shape', `${where()} has ${got}; expected ${shape[dim]} ${dim === shape.length - 1 ? 'values' : 'rows'} (shape ${shapeText(shape.slice(dim))})`);
   }
   if (dim === shape.length - 1) {
-    for (let i = 0; i < data.length; i++) out[pos.at++] = element(data[i], () => `${where()}[${i}]`);
+    // Intensities in range are stored as they are; anything else goes through `element`, which converts or refuses it.
+    // No closure in this loop: one that captured `i` would cost a context per value (100 digits: 0.34 ms, against 0.1 without).
+    let at = pos.at;
+    for (let i = 0; i < data.length; i++) {
+      const v: unknown = data[i];
+      out[at++] = element === intensity && typeof v === 'number' && v >= 0 && v <= 1 ? v : readElement(element, v, where, i);
+    }
+    pos.at = at;
     return;
   }
   for (let i = 0; i < data.length; i++) writeNested(data[i], shape, dim + 1, out, pos, element, () => `${where()}[${i}]`);
+}
+
+/** `element` of data[i], its position named only if it is refused. */
+function readElement(element: Element, v: unknown, where: () => string, i: number): number {
+  return element(v, () => `${where()}[${i}]`);
 }
 
 /** Every datatype the Open Inference Protocol lists, and how this model reads it (undefined: refused). */

@@ -29,12 +29,14 @@ export interface LoadOptions {
  */
 export async function runLoad(o: LoadOptions): Promise<WarmRun> {
   const latencies: number[] = [];
+  // autocannon refuses more connections than requests (`--requests 5` at 10 connections).
+  const connections = o.amount ? Math.min(o.connections, o.amount) : o.connections;
   const instance = autocannon({
     url: o.url + PREDICT_PATH,
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: o.body,
-    connections: o.connections,
+    connections,
     ...(o.amount ? { amount: o.amount } : { duration: o.durationS ?? 5 }),
     timeout: 30,
   }) as unknown as autocannon.Instance & PromiseLike<autocannon.Result>;
@@ -49,7 +51,7 @@ export async function runLoad(o: LoadOptions): Promise<WarmRun> {
   const ok = r['2xx'];
   const seconds = Math.max(1e-3, (r.finish.getTime() - r.start.getTime()) / 1000);
   return {
-    connections: o.connections,
+    connections,
     duration_s: round(seconds, 2),
     requests: ok,
     rps: round(ok / seconds, 1),

@@ -39,9 +39,15 @@ function readCpuMax(): string | undefined {
   }
 }
 
-/** Memory one more training thread takes (its wasm heap, weights, optimiser state, a batch), measured: ~155 MiB. */
+/**
+ * Memory one more training thread takes (its V8 heap, wasm heap, weights, optimiser slice, a
+ * batch). Measured for the reference CNN: about 155 MiB at first, 55–60 MiB since the young-
+ * generation cap and two malloc arenas (`bench memory`, 2,000 digits). The budget keeps the
+ * first figure: a spec larger than the reference CNN needs more per thread, and a thread too
+ * many is an OOM kill where one too few is a slower round.
+ */
 export const MIB_PER_EXTRA_THREAD = 160;
-/** A trainer on one thread, at its peak during an epoch of the reference CNN (~266 MiB measured). */
+/** A trainer on one thread at its peak during an epoch: 266 MiB measured at first, VmHWM 216–224 MiB now (budgeted as above). */
 const MIB_ONE_THREAD = 280;
 
 /**

@@ -1,20 +1,19 @@
 /**
  * One data-parallel training thread (see parallel-train.ts): its own tfjs-core engine and wasm
- * backend, a replica of the model's weights, the forward pass of the spec on core ops (no
- * tfjs-layers). Each step it takes its rows of the batch and writes their gradient into its
- * slot of a shared buffer; after a barrier it sums every slot (in slot order) over its own
- * slice of the weights, applies the optimiser to that slice (it holds only that slice's
- * optimiser state) and writes the new weights to a shared buffer; after a second barrier it
- * copies all of them into its variables. No thread repeats another's update work.
+ * backend, a replica of the model's weights, the forward pass of the spec on core ops and its
+ * gradients (gradients.ts; no tfjs-layers). Each step it takes its rows of the batch and writes
+ * their gradient into its slot of a shared buffer; after a barrier it sums every slot (in slot
+ * order) over its own slice of the weights, applies the optimiser to that slice (it holds only
+ * that slice's optimiser state) and writes the new weights to a shared buffer; after a second
+ * barrier it copies all of them into its variables. No thread repeats another's update work.
  */
 import { readFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-// Only for its side effect: its bundle registers tfjs-core's gradient functions (core's CommonJS build does not).
-import '@tensorflow/tfjs-layers';
 import { forward, weightSpecs } from './forward.js';
+import { registerForwardGradients } from './gradients.js';
 import { registerWasmTrainingKernels } from './wasm/kernels.js';
 import type { ModelSpec } from './model-spec.js';
 import type { OptimizerName } from './train.js';
@@ -99,6 +98,8 @@ let backendReady: Promise<void> | undefined;
 const initWasm = (): Promise<void> =>
   (backendReady ??= (async () => {
     registerWasmTrainingKernels();
+    // tfjs-core's CommonJS build registers no gradients; these cover forward.ts without loading tfjs-layers.
+    registerForwardGradients();
     if (!(await tf.setBackend('wasm'))) throw new Error('wasm backend did not initialise in the training thread');
     await tf.ready();
   })());

@@ -91,6 +91,14 @@ describe("edgefl's gradient functions against tfjs-layers'", () => {
     });
   }
 
+  it("MatMul with a batch broadcast: a's gradient is summed over the batch (tfjs-layers' leaves it unsummed, so it is checked against a tiled a)", () => {
+    const [a, b] = [random([1, 3, 4]), random([2, 4, 5])];
+    const broadcast = gradsWith(ours('BatchMatMul'), (x, y) => weighted(tf.matMul(x, y)), [a, b]);
+    const tiled = gradsWith(layersGradient('BatchMatMul'), (x, y) => weighted(tf.matMul(tf.tile(x, [2, 1, 1]), y)), [a, b]);
+    expectClose(broadcast, tiled);
+    tf.dispose([a, b]);
+  });
+
   it('every function is tried above', () => {
     const tried = new Set(cases.map((c) => c[1]));
     expect(FORWARD_GRADIENTS.map((g) => g.kernelName).filter((k) => !tried.has(k))).toEqual([]);

@@ -17,8 +17,9 @@ const tf = createRequire(import.meta.url)('@tensorflow/tfjs-core') as typeof Cor
 type Tensor = Core.Tensor;
 type GradConfig = Core.GradConfig;
 
-/** `g` summed over the axes along which `shape` was broadcast to g's shape, in `shape`. */
+/** `g` summed over the axes along which `shape` was broadcast to g's shape, in `shape` (g itself where nothing was). */
 function unbroadcast(g: Tensor, shape: number[]): Tensor {
+  if (tf.util.arraysEqual(g.shape, shape)) return g;
   const axes = tf.backend_util.getReductionAxes(shape, g.shape);
   return tf.reshape(axes.length > 0 ? tf.sum(g, axes) : g, shape);
 }
@@ -118,22 +119,17 @@ const batchMatMul: GradConfig = {
     const [a, b] = saved as [Tensor, Tensor];
     const { transposeA, transposeB } = attrs as unknown as Core.BatchMatMulAttrs;
     const g = dy as Tensor;
-    const mm = (x: Tensor, y: Tensor, tx: boolean, ty: boolean) => tf.matMul(x, y, tx, ty);
     const [da, db] = !transposeA
       ? !transposeB
-        ? [() => mm(g, b, false, true), () => mm(a, g, true, false)]
-        : [() => mm(g, b, false, false), () => mm(g, a, true, false)]
+        ? [() => tf.matMul(g, b, false, true), () => tf.matMul(a, g, true, false)]
+        : [() => tf.matMul(g, b, false, false), () => tf.matMul(g, a, true, false)]
       : !transposeB
-        ? [() => mm(b, g, false, true), () => mm(a, g, false, false)]
-        : [() => mm(b, g, true, true), () => mm(g, a, true, true)];
+        ? [() => tf.matMul(b, g, false, true), () => tf.matMul(a, g, false, false)]
+        : [() => tf.matMul(b, g, true, true), () => tf.matMul(g, a, true, true)];
     // Batch dimensions broadcast in the forward product are summed back.
-    return { a: () => unbroadcastBatch(da(), a.shape), b: () => unbroadcastBatch(db(), b.shape) };
+    return { a: () => unbroadcast(da(), a.shape), b: () => unbroadcast(db(), b.shape) };
   },
 };
-
-function unbroadcastBatch(g: Tensor, shape: number[]): Tensor {
-  return g.rank === shape.length && g.shape.every((d, i) => d === shape[i]) ? g : unbroadcast(g, shape);
-}
 
 /** NHWC only, no dilation: what forward.ts's conv2d layers make. */
 const conv2d: GradConfig = {

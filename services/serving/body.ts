@@ -3,7 +3,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { WorkBudget } from './admission.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
 import { BINARY_HEADER, parseHeaderLength } from './binary-tensor.js';
-import { parseJsonInTurns } from './json-turns.js';
+import { parseJsonInTurns, parseTensorJson, type BodyPath } from './json-turns.js';
 import { jsonParseCost } from './limits.js';
 import type { ModelRef, Predictor } from './predictor.js';
 import { parseBody } from './schema.js';
@@ -74,13 +74,16 @@ function countBytes(bytes: Uint8Array, from: number, to: number): { commas: numb
  * them, before it builds anything. The reservations are given back when the response has
  * been sent.
  */
-export async function readJsonBody(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<unknown> {
+export async function readJsonBody(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget, tensorAt?: TensorSites): Promise<unknown> {
   const type = req.headers['content-type'];
   if (type !== undefined && !/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type)) throw new UnsupportedMedia('unsupported_media_type', 'send the request body as application/json');
   const bytes = await receiveUnderBudget(req, res, limits, budget);
   if (bytes.length === 0) throw new InvalidInput('invalid_body', 'the request has no body: send a JSON object');
-  return parseJsonUnderBudget(bytes, res, limits, budget);
+  return parseJsonUnderBudget(bytes, res, limits, budget, tensorAt);
 }
+
+/** Where a protocol's body may carry its tensor; there it is read as a DenseTensor (dense-json.ts). */
+export type TensorSites = (path: BodyPath) => boolean;
 
 /** The body's bytes, refused before they arrive when Content-Length is over the limit or the body is compressed, and reserved from the budget. */
 async function receiveUnderBudget(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<Buffer> {
@@ -94,7 +97,7 @@ async function receiveUnderBudget(req: Request, res: Response, limits: JsonBodyL
 }
 
 /** JSON.parse of `bytes` once their values and containers are counted, within the limits, and what parsing builds is reserved. */
-async function parseJsonUnderBudget(bytes: Buffer, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<unknown> {
+async function parseJsonUnderBudget(bytes: Buffer, res: Response, limits: JsonBodyLimits, budget: WorkBudget, tensorAt?: TensorSites): Promise<unknown> {
   const { values, containers } = countJsonValues(bytes);
   if (values > limits.maxValues) throw new TooLarge('batch_too_large', `the body holds up to ${values} values; the limit is ${limits.maxValues}`);
   if (containers > limits.maxContainers) {
@@ -105,7 +108,7 @@ async function parseJsonUnderBudget(bytes: Buffer, res: Response, limits: JsonBo
   await nextTurn();
   let parsed: unknown;
   try {
-    parsed = await parseJsonInTurns(bytes);
+    parsed = tensorAt ? await parseTensorJson(bytes, tensorAt, values) : await parseJsonInTurns(bytes);
   } catch (e) {
     if (e instanceof InvalidInput) throw e;
     throw new InvalidInput('invalid_json', 'request body is not valid JSON');
@@ -170,7 +173,8 @@ function receive(req: Request, declared: number | undefined, max: number): Promi
 /**
  * A protocol's JSON request to a model: the model and version are checked first (an unknown
  * model or a version not loaded is answered before the body is read), then the body is read
- * under the budget and its envelope checked against `schema`.
+ * under the budget and its envelope checked against `schema`. The tensor, where `tensorAt`
+ * allows it, may arrive as a DenseTensor.
  */
 export async function readModelRequest<S extends z.ZodType>(
   req: Request,
@@ -179,7 +183,8 @@ export async function readModelRequest<S extends z.ZodType>(
   ref: ModelRef,
   schema: S,
   what: string,
+  tensorAt?: TensorSites,
 ): Promise<z.infer<S>> {
   ctx.predictor.resolve(ref);
-  return parseBody(schema, await readJsonBody(req, res, ctx.body, ctx.budget), what);
+  return parseBody(schema, await readJsonBody(req, res, ctx.body, ctx.budget, tensorAt), what);
 }

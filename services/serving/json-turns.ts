@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { DenseArrayReader, DenseTensor } from './dense-json.js';
 import { InvalidInput } from './errors.js';
 
 const QUOTE = 0x22;
@@ -29,6 +30,77 @@ export async function parseJsonInTurns(bytes: Buffer, turnBytes = 256 * 1024): P
     for (const e of group) elements.push(e);
   }
   return replaceMarker(envelope, marker, elements, 0);
+}
+
+/** A path into a parsed body: object keys and array indices. */
+export type BodyPath = readonly (string | number)[];
+
+/**
+ * A request body whose tensor — a regularly nested array of numbers filling most of it — is
+ * read straight into a DenseTensor (dense-json.ts) rather than built as JS arrays, when it
+ * stands where `tensorAt` says a tensor may. The rest of the body is parsed by JSON.parse
+ * around it. Any body this does not fit (the tensor elsewhere, strings or objects inside it,
+ * a body that is not JSON) is parsed as parseJsonInTurns parses it; so is every body when
+ * the values counted in it (`capacity`) do not fit.
+ */
+export async function parseTensorJson(bytes: Buffer, tensorAt: (path: BodyPath) => boolean, capacity: number, turnBytes = 256 * 1024): Promise<unknown> {
+  const tensor = await findDenseTensor(bytes, capacity, turnBytes);
+  if (tensor) {
+    const marker = `\u0000tensor:${randomUUID()}`;
+    let envelope: unknown;
+    try {
+      envelope = JSON.parse(bytes.toString('utf8', 0, tensor.start) + JSON.stringify(marker) + bytes.toString('utf8', tensor.end + 1));
+    } catch {
+      envelope = undefined; // not JSON around the array: JSON.parse of the whole body says why
+    }
+    const paths: BodyPath[] = [];
+    if (envelope !== undefined) findMarker(envelope, marker, [], paths);
+    if (paths.length === 1) {
+      const path = paths[0]!;
+      const value = tensorAt(path) ? tensor.value : tensor.value.nested();
+      return path.length === 0 ? value : (setAt(envelope as Record<string, unknown>, path, value), envelope);
+    }
+  }
+  return parseJsonInTurns(bytes, turnBytes);
+}
+
+/** The first array of the body that DenseArrayReader reads whole and that fills over half the body, read in turns of `turnBytes`. */
+async function findDenseTensor(bytes: Buffer, capacity: number, turnBytes: number): Promise<{ start: number; end: number; value: DenseTensor } | undefined> {
+  const out = new Float32Array(capacity);
+  for (let from = 0; ; ) {
+    const start = bytes.indexOf(OPEN_ARRAY, from);
+    if (start < 0) return undefined;
+    const reader = new DenseArrayReader(bytes, start, out);
+    let read = reader.read(turnBytes);
+    while (read === 'paused') {
+      await nextTurn();
+      read = reader.read(turnBytes);
+    }
+    if (read && 2 * (read.end + 1 - start) > bytes.length) {
+      const text = () => bytes.toString('utf8', start, read.end + 1);
+      return { start, end: read.end, value: new DenseTensor(read.dims, read.values, read.unitRange, text) };
+    }
+    // Arrays inside the one just read (or given up on) are no larger than it: go on after it.
+    from = Math.max(start + 1, reader.position);
+  }
+}
+
+/** Every path at which `value` holds the marker string. */
+function findMarker(value: unknown, marker: string, path: (string | number)[], found: BodyPath[]): void {
+  if (value === marker) found.push(path.slice());
+  if (value === null || typeof value !== 'object' || path.length > MAX_ENVELOPE_DEPTH) return;
+  const container = value as Record<string, unknown>;
+  for (const key of Object.keys(container)) {
+    path.push(Array.isArray(container) ? Number(key) : key);
+    findMarker(container[key], marker, path, found);
+    path.pop();
+  }
+}
+
+function setAt(root: Record<string, unknown>, path: BodyPath, value: unknown): void {
+  let container = root;
+  for (const key of path.slice(0, -1)) container = container[key] as Record<string, unknown>;
+  container[path[path.length - 1]!] = value;
 }
 
 /** The widest array of the document: [start, end] of its brackets (strings and escapes skipped). */

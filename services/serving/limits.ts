@@ -21,12 +21,14 @@ const WORK_SHARE = 0.45;
  * Memory a JSON body takes while it is read, parsed and turned into a tensor: the received
  * buffer, the decoded string and the parsed strings (3 bytes per body byte), an 8-byte slot
  * and a 4-byte Float32 per value, and ~64 bytes per array or object (header and backing store).
+ * A tensor read dense (dense-json.ts) takes only its 4-byte Float32s; when it is then refused
+ * or converted through JSON.parse after all, it is still held: 4 more per value.
  */
 export function jsonParseCost(bytes: number, values: number, containers: number): number {
-  return 3 * bytes + 12 * values + 64 * containers;
+  return 3 * bytes + 16 * values + 64 * containers;
 }
-/** The densest legal body ("0," per value, 2 bytes) costs 3 + 12/2 = 9 bytes per body byte. */
-export const JSON_BYTES_PER_BODY_BYTE = 9;
+/** The densest legal body ("0," per value, 2 bytes) costs 3 + 16/2 = 11 bytes per body byte. */
+export const JSON_BYTES_PER_BODY_BYTE = 11;
 /**
  * JSON.parse and the image pipeline run on the event loop, so their size is also a latency
  * bound: readiness must answer within 200 ms under any load. JSON.parse reads numbers at

@@ -6,6 +6,7 @@ import { BINARY_EXTENSION, BINARY_HEADER, binaryDataSize, binaryResponse, encode
 import { readBinaryBody, readModelRequest, type JsonBodyLimits } from './body.js';
 import { protocolErrors, requireKey } from './edge.js';
 import { InvalidInput } from './errors.js';
+import type { BodyPath } from './json-turns.js';
 import type { ModelRef, Prediction, Predictor } from './predictor.js';
 import { oipInferRequest, parseBody, type OipInferRequest } from './schema.js';
 import { imagesFromV2, imagesFromV2Binary, V2_SUPPORTED } from './tensor-input.js';
@@ -31,6 +32,9 @@ interface RequestedOutput {
   name: OutputName;
   binary: boolean;
 }
+
+/** Where an inference request holds its tensors: each input's `data`. */
+const tensorSites = (path: BodyPath) => path.length === 3 && path[0] === 'inputs' && typeof path[1] === 'number' && path[2] === 'data';
 
 const refOf = (req: Request): ModelRef => ({ name: String(req.params.name), version: req.params.version === undefined ? undefined : String(req.params.version) });
 
@@ -86,7 +90,7 @@ export function oipRouter(deps: OipDeps): express.Router {
       body = parseBody(oipInferRequest, read.header, 'inference request');
       binaryData = read.data;
     } else {
-      body = await readModelRequest(req, res, deps, ref, oipInferRequest, 'inference request');
+      body = await readModelRequest(req, res, deps, ref, oipInferRequest, 'inference request', tensorSites);
     }
     const outputs = requestedOutputs(body);
     if (body.inputs.length !== 1) throw new InvalidInput('invalid_input', `this model has one input, '${INPUT}'; the request has ${body.inputs.length}`);

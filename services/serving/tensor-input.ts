@@ -1,5 +1,6 @@
 import { REFERENCE_CNN } from '../core/model-spec.js';
 import { BINARY_ELEMENT_BYTES, decodeIntensities, sliceBinaryInputs } from './binary-tensor.js';
+import { DenseTensor } from './dense-json.js';
 import { InvalidInput, TooLarge } from './errors.js';
 
 /** Images as the model takes them: `count` rows of H·W·C intensities in [0,1]. */
@@ -43,6 +44,11 @@ const uint8: Element = (v, where) => {
  */
 export function imagesFromNested(value: unknown, field: string, maxBatch: number, inputShape: InputShape = REFERENCE_CNN.inputShape): Batch {
   const { shapes: IMAGE_SHAPES, text: IMAGE_SHAPES_TEXT, pixels: PIXELS } = imageShapes(inputShape);
+  if (value instanceof DenseTensor) {
+    const [count = 0, ...image] = value.dims;
+    if (value.unitRange && count <= maxBatch && sameShape(image, nestedImageShape(image[0], image.length >= 3, IMAGE_SHAPES, inputShape))) return { pixels: value.values, count };
+    value = value.nested(); // refused below, with the message the nested arrays get
+  }
   if (!Array.isArray(value)) throw invalid('invalid_shape', `'${field}' must be an array of images`);
   if (value.length === 0) throw invalid('invalid_shape', `'${field}' is empty`);
   if (value.length > maxBatch) throw tooMany(value.length, maxBatch);
@@ -51,15 +57,26 @@ export function imagesFromNested(value: unknown, field: string, maxBatch: number
     const image = value[i] as unknown;
     const where = () => `${field}[${i}]`;
     if (!Array.isArray(image)) throw invalid('invalid_shape', `${where()} must be an array (one image: ${IMAGE_SHAPES_TEXT})`);
-    const shape = IMAGE_SHAPES.find((s) => s[0] === image.length);
-    if (!shape) throw invalid('invalid_shape', `${where()} has length ${image.length}; each image needs ${PIXELS} values (${IMAGE_SHAPES_TEXT})`);
-    // An HxWxC image may leave out its single channel (HxW); both nest the same way to that depth.
-    const channelsGiven = shape.length === 3 || (shape.length === 2 && Array.isArray((image[0] as unknown[] | undefined)?.[0]));
-    const exact = channelsGiven && shape.length === 2 ? inputShape : shape;
+    const exact = nestedImageShape(image.length, Array.isArray((image[0] as unknown[] | undefined)?.[0]), IMAGE_SHAPES, inputShape);
+    if (!exact) throw invalid('invalid_shape', `${where()} has length ${image.length}; each image needs ${PIXELS} values (${IMAGE_SHAPES_TEXT})`);
     writeNested(image, exact, 0, pixels, { at: i * PIXELS }, intensity, where);
   }
   return { pixels, count: value.length };
 }
+
+/**
+ * The shape an image must have in full, from how it begins: its length picks one of the model's
+ * shapes, and an HxWxC image may leave out its single channel (HxW) — both nest the same way to
+ * that depth, so whether it nests three deep says if the channel is there.
+ */
+function nestedImageShape(length: number | undefined, threeDeep: boolean, shapes: readonly (readonly number[])[], inputShape: InputShape): readonly number[] | undefined {
+  const shape = shapes.find((s) => s[0] === length);
+  if (!shape) return undefined;
+  const channelsGiven = shape.length === 3 || (shape.length === 2 && threeDeep);
+  return channelsGiven && shape.length === 2 ? inputShape : shape;
+}
+
+const sameShape = (a: readonly number[], b: readonly number[] | undefined) => b !== undefined && a.length === b.length && a.every((d, i) => d === b[i]);
 
 /** Writes `data`, nested exactly as `shape` says, into `out` in row-major order. */
 function writeNested(data: unknown, shape: readonly number[], dim: number, out: Float32Array, pos: { at: number }, element: Element, where: () => string): void {
@@ -149,7 +166,11 @@ function checkV2Header(input: V2Input, maxBatch: number, inputShape: InputShape)
  */
 export function imagesFromV2(input: V2Input, maxBatch: number, inputShape: InputShape = REFERENCE_CNN.inputShape): Batch {
   const { count: n, element, shape, pixels: PIXELS } = checkV2Header(input, maxBatch, inputShape);
-  const data = input.data;
+  let data = input.data;
+  if (data instanceof DenseTensor) {
+    if (element === intensity && data.unitRange && (sameShape(data.dims, [n * PIXELS]) || sameShape(data.dims, shape))) return { pixels: data.values, count: n };
+    data = data.nested(); // converted or refused below, as nested arrays are
+  }
   if (!Array.isArray(data)) throw invalid('invalid_input', 'data must be an array (flat, or nested as the shape says)');
   const pixels = new Float32Array(n * PIXELS);
   const flat = data.length === n * PIXELS && !(n === 1 && shape.length === 2 && Array.isArray(data[0]));

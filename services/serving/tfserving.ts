@@ -4,7 +4,9 @@ import type { Logger } from '../shared/log.js';
 import type { WorkBudget } from './admission.js';
 import { readModelRequest, type JsonBodyLimits } from './body.js';
 import { protocolErrors, requireKey } from './edge.js';
+import { DenseTensor } from './dense-json.js';
 import { InvalidInput } from './errors.js';
+import type { BodyPath } from './json-turns.js';
 import type { ModelRef, Predictor } from './predictor.js';
 import { tfPredictRequest } from './schema.js';
 import { imagesFromNested } from './tensor-input.js';
@@ -64,7 +66,7 @@ export function tfServingRouter(deps: TfServingDeps, upload: (router: express.Ro
 
   const predict = async (req: Request, res: Response) => {
     const ref = refOf(req);
-    const body = await readModelRequest(req, res, deps, ref, tfPredictRequest, 'request body');
+    const body = await readModelRequest(req, res, deps, ref, tfPredictRequest, 'request body', tensorSites);
     if (body.signature_name !== undefined && body.signature_name !== SIGNATURE) {
       throw new InvalidInput('signature_not_found', `signature_name '${body.signature_name}' is not a signature of this model; its only signature is '${SIGNATURE}'`);
     }
@@ -93,8 +95,13 @@ export function tfServingRouter(deps: TfServingDeps, upload: (router: express.Ro
   return v1;
 }
 
+/** Where a predict body holds one tensor: `instances`, `inputs`, or `inputs.images`. */
+const tensorSites = (path: BodyPath) =>
+  (path.length === 1 && (path[0] === 'instances' || path[0] === 'inputs')) || (path.length === 2 && path[0] === 'inputs' && path[1] === INPUT);
+
 /** Row instances may name the input ({"images": ...}); columnar inputs may be a map of input names. */
 function namedInput(value: unknown, key: string): unknown {
+  if (value instanceof DenseTensor) return value;
   if (key === 'inputs' && value !== null && typeof value === 'object' && !Array.isArray(value)) return pick(value as Record<string, unknown>, 'inputs');
   if (Array.isArray(value) && value.length > 0 && value.every((v) => v !== null && typeof v === 'object' && !Array.isArray(v))) {
     return value.map((v, i) => pick(v as Record<string, unknown>, `instances[${i}]`));

@@ -88,13 +88,24 @@ describe('DenseArrayReader', () => {
 
   it('paused at every value boundary, reads what it reads in one go', () => {
     const rng = createRng(3);
-    const doc = Array.from({ length: 7 }, () => Array.from({ length: 5 }, () => Array.from({ length: 3 }, () => Math.round(rng() * 1e4) / 1e4)));
+    // Half zeros, which take their own short way through the reader.
+    const doc = Array.from({ length: 7 }, () => Array.from({ length: 5 }, () => Array.from({ length: 3 }, () => (rng() < 0.5 ? 0 : Math.round(rng() * 1e4) / 1e4))));
     const text = JSON.stringify(doc);
     const whole = readWhole(text)!;
     const paused = readWhole(text, 1)!;
     expect(paused.dims).toEqual([7, 5, 3]);
     expect(Array.from(paused.values)).toEqual(Array.from(whole.values));
     expect(Array.from(whole.values)).toEqual(Array.from(Float32Array.from(doc.flat(2))));
+  });
+
+  it('pauses within a long run of zeros too', () => {
+    const bytes = Buffer.from(`[[${Array(1000).fill(0).join(',')}]]`);
+    const reader = new DenseArrayReader(bytes, 0, new Float32Array(1000));
+    let pauses = 0;
+    let r: ReturnType<DenseArrayReader['read']>;
+    while ((r = reader.read(100)) === 'paused') pauses++;
+    expect(pauses).toBeGreaterThanOrEqual(Math.floor(bytes.length / 100) - 1);
+    expect(r?.dims).toEqual([1, 1000]);
   });
 
   it('gives up when the values outnumber the buffer it was given', () => {

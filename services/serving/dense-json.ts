@@ -4,8 +4,9 @@
  * an array; JSON.parse builds a JS array per row and a double per value from them, and
  * then the walk copies every value again. Reading the numbers in place gives the same
  * Float32 values (Math.fround of the double JSON.parse gives) without the garbage: a
- * 100-digit TF Serving body, counted, parsed and walked, took 1.3 ms through JSON.parse and
- * 0.65–0.7 ms so; the same digits written in full (n/255, 17 digits: 471 KB) 5.0 against 1.2 ms.
+ * 100-digit TF Serving body (230 KB), counted, parsed and walked, took 1.2–1.3 ms through
+ * JSON.parse and 0.57 ms so; the same digits written in full (n/255, 17 digits: 471 KB) 4.7–4.8
+ * against 1.0 ms.
  *
  * Anything this reader does not take — a string, `true`, an object, an empty or ragged
  * array, a number whose Float32 it cannot be sure of — makes it give up, and the body goes
@@ -96,6 +97,14 @@ export class DenseArrayReader {
         if ((this.leafDepth >= 0 && depth >= this.leafDepth) || depth >= MAX_DENSE_DEPTH) return this.giveUp(i);
         counts[depth++] = 0;
         i++;
+        continue;
+      }
+      // The commonest value of an image, a 0 followed by a comma, takes the short way.
+      if (c === ZERO && b[i + 1] === COMMA && depth === this.leafDepth && n < out.length) {
+        out[n++] = 0;
+        counts[depth - 1]!++;
+        i += 2;
+        if (i >= pauseAt) return this.pause(i, depth, n, unitRange);
         continue;
       }
       if (depth === 0) return this.giveUp(i); // `start` is not an array
@@ -193,14 +202,16 @@ export class DenseArrayReader {
         }
         c = b[++i];
       }
-      if (i >= pauseAt) {
-        this.at = i;
-        this.depth = depth;
-        this.n = n;
-        this.unitRange = unitRange;
-        return 'paused';
-      }
+      if (i >= pauseAt) return this.pause(i, depth, n, unitRange);
     }
+  }
+
+  private pause(at: number, depth: number, n: number, unitRange: boolean): 'paused' {
+    this.at = at;
+    this.depth = depth;
+    this.n = n;
+    this.unitRange = unitRange;
+    return 'paused';
   }
 
   private giveUp(at: number): null {

@@ -58,7 +58,8 @@ export interface DenseArray {
 export class DenseArrayReader {
   private readonly out: Float32Array;
   private readonly counts = new Int32Array(MAX_DENSE_DEPTH);
-  private readonly dims: number[] = [];
+  /** Length of every row at each depth, once one has closed there (-1 before). */
+  private readonly dims = new Int32Array(MAX_DENSE_DEPTH).fill(-1);
   private at: number;
   private depth = 0;
   private leafDepth = -1;
@@ -85,6 +86,8 @@ export class DenseArrayReader {
     const b = this.bytes;
     const out = this.out;
     const counts = this.counts;
+    const dims = this.dims;
+    let leafDepth = this.leafDepth;
     let i = this.at;
     let depth = this.depth;
     let n = this.n;
@@ -94,13 +97,13 @@ export class DenseArrayReader {
       let c = b[i];
       while (isSpace(c)) c = b[++i];
       if (c === OPEN_ARRAY) {
-        if ((this.leafDepth >= 0 && depth >= this.leafDepth) || depth >= MAX_DENSE_DEPTH) return this.giveUp(i);
+        if ((leafDepth >= 0 && depth >= leafDepth) || depth >= MAX_DENSE_DEPTH) return this.giveUp(i);
         counts[depth++] = 0;
         i++;
         continue;
       }
       // The commonest value of an image, a 0 followed by a comma, takes the short way.
-      if (c === ZERO && b[i + 1] === COMMA && depth === this.leafDepth && n < out.length) {
+      if (c === ZERO && b[i + 1] === COMMA && depth === leafDepth && n < out.length) {
         out[n++] = 0;
         counts[depth - 1]!++;
         i += 2;
@@ -108,8 +111,8 @@ export class DenseArrayReader {
         continue;
       }
       if (depth === 0) return this.giveUp(i); // `start` is not an array
-      if (this.leafDepth < 0) this.leafDepth = depth;
-      else if (depth !== this.leafDepth) return this.giveUp(i); // a number beside rows
+      if (leafDepth < 0) leafDepth = this.leafDepth = depth;
+      else if (depth !== leafDepth) return this.giveUp(i); // a number beside rows
       if (n === out.length) return this.giveUp(i);
       // A number, in JSON's grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
       let negative = false;
@@ -193,12 +196,12 @@ export class DenseArrayReader {
         }
         if (c !== CLOSE_ARRAY) return this.giveUp(i);
         const length = counts[--depth]!;
-        const known = this.dims[depth];
-        if (known === undefined) this.dims[depth] = length;
+        const known = dims[depth]!;
+        if (known < 0) dims[depth] = length;
         else if (known !== length) return this.giveUp(i); // ragged
         if (depth === 0) {
           this.at = i;
-          return { dims: this.dims.slice(), values: out.subarray(0, n), unitRange, end: i };
+          return { dims: Array.from(dims.subarray(0, leafDepth)), values: out.subarray(0, n), unitRange, end: i };
         }
         c = b[++i];
       }

@@ -76,6 +76,10 @@ describe('DenseArrayReader', () => {
     // Within 2^-48 of 1: whether JSON.parse's double is 1 (in range) or above cannot be told here.
     expect(readWhole('[1.0000000000000000000000001]')).toBeNull();
     expect(readWhole('[1.000000000000000000000001e-1]')).not.toBeNull();
+    // Above 1 by less than a Float32 step (so its Float32 is 1), written with more than 15 digits: out of range all the same.
+    const justAbove = readWhole('[1.0000000100000000001]');
+    expect(justAbove?.values[0]).toBe(1);
+    expect(justAbove?.unitRange).toBe(false);
   });
 
   it('reads the dimensions of regular nesting, whitespace anywhere, and -0 as -0', () => {

@@ -176,10 +176,9 @@ export class DenseArrayReader {
         v = power >= 0 ? high * EXACT_POWERS[power]! : high / EXACT_POWERS[-power]!;
         if (v > 1) unitRange = false;
       } else {
-        const approx = nearSingle(high * EXACT_POWERS[lowDigits]! + low, power);
-        if (approx === undefined || (!negative && approx.aboveOne === undefined)) return this.giveUp(i);
-        v = approx.value;
-        if (approx.aboveOne) unitRange = false;
+        v = nearSingle(high * EXACT_POWERS[lowDigits]! + low, power);
+        if (Number.isNaN(v)) return this.giveUp(i);
+        if (v > 1) unitRange = false;
       }
       if (negative) {
         v = -v;
@@ -244,19 +243,20 @@ export class DenseTensor {
 
 /**
  * mantissa × 10^power for a mantissa of more than 15 digits (JSON.stringify writes n/255 with
- * 17), when it is certain to round to the same Float32 as the double JSON.parse gives. The
- * double computed here is within 2^-51 (relative) of the number written: three roundings and
- * digits past the 19th dropped. So when every value within 2^-48 of it rounds to one Float32
- * — true unless it lies that close to the midpoint between two Float32s, about one value in
- * 2^24 — so does JSON.parse's double. The same margin decides whether the value is above 1;
- * undefined when that cannot be told.
+ * 17), when the Float32 it rounds to is certainly the Float32 of the double JSON.parse gives,
+ * and whether it is above 1 is certain too; else NaN. The double computed here is within 2^-51
+ * (relative) of the number written: three roundings, and digits past the 19th dropped. So
+ * when every value within 2^-48 of it rounds to one Float32 — true unless it lies that close
+ * to the midpoint between two Float32s, about one value in 2^24 — so does JSON.parse's
+ * double; and when 1 is not within that margin, both lie on the same side of it.
  */
-export function nearSingle(mantissa: number, power: number): { value: number; aboveOne: boolean | undefined } | undefined {
-  if (power < -MAX_EXACT_POWER || power > MAX_EXACT_POWER) return undefined;
+export function nearSingle(mantissa: number, power: number): number {
+  if (power < -MAX_EXACT_POWER || power > MAX_EXACT_POWER) return NaN;
   const d = power >= 0 ? mantissa * EXACT_POWERS[power]! : mantissa / EXACT_POWERS[-power]!;
   const below = d * (1 - MARGIN);
   const above = d * (1 + MARGIN);
-  const value = Math.fround(d);
-  if (Math.fround(below) !== value || Math.fround(above) !== value) return undefined;
-  return { value, aboveOne: above <= 1 ? false : below > 1 ? true : undefined };
+  const single = Math.fround(d);
+  if (Math.fround(below) !== single || Math.fround(above) !== single || (below <= 1 && above > 1)) return NaN;
+  // The double, not its Float32: (1, 1 + 2^-24) rounds to a Float32 of 1, yet JSON.parse's double is above 1.
+  return d;
 }

@@ -5,6 +5,7 @@ import { parseJsonInTurns, parseTensorJson, type BodyPath } from '../services/se
 import { countJsonValues } from '../services/serving/body.js';
 import { imagesFromNested, imagesFromV2, type Batch } from '../services/serving/tensor-input.js';
 import { ServingError } from '../services/serving/errors.js';
+import { TRICKY_JSON_DOCS } from './helpers/json-docs.js';
 
 // Tensor bodies read straight into Float32 (dense-json.ts): the same values, shapes and refusals as JSON.parse and the walk.
 const PIXELS = 784;
@@ -157,16 +158,10 @@ describe('parseTensorJson', () => {
 
   it('gives what JSON.parse gives for any other body, or where a tensor may not stand', async () => {
     const docs = [
-      { instances: [[0, 0.5, 1], [1, 0.25, 0]] },
-      { id: 'a,]["\\"', inputs: [{ name: 'images', shape: [2, 3], datatype: 'FP32', data: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6] }], outputs: [{ name: 'class' }] },
-      { instances: [{ images: [1, 2] }, { images: ['[', ']', ',', '"', '\\', '{'] }], note: 'x'.repeat(50) },
-      { instances: [] },
-      { instances: [[], [[]], [[[]]]], more: [1] },
+      ...TRICKY_JSON_DOCS,
       { note: '[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30]', instances: [1] },
       { instances: [[1, 2], [3]], other: [[1, 2], [3, 4]] },
       { a: { b: { c: [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]] } } },
-      JSON.parse('{"__proto__": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20], "a": 1}'),
-      [[1, 2, 3], [4, 5, 6]],
       [1e300, 1.7976931348623157e308, 5e-324, 0.1, 123456789012345680000],
     ];
     for (const doc of docs) {

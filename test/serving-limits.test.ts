@@ -12,6 +12,7 @@ import { createServingApp } from '../services/serving/app.js';
 import { PredictBatcher } from '../services/serving/batcher.js';
 import { countJsonValues } from '../services/serving/body.js';
 import { parseJsonInTurns } from '../services/serving/json-turns.js';
+import { TRICKY_JSON_DOCS } from './helpers/json-docs.js';
 import { Overloaded, TooLarge } from '../services/serving/errors.js';
 import { ENV } from '../services/shared/config.js';
 import { DEFAULT_MEMORY_LIMIT_MIB, detectMemoryLimit, servingLimits, type ServingLimits } from '../services/serving/limits.js';
@@ -158,15 +159,7 @@ describe('checked before anything large is allocated', () => {
 });
 
 describe('JSON parsed in turns of the event loop', () => {
-  const docs = [
-    { instances: [[0, 0.5, 1], [1, 0.25, 0]] },
-    { id: 'a,]["\\"', inputs: [{ name: 'images', shape: [2, 3], datatype: 'FP32', data: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6] }], outputs: [{ name: 'class' }] },
-    { instances: [{ images: [1, 2] }, { images: ['[', ']', ',', '"', '\\', '{'] }], note: 'x'.repeat(50) },
-    { instances: [] },
-    { instances: [[], [[]], [[[]]]], more: [1] },
-    JSON.parse('{"__proto__": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20], "a": 1}'),
-    [[1, 2, 3], [4, 5, 6]],
-  ];
+  const docs = TRICKY_JSON_DOCS;
 
   it('gives what JSON.parse gives, with the tensor cut into many groups', async () => {
     for (const doc of docs) {

@@ -271,3 +271,63 @@ describe('reading a DenseTensor into images', () => {
     }
   });
 });
+
+describe('random bodies, read both ways', () => {
+  // Small images (4x4x1) so that a mutation often lands in the tensor and the walk still has shapes to refuse.
+  const shape = [4, 4, 1] as const;
+  const alphabet = '0123456789.-+eE,[] "\t\nx{}:';
+
+  function randomBody(rng: () => number): string {
+    const value = () => (rng() < 0.5 ? '0' : rng() < 0.005 ? randomNumberText(rng) : String(Math.round(rng() * 1000) / 1000));
+    const flat = () => `[${Array.from({ length: 16 }, value).join(',')}]`;
+    const rows = () => `[${Array.from({ length: 4 }, () => `[${Array.from({ length: 4 }, value).join(',')}]`).join(',')}]`;
+    // Mostly one form per body (a regular tensor), sometimes both (ragged: JSON.parse's way).
+    const form = rng();
+    const image = () => (form < 0.4 ? flat() : form < 0.8 ? rows() : rng() < 0.5 ? flat() : rows());
+    return `{"instances":[${Array.from({ length: 1 + Math.floor(rng() * 3) }, image).join(',')}]}`;
+  }
+
+  function mutate(text: string, rng: () => number): string {
+    const at = Math.floor(rng() * text.length);
+    const ch = alphabet[Math.floor(rng() * alphabet.length)]!;
+    const kind = rng();
+    if (kind < 0.3) return text.slice(0, at) + text.slice(at + 1);
+    if (kind < 0.6) return text.slice(0, at) + ch + text.slice(at);
+    if (kind < 0.9) return text.slice(0, at) + ch + text.slice(at + 1);
+    const end = Math.min(text.length, at + 1 + Math.floor(rng() * 12));
+    return text.slice(0, end) + text.slice(at, end) + text.slice(end);
+  }
+
+  let readDense = 0;
+  async function outcome(text: string, dense: boolean): Promise<unknown> {
+    let body: unknown;
+    try {
+      body = dense ? await parse(text, tfSites) : JSON.parse(text);
+    } catch {
+      return 'invalid_json';
+    }
+    if ((body as Record<string, unknown> | null)?.instances instanceof DenseTensor) readDense++;
+    try {
+      const b = imagesFromNested((body as Record<string, unknown> | null)?.instances, 'instances', 2, shape);
+      return { count: b.count, pixels: Array.from(b.pixels) };
+    } catch (e) {
+      if (!(e instanceof ServingError)) throw e;
+      return { code: e.code, message: e.message };
+    }
+  }
+
+  it('gives the same pixels or the same refusal as JSON.parse and the walk, for 5,000 mutated bodies', async () => {
+    const rng = createRng(29);
+    const seen = new Set<string>();
+    for (let k = 0; k < 5000; k++) {
+      let text = randomBody(rng);
+      for (let m = Math.floor(rng() * 3); m > 0; m--) text = mutate(text, rng);
+      const dense = await outcome(text, true);
+      expect(dense, text).toEqual(await outcome(text, false));
+      seen.add(typeof dense === 'string' ? dense : 'code' in (dense as object) ? (dense as { code: string }).code : 'pixels');
+    }
+    // Most bodies had their tensor read dense, and the mutations reach every kind of answer: images, bad JSON, and the walk's refusals.
+    expect(readDense).toBeGreaterThan(1500);
+    expect([...seen].sort()).toEqual(expect.arrayContaining(['batch_too_large', 'invalid_json', 'invalid_shape', 'out_of_range', 'pixels']));
+  });
+});

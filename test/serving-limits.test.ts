@@ -40,7 +40,7 @@ function serve(limits: ServingLimits): Promise<string> {
   // The model is handed over directly: these tests are about request handling, not loading.
   const app = createServingApp({ holder: { current: loaded } as ModelHolder, log, nodeId: 'node-0', maxBatch: limits.maxBatch, maxBodyBytes: limits.maxBodyBytes, limits });
   return new Promise((resolve) => {
-    const server = app.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
+    const server = http.createServer(app).listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
     servers.push(server);
   });
 }

@@ -1,5 +1,4 @@
-import type { Express } from 'express';
-import type { Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { Logger } from '../shared/log.js';
 import { closeGracefully, trackConnections } from './common.js';
 
@@ -8,9 +7,10 @@ import { closeGracefully, trackConnections } from './common.js';
  * `drainTimeoutMs` bounds how long requests in flight may still run after the signal: Knative
  * grants a pod its revision's timeoutSeconds, so a role with long requests passes that.
  */
-export function listen(app: Express, { port, host }: { port: number; host: string }, log: Logger, onClose: () => Promise<void> = async () => {}, handleSignals = true, drainTimeoutMs = 20_000): Promise<Server> {
+export function listen(app: RequestListener, { port, host }: { port: number; host: string }, log: Logger, onClose: () => Promise<void> = async () => {}, handleSignals = true, drainTimeoutMs = 20_000): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = app.listen(port, host);
+    // An Express app is a request listener too; serving's handler puts its direct routes in front of one.
+    const server = createServer(app).listen(port, host);
     const connections = trackConnections(server);
     server.requestTimeout = 15 * 60_000;
     server.headersTimeout = 30_000;

@@ -1,19 +1,21 @@
 import express, { type Request, type Response } from 'express';
 import type pg from 'pg';
-import { applyCommonMiddleware, applyErrorHandlers } from '../http/common.js';
+import type { RequestListener } from 'node:http';
+import { applyCommonMiddleware, applyErrorHandlers, SECURITY_HEADERS } from '../http/common.js';
 import { PIXELS } from '../core/model.js';
 import { ENV } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
-import { createMetrics, type Metrics } from '../shared/metrics.js';
+import { createMetrics, routePattern, type Metrics } from '../shared/metrics.js';
 import { fullCollection, WorkBudget } from './admission.js';
 import { IdleTrim } from './idle-trim.js';
 import type { JsonBodyLimits } from './body.js';
 import { inferenceEventsRouter } from './inference-events.js';
 import { detectMemoryLimit, heapBoundedFor, servingLimits, type ServingLimits } from './limits.js';
 import type { ModelHolder } from './model-holder.js';
-import { oipRouter } from './oip.js';
+import { directPredict } from './direct-predict.js';
+import { inferReply, oipError, oipRouter } from './oip.js';
 import { Predictor } from './predictor.js';
-import { tfServingRouter } from './tfserving.js';
+import { PREDICT_ROUTE, predictReply, tfServingError, tfServingRouter, VERSIONED_PREDICT_ROUTE } from './tfserving.js';
 import { mountUpload } from './upload.js';
 
 export interface ServingDeps {
@@ -31,6 +33,8 @@ export interface ServingDeps {
   pool?: pg.Pool;
   /** Where object references of inference events resolve (EDGEFL_OBJECT_ROOT); unset: inline images only. */
   objectRoot?: string;
+  /** false: the prediction routes too go through Express (test/direct-predict.test.ts compares the two). */
+  direct?: boolean;
 }
 
 /**
@@ -40,7 +44,7 @@ export interface ServingDeps {
  * X-Model-Version header). Request memory is bounded by limits derived from the function's
  * memory limit (limits.ts), with load shedding when requests in flight would exceed it.
  */
-export function createServingApp(deps: ServingDeps) {
+export function createServingApp(deps: ServingDeps): ServingApp {
   const metrics = deps.metrics ?? createMetrics('serving');
   const limits = deps.limits ?? servingLimits(detectMemoryLimit(), deps, { bodyLimitExplicit: Boolean(process.env[ENV.maxBodyBytes]) });
   const predictor = new Predictor(() => deps.holder.current, { chunk: limits.predictChunk, metrics });
@@ -63,8 +67,7 @@ export function createServingApp(deps: ServingDeps) {
   app.use((_req, res, next) => {
     trim.started();
     res.once('close', () => trim.ended());
-    res.setHeader('Access-Control-Allow-Origin', '*');
-    res.setHeader('Access-Control-Allow-Headers', 'Content-Type, Authorization, X-API-Key, Inference-Header-Content-Length');
+    for (const name in CORS_HEADERS) res.setHeader(name, CORS_HEADERS[name]!);
     next();
   });
   app.options(/.*/, (_req, res) => void res.status(204).end());
@@ -91,6 +94,30 @@ export function createServingApp(deps: ServingDeps) {
   app.use('/v2', oipRouter(shared));
 
   applyErrorHandlers(app, deps.log);
-  return app;
+
+  // The prediction routes are answered without Express (direct-predict.ts); all else by the app.
+  const tfPredict = predictReply({ ...shared });
+  const v2Infer = inferReply(shared);
+  const direct = directPredict(
+    [
+      { pattern: /^\/v1\/models\/([^/:]+):predict$/, label: '/v1' + routePattern(PREDICT_ROUTE), reply: tfPredict, render: tfServingError },
+      { pattern: /^\/v1\/models\/([^/:]+)\/versions\/([^/:]+):predict$/, label: '/v1' + routePattern(VERSIONED_PREDICT_ROUTE), reply: tfPredict, render: tfServingError },
+      { pattern: /^\/v2\/models\/([^/]+)\/infer$/, label: '/v2/models/:name/infer', reply: v2Infer, render: oipError },
+      { pattern: /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/infer$/, label: '/v2/models/:name/versions/:version/infer', reply: v2Infer, render: oipError },
+    ],
+    { log: deps.log, metrics, apiKeys: deps.apiKeys, trim, headers: { ...SECURITY_HEADERS, ...CORS_HEADERS } },
+  );
+  if (deps.direct === false) return app;
+  return (req, res) => {
+    if (!direct(req, res)) app(req, res);
+  };
 }
+
+/** The serving function's HTTP handler (a Knative function's `handle`): listen with it, or pass it to http.createServer. */
+export type ServingApp = RequestListener;
+
+const CORS_HEADERS: Readonly<Record<string, string>> = {
+  'Access-Control-Allow-Origin': '*',
+  'Access-Control-Allow-Headers': 'Content-Type, Authorization, X-API-Key, Inference-Header-Content-Length',
+};
 

@@ -1,4 +1,4 @@
-import type { Request, Response } from 'express';
+import type { IncomingMessage as Request, ServerResponse as Response } from 'node:http';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { WorkBudget } from './admission.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';

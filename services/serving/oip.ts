@@ -4,7 +4,8 @@ import type { Logger } from '../shared/log.js';
 import type { WorkBudget } from './admission.js';
 import { BINARY_EXTENSION, BINARY_HEADER, binaryDataSize, binaryResponse, encodeOutput } from './binary-tensor.js';
 import { readBinaryBody, readModelRequest, type JsonBodyLimits } from './body.js';
-import { protocolErrors, requireKey } from './edge.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { protocolErrors, requireKey, sendReply, type EdgeError, type Reply } from './edge.js';
 import { InvalidInput } from './errors.js';
 import type { BodyPath } from './json-turns.js';
 import type { ModelRef, Prediction, Predictor } from './predictor.js';
@@ -32,6 +33,9 @@ interface RequestedOutput {
   name: OutputName;
   binary: boolean;
 }
+
+/** The Open Inference Protocol's error body. */
+export const oipError = (e: EdgeError) => ({ error: e.message });
 
 /** Where an inference request holds its tensors: each input's `data`. */
 const tensorSites = (path: BodyPath) => path.length === 3 && path[0] === 'inputs' && typeof path[1] === 'number' && path[2] === 'data';
@@ -78,8 +82,24 @@ export function oipRouter(deps: OipDeps): express.Router {
   v2.get('/models/:name/ready', ready);
   v2.get('/models/:name/versions/:version/ready', ready);
 
-  const infer = async (req: Request, res: Response) => {
-    const ref = refOf(req);
+  const infer = inferReply(deps);
+  const inferRoute = async (req: Request, res: Response) => sendReply(res, await infer(req, res, refOf(req)));
+  v2.post('/models/:name/infer', requireKey(deps.apiKeys), inferRoute);
+  v2.post('/models/:name/versions/:version/infer', requireKey(deps.apiKeys), inferRoute);
+  v2.use((req, res) => void res.status(404).json({ error: `no route for ${req.method} /v2${req.path}` }));
+  v2.use(protocolErrors(deps.log, oipError));
+  return v2;
+}
+
+
+/**
+ * Inference on the model and version the route named, with its request in JSON or in the
+ * binary tensor data extension's form: the Reply that Express (oipRouter) and the direct path
+ * (direct-predict.ts) both write.
+ */
+export function inferReply(deps: Pick<OipDeps, 'predictor' | 'maxBatch' | 'body' | 'budget'>) {
+  const { predictor } = deps;
+  return async (req: IncomingMessage, res: ServerResponse, ref: ModelRef): Promise<Reply> => {
     // The binary extension's form is announced by its header; without it the body is plain JSON.
     const binaryForm = req.headers[BINARY_HEADER] !== undefined;
     let body: OipInferRequest;
@@ -105,12 +125,11 @@ export function oipRouter(deps: OipDeps): express.Router {
       ? imagesFromV2Binary(input, size, binaryData, deps.maxBatch, predictor.spec.inputShape)
       : imagesFromV2(input, deps.maxBatch, predictor.spec.inputShape);
     const prediction = await predictor.predict(batch, ref);
-    res.setHeader('X-Model-Version', String(prediction.model.version));
+    const headers = { 'X-Model-Version': String(prediction.model.version) };
     const header = { model_name: predictor.name, model_version: String(prediction.model.version), ...(body.id !== undefined ? { id: body.id } : {}) };
     const tensors = outputs.map((o) => ({ ...o, tensor: OUTPUTS[o.name](prediction) }));
     if (!tensors.some((t) => t.binary)) {
-      res.json({ ...header, outputs: tensors.map(({ tensor: { values, ...meta } }) => ({ ...meta, data: Array.from(values) })) });
-      return;
+      return { headers, body: { json: { ...header, outputs: tensors.map(({ tensor: { values, ...meta } }) => ({ ...meta, data: Array.from(values) })) } } };
     }
     const binaries: Buffer[] = [];
     const described = tensors.map(({ binary, tensor: { values, ...meta } }) => {
@@ -120,14 +139,8 @@ export function oipRouter(deps: OipDeps): express.Router {
       return { ...meta, parameters: { binary_data_size: encoded.length } };
     });
     const reply = binaryResponse({ ...header, outputs: described }, binaries);
-    res.setHeader('Inference-Header-Content-Length', String(reply.headerLength));
-    res.type('application/octet-stream').send(reply.body);
+    return { headers: { ...headers, 'Inference-Header-Content-Length': String(reply.headerLength) }, body: { bytes: reply.body, type: 'application/octet-stream' } };
   };
-  v2.post('/models/:name/infer', requireKey(deps.apiKeys), infer);
-  v2.post('/models/:name/versions/:version/infer', requireKey(deps.apiKeys), infer);
-  v2.use((req, res) => void res.status(404).json({ error: `no route for ${req.method} /v2${req.path}` }));
-  v2.use(protocolErrors(deps.log, (e) => ({ error: e.message })));
-  return v2;
 }
 
 /**

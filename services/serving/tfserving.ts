@@ -3,7 +3,8 @@ import { REFERENCE_CNN, type ModelSpec } from '../core/model-spec.js';
 import type { Logger } from '../shared/log.js';
 import type { WorkBudget } from './admission.js';
 import { readModelRequest, type JsonBodyLimits } from './body.js';
-import { protocolErrors, requireKey } from './edge.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { protocolErrors, requireKey, sendReply, type EdgeError, type Reply } from './edge.js';
 import { DenseTensor } from './dense-json.js';
 import { InvalidInput } from './errors.js';
 import type { BodyPath } from './json-turns.js';
@@ -64,23 +65,10 @@ export function tfServingRouter(deps: TfServingDeps, upload: (router: express.Ro
   v1.get('/models/:name/metadata', metadata);
   v1.get('/models/:name/versions/:version/metadata', metadata);
 
-  const predict = async (req: Request, res: Response) => {
-    const ref = refOf(req);
-    const body = await readModelRequest(req, res, deps, ref, tfPredictRequest, 'request body', tensorSites);
-    if (body.signature_name !== undefined && body.signature_name !== SIGNATURE) {
-      throw new InvalidInput('signature_not_found', `signature_name '${body.signature_name}' is not a signature of this model; its only signature is '${SIGNATURE}'`);
-    }
-    if (body.instances !== undefined && body.inputs !== undefined) throw new InvalidInput('invalid_body', 'send either "instances" (row format) or "inputs" (columnar format), not both');
-    const columnar = body.inputs !== undefined;
-    if (!columnar && body.instances === undefined) throw new InvalidInput('missing_field', 'the body needs "instances" (row format) or "inputs" (columnar format)');
-    const key = columnar ? 'inputs' : 'instances';
-    const batch = imagesFromNested(namedInput(columnar ? body.inputs : body.instances, key), key, deps.maxBatch, predictor.spec.inputShape);
-    const { probs, classes, model } = await predictor.predict(batch, ref);
-    res.setHeader('X-Model-Version', String(model.version));
-    res.json({ [columnar ? 'outputs' : 'predictions']: rows(probs, batch.count, model.spec?.classes), classes, model_name: predictor.name, model_version: String(model.version) });
-  };
-  v1.post(/^\/models\/([^/:]+):predict$/, requireKey(deps.apiKeys), predict);
-  v1.post(/^\/models\/([^/:]+)\/versions\/([^/:]+):predict$/, requireKey(deps.apiKeys), predict);
+  const predict = predictReply(deps);
+  const predictRoute = async (req: Request, res: Response) => sendReply(res, await predict(req, res, refOf(req)));
+  v1.post(PREDICT_ROUTE, requireKey(deps.apiKeys), predictRoute);
+  v1.post(VERSIONED_PREDICT_ROUTE, requireKey(deps.apiKeys), predictRoute);
 
   upload(v1);
 
@@ -91,13 +79,45 @@ export function tfServingRouter(deps: TfServingDeps, upload: (router: express.Ro
   v1.post(/^\/models\/([^/:]+):regress$/, regress);
   v1.post(/^\/models\/([^/:]+)\/versions\/([^/:]+):regress$/, regress);
   v1.use((req, res) => void res.status(404).json({ error: `no route for ${req.method} /v1${req.path}`, code: 'route_not_found' }));
-  v1.use(protocolErrors(deps.log, (e) => ({ error: e.message, code: e.code })));
+  v1.use(protocolErrors(deps.log, tfServingError));
   return v1;
 }
 
 /** Where a predict body holds one tensor: `instances`, `inputs`, or `inputs.images`. */
 const tensorSites = (path: BodyPath) =>
   (path.length === 1 && (path[0] === 'instances' || path[0] === 'inputs')) || (path.length === 2 && path[0] === 'inputs' && path[1] === INPUT);
+
+/** TF Serving's error body, with a machine-readable code beside it. */
+export const tfServingError = (e: EdgeError) => ({ error: e.message, code: e.code });
+
+/** The predict routes under /v1: the model's name, and its version on the second. */
+export const PREDICT_ROUTE = /^\/models\/([^/:]+):predict$/;
+export const VERSIONED_PREDICT_ROUTE = /^\/models\/([^/:]+)\/versions\/([^/:]+):predict$/;
+
+/**
+ * Predict, in the row (`instances` → `predictions`) or columnar (`inputs` → `outputs`) form,
+ * for the model and version the route named: the Reply that Express (tfServingRouter) and the
+ * direct path (direct-predict.ts) both write.
+ */
+export function predictReply(deps: Pick<TfServingDeps, 'predictor' | 'maxBatch' | 'body' | 'budget'>) {
+  const { predictor } = deps;
+  return async (req: IncomingMessage, res: ServerResponse, ref: ModelRef): Promise<Reply> => {
+    const body = await readModelRequest(req, res, deps, ref, tfPredictRequest, 'request body', tensorSites);
+    if (body.signature_name !== undefined && body.signature_name !== SIGNATURE) {
+      throw new InvalidInput('signature_not_found', `signature_name '${body.signature_name}' is not a signature of this model; its only signature is '${SIGNATURE}'`);
+    }
+    if (body.instances !== undefined && body.inputs !== undefined) throw new InvalidInput('invalid_body', 'send either "instances" (row format) or "inputs" (columnar format), not both');
+    const columnar = body.inputs !== undefined;
+    if (!columnar && body.instances === undefined) throw new InvalidInput('missing_field', 'the body needs "instances" (row format) or "inputs" (columnar format)');
+    const key = columnar ? 'inputs' : 'instances';
+    const batch = imagesFromNested(namedInput(columnar ? body.inputs : body.instances, key), key, deps.maxBatch, predictor.spec.inputShape);
+    const { probs, classes, model } = await predictor.predict(batch, ref);
+    return {
+      headers: { 'X-Model-Version': String(model.version) },
+      body: { json: { [columnar ? 'outputs' : 'predictions']: rows(probs, batch.count, model.spec?.classes), classes, model_name: predictor.name, model_version: String(model.version) } },
+    };
+  };
+}
 
 /** Row instances may name the input ({"images": ...}); columnar inputs may be a map of input names. */
 function namedInput(value: unknown, key: string): unknown {

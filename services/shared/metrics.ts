@@ -49,12 +49,17 @@ export function httpMetrics(metrics: Metrics): RequestHandler {
     const start = process.hrtime.bigint();
     res.on('finish', () => {
       const route = req.route?.path ? String(req.baseUrl ?? '') + routePattern(req.route.path) : res.statusCode === 404 ? 'unmatched' : req.path;
-      const labels = { method: req.method, route, status: String(res.statusCode) };
-      metrics.httpRequests.inc(labels);
-      metrics.httpDuration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
+      recordRequest(metrics, req.method, route, res.statusCode, start);
     });
     next();
   };
+}
+
+/** One answered request in the request counter and the duration histogram; `start` from process.hrtime.bigint(). */
+export function recordRequest(metrics: Metrics, method: string, route: string, status: number, start: bigint): void {
+  const labels = { method, route, status: String(status) };
+  metrics.httpRequests.inc(labels);
+  metrics.httpDuration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
 }
 
 /** A readable label for a route: RegExp routes ('/^\\/v1\\/models\\/([^/:]+):predict$/') become '/v1/models/:name:predict'. */

@@ -42,8 +42,8 @@ export async function serve(handler: http.RequestListener | Express, opts: Serve
 export function serverGroup() {
   const running: Running[] = [];
   return {
-    async listen(handler: Express, opts?: ServeOptions): Promise<Running> {
-      const r = await serve(handler, opts);
+    async listen(handler: http.RequestListener | Express, opts?: ServeOptions): Promise<Running> {
+      const r = await serve(handler as http.RequestListener, opts);
       running.push(r);
       return r;
     },

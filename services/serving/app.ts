@@ -5,7 +5,7 @@ import { applyCommonMiddleware, applyErrorHandlers, SECURITY_HEADERS } from '../
 import { PIXELS } from '../core/model.js';
 import { ENV } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
-import { createMetrics, routePattern, type Metrics } from '../shared/metrics.js';
+import { createMetrics, type Metrics } from '../shared/metrics.js';
 import { fullCollection, WorkBudget } from './admission.js';
 import { IdleTrim } from './idle-trim.js';
 import type { JsonBodyLimits } from './body.js';
@@ -13,9 +13,9 @@ import { inferenceEventsRouter } from './inference-events.js';
 import { detectMemoryLimit, heapBoundedFor, servingLimits, type ServingLimits } from './limits.js';
 import type { ModelHolder } from './model-holder.js';
 import { directPredict } from './direct-predict.js';
-import { inferReply, oipError, oipRouter } from './oip.js';
+import { oipDirectRoutes, oipRouter } from './oip.js';
 import { Predictor } from './predictor.js';
-import { PREDICT_ROUTE, predictReply, tfServingError, tfServingRouter, VERSIONED_PREDICT_ROUTE } from './tfserving.js';
+import { tfServingDirectRoutes, tfServingRouter } from './tfserving.js';
 import { mountUpload } from './upload.js';
 
 export interface ServingDeps {
@@ -96,17 +96,13 @@ export function createServingApp(deps: ServingDeps): ServingApp {
   applyErrorHandlers(app, deps.log);
 
   // The prediction routes are answered without Express (direct-predict.ts); all else by the app.
-  const tfPredict = predictReply({ ...shared });
-  const v2Infer = inferReply(shared);
-  const direct = directPredict(
-    [
-      { pattern: /^\/v1\/models\/([^/:]+):predict$/, label: '/v1' + routePattern(PREDICT_ROUTE), reply: tfPredict, render: tfServingError },
-      { pattern: /^\/v1\/models\/([^/:]+)\/versions\/([^/:]+):predict$/, label: '/v1' + routePattern(VERSIONED_PREDICT_ROUTE), reply: tfPredict, render: tfServingError },
-      { pattern: /^\/v2\/models\/([^/]+)\/infer$/, label: '/v2/models/:name/infer', reply: v2Infer, render: oipError },
-      { pattern: /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/infer$/, label: '/v2/models/:name/versions/:version/infer', reply: v2Infer, render: oipError },
-    ],
-    { log: deps.log, metrics, apiKeys: deps.apiKeys, trim, headers: { ...SECURITY_HEADERS, ...CORS_HEADERS } },
-  );
+  const direct = directPredict([...tfServingDirectRoutes(shared), ...oipDirectRoutes(shared)], {
+    log: deps.log,
+    metrics,
+    apiKeys: deps.apiKeys,
+    trim,
+    headers: { ...SECURITY_HEADERS, ...CORS_HEADERS },
+  });
   if (deps.direct === false) return app;
   return (req, res) => {
     if (!direct(req, res)) app(req, res);

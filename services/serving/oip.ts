@@ -7,6 +7,7 @@ import { readBinaryBody, readModelRequest, type JsonBodyLimits } from './body.js
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { protocolErrors, requireKey, sendReply, type EdgeError, type Reply } from './edge.js';
 import { InvalidInput } from './errors.js';
+import type { DirectRoute } from './direct-predict.js';
 import type { BodyPath } from './json-turns.js';
 import type { ModelRef, Prediction, Predictor } from './predictor.js';
 import { oipInferRequest, parseBody, type OipInferRequest } from './schema.js';
@@ -34,8 +35,21 @@ interface RequestedOutput {
   binary: boolean;
 }
 
+/** The inference routes under /v2. */
+const INFER_PATH = '/models/:name/infer';
+const VERSIONED_INFER_PATH = '/models/:name/versions/:version/infer';
+
+/** The inference routes as direct-predict.ts answers them: patterns matching what INFER_PATH and VERSIONED_INFER_PATH match under /v2, labelled as Express labels them. */
+export function oipDirectRoutes(deps: Pick<OipDeps, 'predictor' | 'maxBatch' | 'body' | 'budget'>): DirectRoute[] {
+  const reply = inferReply(deps);
+  return [
+    { pattern: /^\/v2\/models\/([^/]+)\/infer$/, label: `/v2${INFER_PATH}`, reply, render: oipError },
+    { pattern: /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/infer$/, label: `/v2${VERSIONED_INFER_PATH}`, reply, render: oipError },
+  ];
+}
+
 /** The Open Inference Protocol's error body. */
-export const oipError = (e: EdgeError) => ({ error: e.message });
+const oipError = (e: EdgeError) => ({ error: e.message });
 
 /** Where an inference request holds its tensors: each input's `data`. */
 const tensorSites = (path: BodyPath) => path.length === 3 && path[0] === 'inputs' && typeof path[1] === 'number' && path[2] === 'data';
@@ -84,8 +98,8 @@ export function oipRouter(deps: OipDeps): express.Router {
 
   const infer = inferReply(deps);
   const inferRoute = async (req: Request, res: Response) => sendReply(res, await infer(req, res, refOf(req)));
-  v2.post('/models/:name/infer', requireKey(deps.apiKeys), inferRoute);
-  v2.post('/models/:name/versions/:version/infer', requireKey(deps.apiKeys), inferRoute);
+  v2.post(INFER_PATH, requireKey(deps.apiKeys), inferRoute);
+  v2.post(VERSIONED_INFER_PATH, requireKey(deps.apiKeys), inferRoute);
   v2.use((req, res) => void res.status(404).json({ error: `no route for ${req.method} /v2${req.path}` }));
   v2.use(protocolErrors(deps.log, oipError));
   return v2;
@@ -97,7 +111,7 @@ export function oipRouter(deps: OipDeps): express.Router {
  * binary tensor data extension's form: the Reply that Express (oipRouter) and the direct path
  * (direct-predict.ts) both write.
  */
-export function inferReply(deps: Pick<OipDeps, 'predictor' | 'maxBatch' | 'body' | 'budget'>) {
+function inferReply(deps: Pick<OipDeps, 'predictor' | 'maxBatch' | 'body' | 'budget'>) {
   const { predictor } = deps;
   return async (req: IncomingMessage, res: ServerResponse, ref: ModelRef): Promise<Reply> => {
     // The binary extension's form is announced by its header; without it the body is plain JSON.

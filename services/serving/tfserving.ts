@@ -5,7 +5,9 @@ import type { WorkBudget } from './admission.js';
 import { readModelRequest, type JsonBodyLimits } from './body.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { protocolErrors, requireKey, sendReply, type EdgeError, type Reply } from './edge.js';
+import { routePattern } from '../shared/metrics.js';
 import { DenseTensor } from './dense-json.js';
+import type { DirectRoute } from './direct-predict.js';
 import { InvalidInput } from './errors.js';
 import type { BodyPath } from './json-turns.js';
 import type { ModelRef, Predictor } from './predictor.js';
@@ -87,19 +89,26 @@ export function tfServingRouter(deps: TfServingDeps, upload: (router: express.Ro
 const tensorSites = (path: BodyPath) =>
   (path.length === 1 && (path[0] === 'instances' || path[0] === 'inputs')) || (path.length === 2 && path[0] === 'inputs' && path[1] === INPUT);
 
+/** The predict routes as direct-predict.ts answers them: the same patterns under /v1, and the metrics label Express gives them. */
+export function tfServingDirectRoutes(deps: Pick<TfServingDeps, 'predictor' | 'maxBatch' | 'body' | 'budget'>): DirectRoute[] {
+  const reply = predictReply(deps);
+  const underV1 = (route: RegExp): DirectRoute => ({ pattern: new RegExp(`^\\/v1${route.source.slice(1)}`), label: `/v1${routePattern(route)}`, reply, render: tfServingError });
+  return [underV1(PREDICT_ROUTE), underV1(VERSIONED_PREDICT_ROUTE)];
+}
+
 /** TF Serving's error body, with a machine-readable code beside it. */
-export const tfServingError = (e: EdgeError) => ({ error: e.message, code: e.code });
+const tfServingError = (e: EdgeError) => ({ error: e.message, code: e.code });
 
 /** The predict routes under /v1: the model's name, and its version on the second. */
-export const PREDICT_ROUTE = /^\/models\/([^/:]+):predict$/;
-export const VERSIONED_PREDICT_ROUTE = /^\/models\/([^/:]+)\/versions\/([^/:]+):predict$/;
+const PREDICT_ROUTE = /^\/models\/([^/:]+):predict$/;
+const VERSIONED_PREDICT_ROUTE = /^\/models\/([^/:]+)\/versions\/([^/:]+):predict$/;
 
 /**
  * Predict, in the row (`instances` → `predictions`) or columnar (`inputs` → `outputs`) form,
  * for the model and version the route named: the Reply that Express (tfServingRouter) and the
  * direct path (direct-predict.ts) both write.
  */
-export function predictReply(deps: Pick<TfServingDeps, 'predictor' | 'maxBatch' | 'body' | 'budget'>) {
+function predictReply(deps: Pick<TfServingDeps, 'predictor' | 'maxBatch' | 'body' | 'budget'>) {
   const { predictor } = deps;
   return async (req: IncomingMessage, res: ServerResponse, ref: ModelRef): Promise<Reply> => {
     const body = await readModelRequest(req, res, deps, ref, tfPredictRequest, 'request body', tensorSites);

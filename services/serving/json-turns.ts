@@ -22,7 +22,7 @@ export async function parseJsonInTurns(bytes: Buffer, turnBytes = 256 * 1024): P
   if (!span || span.end - span.start < bytes.length / 2) return JSON.parse(bytes.toString('utf8'));
   // The tensor is replaced by a string no request can contain, found again in the parsed envelope.
   const marker = `\u0000tensor:${randomUUID()}`;
-  const envelope = JSON.parse(bytes.toString('utf8', 0, span.start) + JSON.stringify(marker) + bytes.toString('utf8', span.end + 1)) as unknown;
+  const envelope = envelopeAround(bytes, span, marker);
   const elements: unknown[] = [];
   for (const [from, to] of elementGroups(bytes, span.start + 1, span.end, turnBytes)) {
     await nextTurn();
@@ -40,8 +40,8 @@ export type BodyPath = readonly (string | number)[];
  * read straight into a DenseTensor (dense-json.ts) rather than built as JS arrays, when it
  * stands where `tensorAt` says a tensor may. The rest of the body is parsed by JSON.parse
  * around it. Any body this does not fit (the tensor elsewhere, strings or objects inside it,
- * a body that is not JSON) is parsed as parseJsonInTurns parses it; so is every body when
- * the values counted in it (`capacity`) do not fit.
+ * a body that is not JSON) is parsed as parseJsonInTurns parses it. `capacity`: the values
+ * counted in the body, which bounds the tensor's.
  */
 export async function parseTensorJson(bytes: Buffer, tensorAt: (path: BodyPath) => boolean, capacity: number, turnBytes = 256 * 1024): Promise<unknown> {
   const tensor = await findDenseTensor(bytes, capacity, turnBytes);
@@ -49,7 +49,7 @@ export async function parseTensorJson(bytes: Buffer, tensorAt: (path: BodyPath) 
     const marker = `\u0000tensor:${randomUUID()}`;
     let envelope: unknown;
     try {
-      envelope = JSON.parse(bytes.toString('utf8', 0, tensor.start) + JSON.stringify(marker) + bytes.toString('utf8', tensor.end + 1));
+      envelope = envelopeAround(bytes, tensor, marker);
     } catch {
       envelope = undefined; // not JSON around the array: JSON.parse of the whole body says why
     }
@@ -101,6 +101,11 @@ function setAt(root: Record<string, unknown>, path: BodyPath, value: unknown): v
   let container = root;
   for (const key of path.slice(0, -1)) container = container[key] as Record<string, unknown>;
   container[path[path.length - 1]!] = value;
+}
+
+/** JSON.parse of the body with the array at [start, end] replaced by the string `marker`. */
+function envelopeAround(bytes: Buffer, { start, end }: { start: number; end: number }, marker: string): unknown {
+  return JSON.parse(bytes.toString('utf8', 0, start) + JSON.stringify(marker) + bytes.toString('utf8', end + 1));
 }
 
 /** The widest array of the document: [start, end] of its brackets (strings and escapes skipped). */

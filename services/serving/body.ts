@@ -3,7 +3,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { WorkBudget } from './admission.js';
 import { InvalidInput, TooLarge, UnsupportedMedia } from './errors.js';
 import { BINARY_HEADER, parseHeaderLength } from './binary-tensor.js';
-import { parseJsonInTurns, parseTensorJson, type BodyPath } from './json-turns.js';
+import { parseJsonInTurns, parseTensorJson, type TensorSites } from './json-turns.js';
 import { jsonParseCost } from './limits.js';
 import type { ModelRef, Predictor } from './predictor.js';
 import { parseBody } from './schema.js';
@@ -81,9 +81,6 @@ export async function readJsonBody(req: Request, res: Response, limits: JsonBody
   if (bytes.length === 0) throw new InvalidInput('invalid_body', 'the request has no body: send a JSON object');
   return parseJsonUnderBudget(bytes, res, limits, budget, tensorAt);
 }
-
-/** Where a protocol's body may carry its tensor; there it is read as a DenseTensor (dense-json.ts). */
-export type TensorSites = (path: BodyPath) => boolean;
 
 /** The body's bytes, refused before they arrive when Content-Length is over the limit or the body is compressed, and reserved from the budget. */
 async function receiveUnderBudget(req: Request, res: Response, limits: JsonBodyLimits, budget: WorkBudget): Promise<Buffer> {

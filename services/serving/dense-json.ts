@@ -176,12 +176,11 @@ export class DenseArrayReader {
         // Clinger's fast path: both factors exact, so the one rounding is the correct one.
         if (power < -MAX_EXACT_POWER || power > MAX_EXACT_POWER) return this.giveUp(i);
         v = power >= 0 ? high * EXACT_POWERS[power]! : high / EXACT_POWERS[-power]!;
-        if (v > 1) unitRange = false;
       } else {
         v = nearSingle(high * EXACT_POWERS[lowDigits]! + low, power);
         if (Number.isNaN(v)) return this.giveUp(i);
-        if (v > 1) unitRange = false;
       }
+      if (v > 1) unitRange = false;
       if (negative) {
         v = -v;
         if (v !== 0) unitRange = false;

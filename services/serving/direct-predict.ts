@@ -12,12 +12,13 @@ import type { ModelRef } from './predictor.js';
  * Through Express, a 1-image prediction at 10 connections spent about 70 µs of its 347 on the
  * framework (setting up its request and response, walking the middleware and route stack,
  * `res.json`) beside 242 µs of wasm. Answered here, the 10-connection p50 went from 3.27–3.35
- * ms to 2.63–2.72 ms in the same minutes (`bench cold-warm`; 2.51 ms with none of the below). Everything else a request gets from the
- * Express app is done here too, with the same functions: the request id, the security and
- * CORS headers, the API key, the idle-trim bookkeeping, the request metrics under the label
- * Express would give the route, and errors rendered by the protocol's own edge. A path these
- * patterns do not match exactly (another case, a trailing slash, a name that does not decode)
- * goes to Express, which answers it as it always has.
+ * ms to 2.63–2.72 ms in the same minutes (`bench cold-warm`; 2.51 ms with none of the below).
+ * Everything else a request gets from the Express app is done here too, with the same
+ * functions: the request id, the security and CORS headers, the API key, the idle-trim
+ * bookkeeping, the request metrics under the label Express would give the route, and errors
+ * rendered by the protocol's own edge. A path these patterns do not match exactly (another
+ * case, a trailing slash, a name that does not decode) goes to Express, which answers it as it
+ * always has.
  */
 export interface DirectRoute {
   /** The path (without its query), capturing the model's name and, where the route has one, its version. */

@@ -35,6 +35,9 @@ export async function parseJsonInTurns(bytes: Buffer, turnBytes = 256 * 1024): P
 /** A path into a parsed body: object keys and array indices. */
 export type BodyPath = readonly (string | number)[];
 
+/** Where a protocol's body may carry its tensor; there it is read as a DenseTensor (dense-json.ts). */
+export type TensorSites = (path: BodyPath) => boolean;
+
 /**
  * A request body whose tensor — a regularly nested array of numbers filling most of it — is
  * read straight into a DenseTensor (dense-json.ts) rather than built as JS arrays, when it
@@ -43,7 +46,7 @@ export type BodyPath = readonly (string | number)[];
  * a body that is not JSON) is parsed as parseJsonInTurns parses it. `capacity`: the values
  * counted in the body, which bounds the tensor's.
  */
-export async function parseTensorJson(bytes: Buffer, tensorAt: (path: BodyPath) => boolean, capacity: number, turnBytes = 256 * 1024): Promise<unknown> {
+export async function parseTensorJson(bytes: Buffer, tensorAt: TensorSites, capacity: number, turnBytes = 256 * 1024): Promise<unknown> {
   const tensor = await findDenseTensor(bytes, capacity, turnBytes);
   if (tensor) {
     const marker = `\u0000tensor:${randomUUID()}`;
